@@ -1,0 +1,5 @@
+import sys
+
+from spnas.cli.main import main
+
+sys.exit(main())

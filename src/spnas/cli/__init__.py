@@ -1,0 +1,1 @@
+"""The ``spnas`` command line: one module per command group, each adding its own subparser."""

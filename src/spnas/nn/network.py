@@ -1,0 +1,154 @@
+"""One network class for a search space: the supernet (no architecture) or a derived net (an architecture).
+
+Searchable layers are named ``layers.L{i}`` by their index in the space, so a derived network's
+state-dict keys line up with the supernet's and skipped layers are simply absent.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import torch
+from torch import nn
+
+from spnas.arch import Architecture
+from spnas.nn.blocks import MBConv, conv_bn_act
+from spnas.nn.superkernel import Decision
+from spnas.space import SKIP, SearchSpace, op_kernel_expand
+
+
+class SinglePathNet(nn.Module):
+    def __init__(self, space: SearchSpace, arch: Architecture | None = None) -> None:
+        super().__init__()
+        if arch is not None:
+            arch.validate(space)
+        self.space = space
+        self.arch = arch
+        eps, mom = space.bn_eps, space.bn_momentum
+        self.stem = conv_bn_act(space.in_channels, space.stem_out, 3, space.stem_stride, eps, mom)
+        channels = space.stem_out
+        before = []
+        for block in space.blocks_before:
+            out = space.ch(block.out_channels)
+            before.append(MBConv(channels, out, block.stride, block.kernel, block.expand, eps, mom))
+            channels = out
+        self.blocks_before = nn.Sequential(*before)
+
+        layers: OrderedDict[str, nn.Module] = OrderedDict()
+        for spec in space.layers():
+            if arch is None:
+                layers[f"L{spec.index}"] = MBConv(
+                    spec.in_channels, spec.out_channels, spec.stride, 5, 6, eps, mom,
+                    searchable=True, skippable=spec.skippable,
+                )
+            elif arch.ops[spec.index] != SKIP:
+                kernel, expand = op_kernel_expand(arch.ops[spec.index])
+                layers[f"L{spec.index}"] = MBConv(
+                    spec.in_channels, spec.out_channels, spec.stride, kernel, expand, eps, mom
+                )
+            channels = spec.out_channels
+        self.layers = nn.Sequential(layers)
+
+        after = []
+        for block in space.blocks_after:
+            out = space.ch(block.out_channels)
+            after.append(MBConv(channels, out, block.stride, block.kernel, block.expand, eps, mom))
+            channels = out
+        self.blocks_after = nn.Sequential(*after)
+        self.head = conv_bn_act(channels, space.head_out, 1, 1, eps, mom)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.dropout = nn.Dropout(space.dropout)
+        self.classifier = nn.Linear(space.head_out, space.num_classes)
+        _init_weights(self)
+
+    @property
+    def is_supernet(self) -> bool:
+        return self.arch is None
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.blocks_before(self.stem(x))
+        x = self.blocks_after(self.layers(x))
+        return self.pool(self.head(x)).flatten(1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.dropout(self.features(x)))
+
+    # ------------------------------------------------------------------ supernet views
+    def searchable_blocks(self) -> list[MBConv]:
+        """The superkernel blocks in layer order (empty for a derived network)."""
+        return [m for m in self.layers if isinstance(m, MBConv) and m.superkernel is not None]
+
+    def threshold_parameters(self) -> list[nn.Parameter]:
+        return [p for b in self.searchable_blocks() for p in b.superkernel.parameters()]
+
+    def set_indicator_keep(self, keep: float | None) -> None:
+        """Indicator dropout for warm-up: keep probability (e.g. 0.6), or None to switch it off."""
+        for block in self.searchable_blocks():
+            block.superkernel.indicator_keep = keep
+
+    def indicators(self) -> torch.Tensor:
+        """(layers, 3) differentiable indicators [d_k5, d_e3, d_e6] of the last training forward."""
+        blocks = self.searchable_blocks()
+        if any(b.indicators is None for b in blocks):
+            return self.current_indicators()
+        return torch.stack([b.indicators for b in blocks])
+
+    def current_indicators(self) -> torch.Tensor:
+        """(layers, 3) indicators computed from the weights now, without dropout (differentiable)."""
+        rows = []
+        for block in self.searchable_blocks():
+            sk = block.superkernel
+            keep, sk.indicator_keep = sk.indicator_keep, None
+            _, d = sk(block.dw.weight)
+            sk.indicator_keep = keep
+            rows.append(d)
+        return torch.stack(rows)
+
+    @torch.no_grad()
+    def decisions(self) -> list[Decision]:
+        return [Decision(*(int(v) for v in row)) for row in self.current_indicators().round().tolist()]
+
+    def architecture(self) -> Architecture:
+        """The hard decisions now, as an Architecture (the search result is this at the last step)."""
+        return Architecture(self.space.name, tuple(d.op for d in self.decisions()))
+
+    @torch.no_grad()
+    def force_architecture(self, arch: Architecture) -> None:
+        """Set thresholds so the hard decisions spell ``arch`` (for tests, and to warm-start a search)."""
+        arch.validate(self.space)
+        for block, op in zip(self.searchable_blocks(), arch.ops):
+            want = Decision.from_op(op)
+            sk = block.superkernel
+            for t in (sk.t_k5, sk.t_e3, sk.t_e6):
+                t.fill_(-1.0)  # "on" for any norm (norms are >= 0)
+            norms = sk.group_norms(block.dw.weight)
+            if not want.k5:
+                sk.t_k5.fill_(norms["k5"] + 1.0)
+            norms = sk.group_norms(block.dw.weight)
+            if not want.e6:
+                sk.t_e6.fill_(norms["e6"] + 1.0)
+            if not want.e3:
+                sk.t_e3.fill_(norms["e3"] + 1.0)
+        if self.architecture() != arch:
+            raise RuntimeError("could not force the architecture (a group norm is zero?)")
+
+    def thresholds(self) -> list[dict[str, float]]:
+        return [b.superkernel.thresholds() for b in self.searchable_blocks()]
+
+    def group_norms(self) -> list[dict[str, float]]:
+        return [b.superkernel.group_norms(b.dw.weight) for b in self.searchable_blocks()]
+
+
+def _init_weights(model: nn.Module) -> None:
+    """He-normal convs (depthwise std sqrt(2/25) for 5x5, as SPEC §2 relies on), BN 1/0, small linear."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            fan_out = m.out_channels // m.groups * m.kernel_size[0] * m.kernel_size[1]
+            nn.init.normal_(m.weight, 0.0, (2.0 / fan_out) ** 0.5)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Linear):
+            bound = 1.0 / m.weight.shape[1] ** 0.5
+            nn.init.uniform_(m.weight, -bound, bound)
+            nn.init.zeros_(m.bias)

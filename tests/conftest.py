@@ -1,0 +1,51 @@
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+import torch
+
+from spnas.arch import Architecture
+from spnas.nn.network import SinglePathNet
+from spnas.space import get_space
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+PIXEL1_TABLE = SHARED / "data" / "pixel1_runtime_model.json"
+
+
+def random_arch(space, rng: random.Random) -> Architecture:
+    return Architecture(space.name, tuple(rng.choice(l.candidates) for l in space.layers()))
+
+
+def randomize_batchnorm(model: torch.nn.Module, seed: int = 0) -> None:
+    """Non-trivial BN statistics, so that folding mistakes show up in the logits."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                n = m.num_features
+                m.weight.copy_(torch.rand(n, generator=g) + 0.5)
+                m.bias.copy_(torch.randn(n, generator=g) * 0.3)
+                m.running_mean.copy_(torch.randn(n, generator=g) * 0.3)
+                m.running_var.copy_(torch.rand(n, generator=g) * 1.5 + 0.5)
+
+
+@pytest.fixture
+def small_space():
+    return get_space("small", width=0.35)
+
+
+@pytest.fixture
+def supernet(small_space):
+    torch.manual_seed(0)
+    net = SinglePathNet(small_space)
+    randomize_batchnorm(net)
+    return net
+
+
+@pytest.fixture
+def pixel1_table_path():
+    if not PIXEL1_TABLE.exists():
+        pytest.skip("../shared/data/pixel1_runtime_model.json is not beside the checkout")
+    return PIXEL1_TABLE
