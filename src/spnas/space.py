@@ -153,7 +153,8 @@ class SearchSpace:
 
     # ----------------------------------------------------------------- identity
     def to_dict(self) -> dict:
-        return asdict(self)
+        """Plain JSON types (lists, not tuples), so a dict compares equal to its file round trip."""
+        return json.loads(json.dumps(asdict(self)))
 
     @classmethod
     def from_dict(cls, data: dict) -> "SearchSpace":
@@ -210,9 +211,11 @@ def small_space(
 ) -> SearchSpace:
     """The released five stages for 28-32 px inputs (Fashion-MNIST, MNIST, CIFAR).
 
-    The stem does not stride and stage strides are (1, 2, 2, 1, 2), so 28 px ends at 4x4 and 32 px
-    at 4x4 instead of collapsing to 1x1.  Width 0.5 and a 640-channel head keep one search epoch of
-    Fashion-MNIST within minutes on 2 CPU cores (see docs/spaces.md for the measurements).
+    The stem does not stride and the stage strides are (2, 2, 2, 1, 1): 28 px goes 28 -> 14 -> 7 -> 4
+    and stays 4x4 (32 px: 32 -> 16 -> 8 -> 4) instead of collapsing to 1x1. Striding the first stage
+    (rather than keeping 28x28 there) makes a supernet step ~4x cheaper on CPU for the same depth;
+    width 0.5 and a 640-channel head keep a search epoch of Fashion-MNIST to minutes on 2 cores
+    (measurements: BENCHMARKS.md, bench/space_cost.py).
     """
     return SearchSpace(
         name="small",
@@ -222,11 +225,11 @@ def small_space(
         stem_channels=32,
         stem_stride=1,
         blocks_before=(FixedBlock(16, kernel=3, expand=1),),
-        stages=_released_stages((1, 2, 2, 1, 2)),
+        stages=_released_stages((2, 2, 2, 1, 1)),
         blocks_after=(FixedBlock(320, kernel=3, expand=6),),
         head_channels=640,
         width=width,
-        description="Released stages for 28-32 px inputs: stem stride 1, stage strides 1,2,2,1,2.",
+        description="Released stages for 28-32 px inputs: stem stride 1, stage strides 2,2,2,1,1.",
     )
 
 

@@ -14,8 +14,9 @@ class _HardIndicator(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         (x,) = ctx.saved_tensors
-        s = torch.sigmoid(x)
-        return grad * s * (1 - s)
+        # sigmoid(x) * sigmoid(-x) == sigmoid'(x), without the float32 underflow of s * (1 - s) at
+        # |x| > ~17 (group norms start at 10-40, so that form would zero most threshold gradients)
+        return grad * torch.sigmoid(x) * torch.sigmoid(-x)
 
 
 def indicator(x: torch.Tensor) -> torch.Tensor:

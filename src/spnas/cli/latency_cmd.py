@@ -1,0 +1,182 @@
+"""``spnas latency ...``: profile, import, predict, measure, validate, bundle."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from spnas.arch import resolve_arch
+from spnas.cli.arch_cmd import ARCH_HELP
+from spnas.cli.space_cmd import add_space_overrides, space_from_args
+from spnas.errors import SpnasError
+from spnas.io import read_json
+from spnas.latency.bundle import write_bundle
+from spnas.latency.device_profiler import Protocol, measure_interleaved
+from spnas.latency.lut import LatencyTable, import_pixel1
+from spnas.latency.predict import predict_ms
+from spnas.latency.profile import lut_from_bundle_results, profile_space
+from spnas.latency.targets import TARGETS, get_target
+from spnas.latency.validate import validate
+from spnas.nn.network import SinglePathNet
+from spnas.progress import RoundProgress
+from spnas.space import PRESETS
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("latency", help="build, check and use latency lookup tables (LUTs)")
+    lsub = p.add_subparsers(dest="latency_cmd", required=True,
+                            metavar="{profile,import-pixel1,predict,measure,validate,bundle}")
+
+    prof = lsub.add_parser("profile", help="measure every op of every layer on a target -> LUT")
+    prof.add_argument("--space", default="small", help=f"search space ({', '.join(PRESETS)})")
+    add_space_overrides(prof)
+    _add_target_args(prof, repeats=100)
+    prof.add_argument("--from-bundle-results", metavar="FILE",
+                      help="build the LUT from a device bundle's results.json instead of measuring here")
+    prof.add_argument("--out", required=True, help="LUT file to write (JSON)")
+    prof.set_defaults(func=run_profile)
+
+    imp = lsub.add_parser("import-pixel1", help="convert the paper's released Pixel 1 table to a LUT")
+    imp.add_argument("file", help="pixel1_runtime_model.json (keys '0'..'21')")
+    imp.add_argument("--out", required=True, help="LUT file to write")
+    imp.set_defaults(func=run_import)
+
+    pred = lsub.add_parser("predict", help="predicted latency of one architecture from a LUT")
+    pred.add_argument("arch", help=ARCH_HELP)
+    pred.add_argument("--lut", required=True, help="LUT file")
+    pred.add_argument("--json", action="store_true")
+    pred.set_defaults(func=run_predict)
+
+    meas = lsub.add_parser("measure", help="measure one whole architecture end to end on a target")
+    meas.add_argument("arch", help=ARCH_HELP)
+    meas.add_argument("--space", help="space (default: the one the architecture names)")
+    add_space_overrides(meas)
+    _add_target_args(meas, repeats=100)
+    meas.add_argument("--lut", help="also print this LUT's prediction")
+    meas.add_argument("--json", action="store_true")
+    meas.set_defaults(func=run_measure)
+
+    val = lsub.add_parser("validate", help="predicted vs measured latency of random architectures")
+    val.add_argument("--lut", required=True, help="LUT file (its target is re-measured here)")
+    val.add_argument("--samples", type=int, default=60, help="random architectures (default 60)")
+    val.add_argument("--seed", type=int, default=0)
+    val.add_argument("--warmup", type=int, default=5)
+    val.add_argument("--repeats", type=int, default=60)
+    val.add_argument("--write-calibration", action="store_true",
+                     help="store the fitted calibration in the LUT file (atomically)")
+    val.add_argument("--out", required=True, help="directory for validation.json/.csv/.png")
+    val.set_defaults(func=run_validate)
+
+    bun = lsub.add_parser("bundle", help="write ONNX models + a standalone profiler for another device")
+    bun.add_argument("--space", default="small", help=f"search space ({', '.join(PRESETS)})")
+    add_space_overrides(bun)
+    bun.add_argument("--out", required=True, help="new directory for the bundle")
+    bun.set_defaults(func=run_bundle)
+
+
+def _add_target_args(p: argparse.ArgumentParser, repeats: int) -> None:
+    g = p.add_argument_group("measurement")
+    g.add_argument("--target", default="onnxruntime-cpu", help=f"one of {', '.join(TARGETS)}")
+    g.add_argument("--threads", type=int, default=1, help="intra-op threads (default 1)")
+    g.add_argument("--warmup", type=int, default=10, help="untimed runs per model first")
+    g.add_argument("--repeats", type=int, default=repeats, help="timed rounds (interleaved)")
+    g.add_argument("--seed", type=int, default=0, help="seed of the interleaving order")
+
+
+def _protocol(args: argparse.Namespace) -> Protocol:
+    if args.repeats < 1 or args.warmup < 0:
+        raise SpnasError("--repeats must be >= 1 and --warmup >= 0")
+    return Protocol(warmup=args.warmup, repeats=args.repeats, seed=args.seed)
+
+
+def run_profile(args: argparse.Namespace) -> int:
+    if args.from_bundle_results:
+        lut = lut_from_bundle_results(read_json(args.from_bundle_results, "bundle results file"),
+                                      args.from_bundle_results)
+    else:
+        space = space_from_args(args)
+        lut = profile_space(space, get_target(args.target, args.threads), _protocol(args))
+    lut.save(args.out)
+    print(f"wrote {args.out}: {lut.target}, {len(lut.layers)} layers, constant {lut.constant_ms:.3f} ms, "
+          f"range {min(min(r.values()) for r in lut.layers):.3f}-{max(max(r.values()) for r in lut.layers):.3f} ms/layer")
+    return 0
+
+
+def run_import(args: argparse.Namespace) -> int:
+    lut = import_pixel1(args.file, PRESETS["imagenet"]())
+    lut.save(args.out)
+    print(f"wrote {args.out}: Pixel 1 table for space imagenet, constant {lut.constant_ms} ms")
+    return 0
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    lut = LatencyTable.load(args.lut)
+    space = lut.search_space()
+    arch = resolve_arch(args.arch, space.name)
+    lut.check(space, args.lut)
+    raw, ms = predict_ms(lut, arch, calibrated=False), predict_ms(lut, arch)
+    if args.json:
+        print(json.dumps({"arch": arch.to_string(), "predicted_ms": ms, "predicted_raw_ms": raw,
+                          "target": lut.target}))
+    else:
+        extra = f" (plain sum {raw:.3f} ms, calibrated)" if lut.calibration else ""
+        print(f"{arch.to_string()}\npredicted {ms:.3f} ms on {lut.target}{extra}")
+    return 0
+
+
+def run_measure(args: argparse.Namespace) -> int:
+    arch = resolve_arch(args.arch, args.space)
+    space = space_from_args(args, arch.space)
+    target = get_target(args.target, args.threads)
+    net = SinglePathNet(space, arch).eval()
+    runner = target.runner(net, [1, space.in_channels, space.input_size, space.input_size])
+    stats = measure_interleaved({"net": runner}, _protocol(args), RoundProgress("timing"))["net"]
+    result = {"arch": arch.to_string(), "target": target.name, "threads": args.threads,
+              "measured_ms": stats.median, "iqr_ms": stats.iqr, "min_ms": stats.min, "n": stats.n}
+    if args.lut:
+        lut = LatencyTable.load(args.lut)
+        lut.check(space, args.lut)
+        result["predicted_ms"] = predict_ms(lut, arch)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        line = f"measured {stats.median:.3f} ms (IQR {stats.iqr:.3f}, n={stats.n}) on {target.name}"
+        if "predicted_ms" in result:
+            err = (result["predicted_ms"] - stats.median) / stats.median * 100
+            line += f"; predicted {result['predicted_ms']:.3f} ms ({err:+.1f}%)"
+        print(f"{arch.to_string()}\n{line}")
+    return 0
+
+
+def run_validate(args: argparse.Namespace) -> int:
+    lut = LatencyTable.load(args.lut)
+    space = lut.search_space()
+    lut.check(space, args.lut)
+    if lut.target not in TARGETS:
+        raise SpnasError(f"{args.lut}: target {lut.target!r} cannot be measured here; "
+                         f"validate on the device it was profiled on")
+    if args.samples < 4:
+        raise SpnasError("--samples must be at least 4 (half calibrate, half are held out)")
+    target = get_target(lut.target, lut.threads)
+    result = validate(lut, space, target, args.samples, args.seed,
+                      Protocol(args.warmup, args.repeats, args.seed), Path(args.out))
+    raw, cal = result.report["held_out_raw"], result.report["held_out_calibrated"]
+    print(f"held-out {cal['n']} architectures on {lut.target}:")
+    for name, m in (("plain sum", raw), ("calibrated", cal)):
+        print(f"  {name:10s} MAPE {m['mape_pct']:.2f}%  RMSE {m['rmse_ms']:.3f} ms  max {m['max_abs_error_pct']:.1f}%  "
+              f"within 5% {m['within_5pct'] * 100:.0f}%  within 10% {m['within_10pct'] * 100:.0f}%  "
+              f"Spearman {m['spearman']:.3f}")
+    print(f"calibration: measured = {result.calibration.a:.4f} * predicted + {result.calibration.b:.4f} ms")
+    if args.write_calibration:
+        lut.calibration = result.calibration
+        lut.save(args.lut)
+        print(f"stored the calibration in {args.lut}")
+    print(f"wrote {args.out}/validation.json, validation.csv, validation.png")
+    return 0
+
+
+def run_bundle(args: argparse.Namespace) -> int:
+    out = write_bundle(space_from_args(args), Path(args.out))
+    print(f"wrote {out}: copy it to the device and run 'python3 profile_device.py --out results.json'")
+    return 0

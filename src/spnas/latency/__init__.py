@@ -1,0 +1,1 @@
+"""Runtime model: per-layer latency tables (LUTs), targets that measure them, and prediction."""

@@ -1,0 +1,183 @@
+#!/usr/bin/env python3
+"""The timing protocol, and a standalone profiler for a device bundle.
+
+This file deliberately imports nothing from spnas: `spnas latency bundle` copies it verbatim as
+`profile_device.py` next to the exported ONNX models, so a phone, a Raspberry Pi or any edge box can
+profile with only `numpy` and `onnxruntime`. spnas itself uses the same functions, so the numbers
+from a bundle and from `spnas latency profile` follow one protocol.
+
+Protocol: build every runner first; warm each up; then for R rounds time each runner once, in a
+freshly shuffled order per round (so drift, thermal throttling and neighbours' load spread evenly
+over all entries instead of biasing whichever was measured last); report the median and the
+inter-quartile range of the R samples.
+
+Usage on the device:  python3 profile_device.py [--threads N] [--repeats R] [--out results.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import statistics
+import sys
+import time
+from dataclasses import asdict, dataclass
+from typing import Callable, Mapping
+
+Runner = Callable[[], float]  # runs one inference, returns its time in ms
+
+
+@dataclass(frozen=True)
+class Protocol:
+    warmup: int = 10
+    repeats: int = 100
+    seed: int = 0
+    statistic: str = "median"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Stats:
+    median: float
+    iqr: float
+    mean: float
+    min: float
+    n: int
+
+    @classmethod
+    def of(cls, samples: list[float]) -> "Stats":
+        q = statistics.quantiles(samples, n=4) if len(samples) > 1 else [samples[0]] * 3
+        return cls(statistics.median(samples), q[2] - q[0], statistics.fmean(samples), min(samples), len(samples))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def measure_interleaved(
+    runners: Mapping[str, Runner],
+    protocol: Protocol,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[str, Stats]:
+    """Time every runner ``protocol.repeats`` times, interleaved in shuffled order each round."""
+    keys = list(runners)
+    for key in keys:
+        for _ in range(protocol.warmup):
+            runners[key]()
+    rng = random.Random(protocol.seed)
+    samples: dict[str, list[float]] = {k: [] for k in keys}
+    for r in range(protocol.repeats):
+        rng.shuffle(keys)
+        for key in keys:
+            samples[key].append(runners[key]())
+        if progress is not None:
+            progress(r + 1, protocol.repeats)
+    return {k: Stats.of(v) for k, v in samples.items()}
+
+
+def ort_runner(model: str | bytes, input_shape: list[int], threads: int = 1) -> Runner:
+    """An onnxruntime CPU session for one model with a fixed random input."""
+    import numpy as np
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.log_severity_level = 3
+    session = ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    feed = {name: np.random.default_rng(0).standard_normal(input_shape).astype(np.float32)}
+    clock = time.perf_counter
+
+    def run() -> float:
+        start = clock()
+        session.run(None, feed)
+        return (clock() - start) * 1e3
+
+    return run
+
+
+def ort_version() -> str:
+    import onnxruntime as ort
+
+    return ort.__version__
+
+
+def device_info() -> dict:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith(("model name", "Hardware", "Model")):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return {"machine": platform.machine(), "cpu": cpu, "system": platform.system(),
+            "hostname": platform.node(), "python": platform.python_version()}
+
+
+class TextProgress:
+    """Round counter with rate and ETA on stderr (tqdm may not exist on the device)."""
+
+    def __init__(self) -> None:
+        self.start = time.monotonic()
+
+    def __call__(self, done: int, total: int) -> None:
+        elapsed = time.monotonic() - self.start
+        eta = elapsed / done * (total - done)
+        sys.stderr.write(f"\rround {done}/{total}  {done / max(elapsed, 1e-9):.1f} rounds/s  ETA {eta:.0f}s ")
+        if done == total:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+
+def profile_bundle(bundle_dir: str, threads: int, protocol: Protocol) -> dict:
+    """Measure every model of a bundle's manifest; the result is what `spnas latency profile
+    --from-bundle-results` turns into a LUT."""
+    with open(os.path.join(bundle_dir, "manifest.json")) as f:
+        manifest = json.load(f)
+    runners = {
+        key: ort_runner(os.path.join(bundle_dir, entry["file"]), entry["input_shape"], threads)
+        for key, entry in manifest["models"].items()
+    }
+    stats = measure_interleaved(runners, protocol, TextProgress())
+    return {
+        "format": "spnas-bundle-results/1",
+        "manifest": manifest,
+        "runtime": "onnxruntime",
+        "runtime_version": ort_version(),
+        "threads": threads,
+        "device": device_info(),
+        "protocol": protocol.to_dict(),
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "stats": {k: s.to_dict() for k, s in stats.items()},
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    here = os.path.dirname(os.path.abspath(__file__))
+    p = argparse.ArgumentParser(description="Profile a spnas latency bundle with onnxruntime.")
+    p.add_argument("--bundle", default=here, help="bundle directory (default: this script's)")
+    p.add_argument("--threads", type=int, default=1, help="intra-op threads (default 1)")
+    p.add_argument("--warmup", type=int, default=Protocol.warmup)
+    p.add_argument("--repeats", type=int, default=Protocol.repeats)
+    p.add_argument("--out", default="results.json", help="where to write the results JSON")
+    args = p.parse_args(argv)
+    result = profile_bundle(args.bundle, args.threads, Protocol(args.warmup, args.repeats))
+    tmp = args.out + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(result, f, indent=1)
+    os.replace(tmp, args.out)
+    print(f"wrote {args.out}; turn it into a LUT with: spnas latency profile --from-bundle-results {args.out} --out lut.json")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

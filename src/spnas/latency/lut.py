@@ -1,0 +1,178 @@
+"""The latency lookup table (LUT): per-layer ms of each MBConv op, a constant, and how it was measured."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from spnas.errors import SpnasError
+from spnas.io import read_json, write_json
+from spnas.latency.parts import layer_key
+from spnas.space import MBCONV_OPS, SearchSpace, get_space
+
+LUT_FORMAT = "spnas-lut/1"
+
+
+@dataclass
+class Calibration:
+    """measured ≈ a * predicted + b, fitted on architectures measured end to end."""
+
+    a: float = 1.0
+    b: float = 0.0
+    fitted_on: int = 0
+    note: str = ""
+
+    def apply(self, ms):
+        return self.a * ms + self.b
+
+
+@dataclass
+class LatencyTable:
+    target: str
+    runtime: str
+    runtime_version: str
+    threads: int
+    space: str
+    space_fingerprint: str
+    input_size: int
+    constant_ms: float
+    layers: list[dict[str, float]]
+    protocol: dict = field(default_factory=dict)
+    date: str = ""
+    device: dict = field(default_factory=dict)
+    spread: list[dict[str, float]] = field(default_factory=list)
+    constant_parts: dict[str, float] = field(default_factory=dict)
+    calibration: Calibration | None = None
+    #: the full space definition, so a LUT alone can rebuild the network it was measured for
+    space_def: dict = field(default_factory=dict)
+    format: str = LUT_FORMAT
+
+    def search_space(self) -> SearchSpace:
+        """The space this table was measured for (width, input size, classes included)."""
+        if not self.space_def:
+            return get_space(self.space)
+        return SearchSpace.from_dict(self.space_def)
+
+    # ------------------------------------------------------------------ compatibility
+    def check(self, space: SearchSpace, source: str = "LUT") -> None:
+        """Refuse a table measured for another space, naming the first field that differs."""
+        for name, mine, theirs in (
+            ("space", self.space, space.name),
+            ("input_size", self.input_size, space.input_size),
+            ("space_fingerprint", self.space_fingerprint, space.fingerprint()),
+        ):
+            if mine != theirs:
+                raise SpnasError(
+                    f"{source}: field '{name}' is {mine!r} but the network's is {theirs!r}; "
+                    f"profile a LUT for this space with 'spnas latency profile --space {space.name}'"
+                )
+        if len(self.layers) != space.num_layers:
+            raise SpnasError(f"{source}: has {len(self.layers)} layers, space has {space.num_layers}")
+
+    # ------------------------------------------------------------------ file form
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def save(self, path: str | Path) -> None:
+        write_json(path, self.to_dict())
+
+    @classmethod
+    def load(cls, path: str | Path) -> "LatencyTable":
+        return cls.from_dict(read_json(path, "LUT file"), source=str(path))
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str = "LUT") -> "LatencyTable":
+        if not isinstance(data, dict):
+            raise SpnasError(f"{source}: corrupt LUT, expected a JSON object")
+        if data.get("format") != LUT_FORMAT:
+            raise SpnasError(f"{source}: field 'format' is {data.get('format')!r}, expected {LUT_FORMAT!r} "
+                             "(convert the paper's table with 'spnas latency import-pixel1')")
+        required = ("target", "runtime", "runtime_version", "threads", "space", "space_fingerprint",
+                    "input_size", "constant_ms", "layers")
+        for key in required:
+            if key not in data:
+                raise SpnasError(f"{source}: incomplete LUT, field '{key}' is missing")
+        _check_ms(data["constant_ms"], f"{source}: field 'constant_ms'")
+        if not isinstance(data["layers"], list) or not data["layers"]:
+            raise SpnasError(f"{source}: field 'layers' must be a non-empty list")
+        for i, row in enumerate(data["layers"]):
+            if not isinstance(row, dict):
+                raise SpnasError(f"{source}: layers[{i}] must be an object of op -> ms")
+            for op in MBCONV_OPS:
+                if op not in row:
+                    raise SpnasError(f"{source}: incomplete LUT, layers[{i}] has no entry for {op!r}")
+                _check_ms(row[op], f"{source}: layers[{i}].{op}")
+        known = {f for f in cls.__dataclass_fields__}
+        kwargs = {k: v for k, v in data.items() if k in known}
+        cal = kwargs.get("calibration")
+        if cal is not None:
+            if not isinstance(cal, dict) or not {"a", "b"} <= set(cal):
+                raise SpnasError(f"{source}: field 'calibration' needs numbers 'a' and 'b'")
+            kwargs["calibration"] = Calibration(**cal)
+        return cls(**kwargs)
+
+
+def _check_ms(value: Any, where: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise SpnasError(f"{where} must be a finite number of ms >= 0, got {value!r}")
+
+
+def lut_from_stats(
+    space: SearchSpace, stats: Mapping[str, Mapping[str, float]], info: Mapping[str, Any], protocol: dict
+) -> LatencyTable:
+    """Assemble a LUT from measured part statistics (keys as in :mod:`spnas.latency.parts`)."""
+    missing = [k for k in ("overhead", "prefix", "suffix") if k not in stats]
+    missing += [layer_key(l.index, op) for l in space.layers() for op in MBCONV_OPS
+                if layer_key(l.index, op) not in stats]
+    if missing:
+        raise SpnasError(f"measurements lack {len(missing)} parts, e.g. {missing[0]!r}: "
+                         "were they taken for another space?")
+    overhead = stats["overhead"]["median"]
+
+    def net(key: str) -> float:
+        return max(stats[key]["median"] - overhead, 0.0)
+
+    parts = {"prefix": net("prefix"), "suffix": net("suffix"), "overhead": overhead}
+    return LatencyTable(
+        target=info["target"], runtime=info["runtime"], runtime_version=info["runtime_version"],
+        threads=info["threads"], device=dict(info.get("device", {})),
+        space=space.name, space_fingerprint=space.fingerprint(), input_size=space.input_size,
+        space_def=space.to_dict(), constant_ms=sum(parts.values()), constant_parts=parts,
+        layers=[{op: net(layer_key(l.index, op)) for op in MBCONV_OPS} for l in space.layers()],
+        spread=[{op: stats[layer_key(l.index, op)]["iqr"] for op in MBCONV_OPS} for l in space.layers()],
+        protocol=dict(protocol), date=info.get("date") or time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    )
+
+
+#: The released Pixel 1 model's constant for stem, head and the two fixed blocks (SPEC §4).
+PIXEL1_CONSTANT_MS = 19.5999
+
+
+def import_pixel1(path: str | Path, space: SearchSpace) -> LatencyTable:
+    """Convert the released table (keys "0".."21", inner "0".."3" = k3e3,k3e6,k5e3,k5e6) to a LUT."""
+    raw = read_json(path, "Pixel 1 runtime table")
+    if not isinstance(raw, dict):
+        raise SpnasError(f"{path}: expected an object with keys '0'..'21'")
+    layers = []
+    for i in range(1, space.num_layers + 1):
+        row = raw.get(str(i))
+        if not isinstance(row, dict):
+            raise SpnasError(f"{path}: entry {i} (searchable layer {i - 1}) is missing")
+        entry = {}
+        for j, op in enumerate(MBCONV_OPS):
+            if str(j) not in row:
+                raise SpnasError(f"{path}: entry {i} has no '{j}' ({op})")
+            _check_ms(row[str(j)], f"{path}: entry {i}.{j}")
+            entry[op] = float(row[str(j)])
+        layers.append(entry)
+    return LatencyTable(
+        target="pixel1-tflite", runtime="tflite", runtime_version="released Single-Path NAS model",
+        threads=1, space=space.name, space_fingerprint=space.fingerprint(), input_size=space.input_size,
+        space_def=space.to_dict(), constant_ms=PIXEL1_CONSTANT_MS, layers=layers,
+        protocol={"runs": 50, "source": "Stamoulis et al. 2019, released runtime model"},
+        device={"name": "Google Pixel 1", "runtime": "TFLite float, 1 thread"},
+        date=time.strftime("%Y-%m-%d"),
+    )

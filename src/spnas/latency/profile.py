@@ -1,0 +1,40 @@
+"""Profile a space on a target: time every op of every layer and the fixed parts, build a LUT."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from spnas.errors import SpnasError
+from spnas.latency.device_profiler import Protocol, measure_interleaved
+from spnas.latency.lut import LatencyTable, lut_from_stats
+from spnas.latency.parts import all_parts
+from spnas.latency.targets import Target
+from spnas.progress import RoundProgress, bar
+from spnas.space import SearchSpace
+
+
+def profile_space(space: SearchSpace, target: Target, protocol: Protocol) -> LatencyTable:
+    parts = all_parts(space)
+    runners = {}
+    with bar(len(parts), f"preparing {target.name}", "model") as progress:
+        for part in parts:
+            runners[part.key] = target.runner(part.module, part.input_shape)
+            progress.update()
+    stats = measure_interleaved(runners, protocol, RoundProgress(f"timing {len(parts)} parts"))
+    return lut_from_stats(space, {k: s.to_dict() for k, s in stats.items()}, target.info(), protocol.to_dict())
+
+
+def lut_from_bundle_results(results: dict[str, Any], source: str) -> LatencyTable:
+    """Turn a bundle's results.json (written on the device) back into a LUT."""
+    try:
+        manifest = results["manifest"]
+        space = SearchSpace.from_dict(manifest["space"])
+        info = {"target": manifest.get("target", "onnxruntime-device"), "runtime": results["runtime"],
+                "runtime_version": results["runtime_version"], "threads": results["threads"],
+                "device": results.get("device", {}), "date": results.get("date", "")}
+        stats, protocol = results["stats"], results["protocol"]
+    except (KeyError, TypeError) as err:
+        raise SpnasError(f"{source}: not a bundle results file (missing {err})") from None
+    if space.fingerprint() != manifest.get("space_fingerprint"):
+        raise SpnasError(f"{source}: field 'space_fingerprint' does not match the space it describes")
+    return lut_from_stats(space, stats, info, protocol)

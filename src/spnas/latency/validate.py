@@ -1,0 +1,162 @@
+"""Does the LUT predict what whole networks measure?  Sample architectures, time them end to end,
+compare, and (if the plain sum is biased) fit a calibration on one half and report the other half.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from spnas.arch import Architecture
+from spnas.io import atomic_path, atomic_write_text, write_json
+from spnas.latency.device_profiler import Protocol, Stats, measure_interleaved
+from spnas.latency.lut import Calibration, LatencyTable
+from spnas.latency.predict import predict_ms
+from spnas.latency.targets import Target
+from spnas.nn.network import SinglePathNet
+from spnas.progress import RoundProgress, bar
+from spnas.space import SearchSpace
+
+
+def sample_architectures(space: SearchSpace, n: int, seed: int) -> list[Architecture]:
+    """``n`` architectures, each layer's op uniform over its candidates (skip included)."""
+    rng = random.Random(seed)
+    return [Architecture(space.name, tuple(rng.choice(l.candidates) for l in space.layers())) for _ in range(n)]
+
+
+def measure_architectures(
+    space: SearchSpace, archs: list[Architecture], target: Target, protocol: Protocol
+) -> list[Stats]:
+    runners = {}
+    with bar(len(archs), f"preparing {target.name}", "net") as progress:
+        for i, arch in enumerate(archs):
+            runners[str(i)] = target.runner(SinglePathNet(space, arch).eval(), _input_shape(space))
+            progress.update()
+    stats = measure_interleaved(runners, protocol, RoundProgress(f"timing {len(archs)} networks"))
+    return [stats[str(i)] for i in range(len(archs))]
+
+
+def _input_shape(space: SearchSpace) -> list[int]:
+    return [1, space.in_channels, space.input_size, space.input_size]
+
+
+def error_metrics(predicted: np.ndarray, measured: np.ndarray) -> dict[str, float]:
+    rel = (predicted - measured) / measured
+    return {
+        "n": int(len(measured)),
+        "mape_pct": float(np.mean(np.abs(rel)) * 100),
+        "rmse_ms": float(np.sqrt(np.mean((predicted - measured) ** 2))),
+        "max_abs_error_pct": float(np.max(np.abs(rel)) * 100),
+        "mean_error_pct": float(np.mean(rel) * 100),
+        "within_5pct": float(np.mean(np.abs(rel) <= 0.05)),
+        "within_10pct": float(np.mean(np.abs(rel) <= 0.10)),
+        "spearman": spearman(predicted, measured),
+    }
+
+
+def spearman(x: np.ndarray, y: np.ndarray) -> float:
+    """Rank correlation (average ranks for ties), without a SciPy dependency."""
+    def ranks(v: np.ndarray) -> np.ndarray:
+        order = np.argsort(v, kind="mergesort")
+        r = np.empty(len(v))
+        r[order] = np.arange(len(v), dtype=float)
+        for value in np.unique(v):  # average ties
+            tie = v == value
+            r[tie] = r[tie].mean()
+        return r
+
+    rx, ry = ranks(np.asarray(x, float)), ranks(np.asarray(y, float))
+    if rx.std() == 0 or ry.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(rx, ry)[0, 1])
+
+
+def fit_calibration(predicted: np.ndarray, measured: np.ndarray) -> Calibration:
+    """Least-squares measured ≈ a * predicted + b."""
+    a, b = np.polyfit(predicted, measured, 1)
+    return Calibration(float(a), float(b), int(len(measured)), "least squares on the calibration half")
+
+
+@dataclass
+class ValidationResult:
+    report: dict
+    calibration: Calibration
+
+
+def validate(
+    lut: LatencyTable, space: SearchSpace, target: Target, n: int, seed: int, protocol: Protocol,
+    out_dir: Path,
+) -> ValidationResult:
+    torch.manual_seed(seed)
+    archs = sample_architectures(space, n, seed)
+    measured_stats = measure_architectures(space, archs, target, protocol)
+    measured = np.array([s.median for s in measured_stats])
+    raw = np.array([predict_ms(lut, a, calibrated=False) for a in archs])
+    idx = np.random.default_rng(seed).permutation(n)
+    cal_idx, test_idx = idx[: n // 2], idx[n // 2 :]
+    calibration = fit_calibration(raw[cal_idx], measured[cal_idx])
+    calibrated = calibration.apply(raw)
+    report = {
+        "target": target.info(),
+        "space": space.name,
+        "space_fingerprint": space.fingerprint(),
+        "samples": n,
+        "seed": seed,
+        "protocol": protocol.to_dict(),
+        "lut_protocol": lut.protocol,
+        "calibration": calibration.__dict__,
+        "held_out_raw": error_metrics(raw[test_idx], measured[test_idx]),
+        "held_out_calibrated": error_metrics(calibrated[test_idx], measured[test_idx]),
+        "all_raw": error_metrics(raw, measured),
+        "measurement_iqr_pct_median": float(np.median([s.iqr / s.median for s in measured_stats]) * 100),
+    }
+    held_out = set(test_idx.tolist())
+    rows = [
+        {"index": i, "split": "held_out" if i in held_out else "calibration", "arch": a.to_string(),
+         "predicted_raw_ms": raw[i], "predicted_calibrated_ms": calibrated[i], "measured_ms": measured[i],
+         "measured_iqr_ms": measured_stats[i].iqr}
+        for i, a in enumerate(archs)
+    ]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_json(out_dir / "validation.json", report)
+    _write_csv(out_dir / "validation.csv", rows)
+    _scatter(out_dir / "validation.png", raw, calibrated, measured, test_idx, report)
+    return ValidationResult(report, calibration)
+
+
+def _write_csv(path: Path, rows: list[dict]) -> None:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, buf.getvalue())
+
+
+def _scatter(path: Path, raw, calibrated, measured, test_idx, report: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 5.5), dpi=120)
+    lo, hi = min(raw.min(), measured.min()) * 0.95, max(raw.max(), measured.max()) * 1.05
+    ax.plot([lo, hi], [lo, hi], "k-", lw=0.8, label="y = x")
+    ax.fill_between([lo, hi], [lo * 0.95, hi * 0.95], [lo * 1.05, hi * 1.05], color="k", alpha=0.08, label="±5%")
+    ax.scatter(raw[test_idx], measured[test_idx], s=12, c="tab:gray", label="plain LUT sum")
+    ax.scatter(calibrated[test_idx], measured[test_idx], s=12, c="tab:blue", label="calibrated")
+    m = report["held_out_calibrated"]
+    ax.set_title(f"{report['target']['target']} / {report['space']}: held-out MAPE {m['mape_pct']:.2f}%, "
+                 f"{m['within_5pct'] * 100:.0f}% within ±5%", fontsize=9)
+    ax.set_xlabel("predicted latency (ms)")
+    ax.set_ylabel("measured latency (ms)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)

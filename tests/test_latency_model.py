@@ -1,0 +1,117 @@
+import json
+import random
+
+import pytest
+import torch
+
+from conftest import random_arch
+from spnas.arch import resolve_arch, uniform
+from spnas.errors import SpnasError
+from spnas.latency.lut import Calibration, LatencyTable, import_pixel1, lut_from_stats
+from spnas.latency.parts import all_parts
+from spnas.latency.predict import differentiable_ms, predict_ms
+from spnas.nn.superkernel import Decision
+from spnas.space import get_space
+
+
+@pytest.fixture
+def pixel1(pixel1_table_path):
+    return import_pixel1(pixel1_table_path, get_space("imagenet"))
+
+
+def indicators_of(arch):
+    return torch.tensor([[d.k5, d.e3, d.e6] for d in map(Decision.from_op, arch.ops)], dtype=torch.float32)
+
+
+def test_published_numbers_from_the_pixel1_table(pixel1):
+    space = get_space("imagenet")
+    arch = resolve_arch("spnas-pixel1")
+    assert predict_ms(pixel1, arch) == pytest.approx(80.44, abs=0.005)
+    assert differentiable_ms(pixel1, indicators_of(arch), "exact").item() == pytest.approx(80.44, abs=0.005)
+    assert differentiable_ms(pixel1, indicators_of(arch), "paper").item() == pytest.approx(80.59, abs=0.005)
+    k5e6 = uniform(space, "k5e6")
+    assert predict_ms(pixel1, k5e6) == pytest.approx(131.46, abs=0.005)
+    assert differentiable_ms(pixel1, indicators_of(k5e6), "paper").item() == pytest.approx(131.46, abs=0.005)
+    assert predict_ms(pixel1, uniform(space, "k3e3")) == pytest.approx(65.69, abs=0.005)
+
+
+def test_differentiable_equals_discrete_for_random_decisions(pixel1):
+    space = get_space("imagenet")
+    rng = random.Random(1)
+    for _ in range(50):
+        arch = random_arch(space, rng)
+        got = differentiable_ms(pixel1, indicators_of(arch), "exact").item()
+        assert got == pytest.approx(predict_ms(pixel1, arch), rel=1e-6)
+
+
+def test_paper_formula_matches_exact_when_its_ratio_assumption_holds(pixel1):
+    """The paper formula predicts k3e3 as k5e3 * k3e6/k5e6: exact only where that ratio holds."""
+    lut = LatencyTable(**{**pixel1.__dict__, "layers": [dict(r) for r in pixel1.layers]})
+    for row in lut.layers:
+        row["k3e3"] = row["k5e3"] * row["k3e6"] / row["k5e6"]
+    space = get_space("imagenet")
+    rng = random.Random(2)
+    for _ in range(20):
+        arch = random_arch(space, rng)
+        paper = differentiable_ms(lut, indicators_of(arch), "paper").item()
+        assert paper == pytest.approx(predict_ms(lut, arch), rel=1e-5)
+
+
+def test_latency_gradient_reaches_every_threshold(supernet, small_space):
+    stats = {p.key: {"median": 1.0 + i * 0.01, "iqr": 0.0} for i, p in enumerate(all_parts(small_space))}
+    info = {"target": "t", "runtime": "r", "runtime_version": "0", "threads": 1}
+    lut = lut_from_stats(small_space, stats, info, {})
+    ms = differentiable_ms(lut, supernet.current_indicators())
+    ms.backward()
+    skippable = [l.skippable for l in small_space.layers()]
+    for i, block in enumerate(supernet.searchable_blocks()):
+        sk = block.superkernel
+        assert sk.t_k5.grad.abs() > 0 and sk.t_e6.grad.abs() > 0
+        e3_moves = sk.t_e3.grad is not None and bool(sk.t_e3.grad.abs() > 0)
+        assert e3_moves == skippable[i]  # unskippable layers have a constant d_e3
+    # raising a threshold lowers latency: gradient wrt thresholds is negative
+    assert all(block.superkernel.t_k5.grad < 0 for block in supernet.searchable_blocks())
+
+
+def test_calibration_applies_to_both_predictions(pixel1):
+    arch = resolve_arch("spnas-pixel1")
+    pixel1.calibration = Calibration(a=2.0, b=1.0)
+    assert predict_ms(pixel1, arch) == pytest.approx(2 * 80.4411 + 1, abs=1e-3)
+    assert predict_ms(pixel1, arch, calibrated=False) == pytest.approx(80.4411, abs=1e-3)
+    assert differentiable_ms(pixel1, indicators_of(arch)).item() == pytest.approx(2 * 80.4411 + 1, abs=1e-3)
+
+
+def test_lut_refuses_other_spaces(pixel1, tmp_path):
+    pixel1.check(get_space("imagenet"))
+    with pytest.raises(SpnasError, match="field 'space' is 'imagenet'"):
+        pixel1.check(get_space("small"))
+    with pytest.raises(SpnasError, match="field 'input_size' is 224"):
+        pixel1.check(get_space("imagenet", input_size=192))
+    with pytest.raises(SpnasError, match="field 'space_fingerprint'"):
+        pixel1.check(get_space("imagenet", num_classes=10))
+
+
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda d: d.pop("constant_ms"), "field 'constant_ms' is missing"),
+        (lambda d: d["layers"][3].pop("k5e3"), r"layers\[3\] has no entry for 'k5e3'"),
+        (lambda d: d["layers"][0].update(k3e3="fast"), r"layers\[0\].k3e3 must be a finite number"),
+        (lambda d: d.update(format="other"), "field 'format'"),
+    ],
+)
+def test_corrupt_lut_files_give_one_line(pixel1, tmp_path, mutate, message):
+    data = pixel1.to_dict()
+    mutate(data)
+    path = tmp_path / "lut.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(SpnasError, match=message):
+        LatencyTable.load(path)
+
+
+def test_lut_file_round_trip(pixel1, tmp_path):
+    pixel1.calibration = Calibration(1.1, -0.2, 10)
+    pixel1.save(tmp_path / "l.json")
+    back = LatencyTable.load(tmp_path / "l.json")
+    assert back == pixel1
+    assert back.search_space() == get_space("imagenet")
