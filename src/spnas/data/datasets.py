@@ -1,0 +1,193 @@
+"""Dataset loading: each loader returns a :class:`DataSplits` of train/val/test tensors or folders.
+
+Small datasets live in memory as uint8 tensors (N, C, H, W): a training step then slices a batch and
+augments it with a few tensor ops, no per-sample Python work.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from spnas.data.idx import find_idx, read_idx
+from spnas.errors import SpnasError
+
+DATA_DIR_ENV = "SPNAS_DATA_DIR"
+
+FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
+                   "Sneaker", "Bag", "Ankle boot")
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+
+
+@dataclass
+class TensorSplit:
+    images: torch.Tensor  # uint8 (N, C, H, W)
+    labels: torch.Tensor  # int64 (N,)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, index: torch.Tensor) -> "TensorSplit":
+        return TensorSplit(self.images[index], self.labels[index])
+
+
+@dataclass
+class DataSplits:
+    name: str
+    train: TensorSplit
+    val: TensorSplit
+    test: TensorSplit
+    classes: tuple[str, ...]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    #: horizontal flips keep the label (clothes, objects) or not (digits)
+    flip: bool = True
+    #: random-crop padding for small images
+    crop_padding: int = 2
+    source: str = ""
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def in_channels(self) -> int:
+        return self.train.images.shape[1]
+
+    @property
+    def input_size(self) -> int:
+        return self.train.images.shape[-1]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+
+def split_train_val(train: TensorSplit, val_fraction: float, seed: int) -> tuple[TensorSplit, TensorSplit]:
+    """A seeded, stratification-free split of the training set (the test set stays untouched)."""
+    if not 0 <= val_fraction < 1:
+        raise SpnasError(f"--val-fraction must be in [0, 1), got {val_fraction}")
+    perm = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))
+    n_val = int(round(len(train) * val_fraction))
+    return train.subset(perm[n_val:]), train.subset(perm[:n_val])
+
+
+def _stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    x = images.float() / 255
+    return tuple(x.mean(dim=(0, 2, 3)).tolist()), tuple(x.std(dim=(0, 2, 3)).tolist())
+
+
+def _missing(name: str, directory: Path, how: str) -> SpnasError:
+    return SpnasError(f"{name} not found in {directory}: {how}; or pass --data-dir DIR (or set {DATA_DIR_ENV})")
+
+
+def load_idx_dataset(name: str, directory: Path, classes: tuple[str, ...], install_hint: str) -> tuple:
+    files = {}
+    for key, stem in (("xtr", "train-images-idx3-ubyte"), ("ytr", "train-labels-idx1-ubyte"),
+                      ("xte", "t10k-images-idx3-ubyte"), ("yte", "t10k-labels-idx1-ubyte")):
+        path = find_idx(directory, stem)
+        if path is None:
+            raise _missing(name, directory, install_hint)
+        files[key] = read_idx(path)
+    def split(x: np.ndarray, y: np.ndarray) -> TensorSplit:
+        if len(x) != len(y):
+            raise SpnasError(f"{directory}: {len(x)} images but {len(y)} labels")
+        return TensorSplit(torch.from_numpy(x.copy()).unsqueeze(1), torch.from_numpy(y.astype(np.int64)))
+    return split(files["xtr"], files["ytr"]), split(files["xte"], files["yte"]), classes
+
+
+def load_cifar(name: str, directory: Path) -> tuple:
+    fine = name == "cifar100"
+    sub = "cifar-100-python" if fine else "cifar-10-batches-py"
+    root = directory / sub if (directory / sub).is_dir() else directory
+    train_files = ["train"] if fine else [f"data_batch_{i}" for i in range(1, 6)]
+    test_files = ["test"] if fine else ["test_batch"]
+    label_key = b"fine_labels" if fine else b"labels"
+
+    def load(names: list[str]) -> TensorSplit:
+        xs, ys = [], []
+        for n in names:
+            path = root / n
+            if not path.is_file():
+                raise _missing(name, root, f"expected the python-pickle batches (e.g. {path.name}) "
+                               "from https://www.cs.toronto.edu/~kriz/cifar.html")
+            with open(path, "rb") as f:
+                batch = pickle.load(f, encoding="bytes")
+            xs.append(np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+            ys.append(np.asarray(batch[label_key], dtype=np.int64))
+        return TensorSplit(torch.from_numpy(np.concatenate(xs)), torch.from_numpy(np.concatenate(ys)))
+
+    if fine:
+        meta = root / "meta"
+        classes = tuple(str(i) for i in range(100))
+        if meta.is_file():
+            with open(meta, "rb") as f:
+                classes = tuple(c.decode() for c in pickle.load(f, encoding="bytes")[b"fine_label_names"])
+    else:
+        classes = CIFAR10_CLASSES
+    return load(train_files), load(test_files), classes
+
+
+def load_synthetic(spec: str, seed: int = 0) -> tuple:
+    """``synthetic`` or ``synthetic:N:C:S:K`` (images, channels, size, classes): learnable random data.
+
+    Each class has its own mean image, so a network can fit it: tests see the loss go down.
+    """
+    parts = spec.split(":")[1:]
+    try:
+        n, c, s, k = (int(p) for p in parts) if parts else (512, 1, 28, 10)
+    except ValueError:
+        raise SpnasError(f"bad synthetic spec {spec!r}; use synthetic:N:CHANNELS:SIZE:CLASSES") from None
+    g = torch.Generator().manual_seed(seed)
+    protos = torch.rand(k, c, s, s, generator=g) * 255
+    def make(count: int) -> TensorSplit:
+        y = torch.randint(0, k, (count,), generator=g)
+        x = (protos[y] * 0.5 + torch.rand(count, c, s, s, generator=g) * 127).clamp(0, 255).to(torch.uint8)
+        return TensorSplit(x, y)
+    return make(n), make(max(n // 5, k)), tuple(str(i) for i in range(k))
+
+
+def _default_dir(name: str) -> Path:
+    env = os.environ.get(DATA_DIR_ENV)
+    if env:
+        return Path(env)
+    return Path({"fashion-mnist": "/usr/share/datasets/fashion-mnist",
+                 "mnist": "/usr/share/datasets/mnist"}.get(name, f"data/{name}"))
+
+
+LOADERS: dict[str, Callable[[Path], tuple]] = {
+    "fashion-mnist": lambda d: load_idx_dataset(
+        "Fashion-MNIST", d, FASHION_CLASSES, "install it with 'sudo apt-get install dataset-fashion-mnist'"),
+    "mnist": lambda d: load_idx_dataset(
+        "MNIST", d, tuple(str(i) for i in range(10)),
+        "download the four IDX files from https://yann.lecun.com/exdb/mnist/ into that directory"),
+    "cifar10": lambda d: load_cifar("cifar10", d),
+    "cifar100": lambda d: load_cifar("cifar100", d),
+}
+DATASETS = (*LOADERS, "synthetic", "imagefolder")
+
+
+def load_data(name: str, data_dir: str | None = None, val_fraction: float = 0.1, seed: int = 0,
+              train_subset: int | None = None) -> DataSplits:
+    """Load ``name`` (see DATASETS); ``train_subset`` keeps a seeded random subset of training images."""
+    base = name.split(":")[0]
+    directory = Path(data_dir) if data_dir else _default_dir(base)
+    if base == "synthetic":
+        train, test, classes = load_synthetic(name, seed)
+    elif base in LOADERS:
+        train, test, classes = LOADERS[base](directory)
+    elif base == "imagefolder":
+        raise SpnasError("imagefolder data streams from disk: use spnas.data.imagefolder (needs Pillow)")
+    else:
+        raise SpnasError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}")
+    train, val = split_train_val(train, val_fraction, seed)
+    if train_subset is not None and train_subset < len(train):
+        keep = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed + 1))[:train_subset]
+        train = train.subset(keep)
+    mean, std = _stats(train.images)
+    return DataSplits(name=base, train=train, val=val, test=test, classes=classes, mean=mean, std=std,
+                      flip=base not in ("mnist",), crop_padding=2 if train.images.shape[-1] <= 32 else 0,
+                      source=str(directory) if base != "synthetic" else name)

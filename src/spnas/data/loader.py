@@ -1,0 +1,80 @@
+"""Batches from in-memory uint8 tensors, augmented with whole-batch tensor ops.
+
+Every batch is a pure function of (seed, epoch, step): the order is a seeded permutation per epoch
+and augmentation draws from a generator seeded per step. Resuming mid-run therefore replays exactly
+the batches an uninterrupted run would have seen.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from spnas.data.datasets import DataSplits, TensorSplit
+
+
+@dataclass
+class BatchSource:
+    split: TensorSplit
+    batch_size: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    seed: int = 0
+    augment: bool = True
+    flip: bool = True
+    crop_padding: int = 2
+    drop_last: bool = True
+
+    def __post_init__(self) -> None:
+        self._mean = torch.tensor(self.mean).view(1, -1, 1, 1)
+        self._std = torch.tensor(self.std).view(1, -1, 1, 1)
+        self._perm_epoch, self._perm = -1, None
+
+    @property
+    def steps_per_epoch(self) -> int:
+        n = len(self.split)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def _order(self, epoch: int) -> torch.Tensor:
+        if self._perm_epoch != epoch:
+            g = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
+            self._perm, self._perm_epoch = torch.randperm(len(self.split), generator=g), epoch
+        return self._perm
+
+    def batch(self, epoch: int, step_in_epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        index = self._order(epoch)[step_in_epoch * self.batch_size : (step_in_epoch + 1) * self.batch_size]
+        x = self.split.images[index].float().div_(255)
+        if self.augment:
+            x = self._augment(x, torch.Generator().manual_seed((self.seed * 1_000_003 + epoch) * 100_003 + step_in_epoch))
+        return (x - self._mean) / self._std, self.split.labels[index]
+
+    def _augment(self, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        n, _, h, w = x.shape
+        if self.crop_padding:
+            p = self.crop_padding
+            padded = F.pad(x, (p, p, p, p))
+            dy = torch.randint(0, 2 * p + 1, (n,), generator=g)
+            dx = torch.randint(0, 2 * p + 1, (n,), generator=g)
+            rows = (dy.view(n, 1) + torch.arange(h).view(1, h)).view(n, 1, h, 1).expand(n, x.shape[1], h, w + 2 * p)
+            padded = padded.gather(2, rows)
+            cols = (dx.view(n, 1) + torch.arange(w).view(1, w)).view(n, 1, 1, w).expand(n, x.shape[1], h, w)
+            x = padded.gather(3, cols)
+        if self.flip:
+            flip = torch.rand(n, generator=g) < 0.5
+            x = torch.where(flip.view(n, 1, 1, 1), x.flip(3), x)
+        return x
+
+    def epoch_batches(self, epoch: int):
+        for step in range(self.steps_per_epoch):
+            yield self.batch(epoch, step)
+
+
+def train_source(data: DataSplits, batch_size: int, seed: int) -> BatchSource:
+    return BatchSource(data.train, batch_size, data.mean, data.std, seed, augment=True, flip=data.flip,
+                       crop_padding=data.crop_padding)
+
+
+def eval_source(data: DataSplits, split: TensorSplit, batch_size: int = 500) -> BatchSource:
+    return BatchSource(split, batch_size, data.mean, data.std, augment=False, drop_last=False)
