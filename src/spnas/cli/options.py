@@ -1,0 +1,33 @@
+"""Command-line options generated from a config dataclass, so the CLI and config files share keys."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import typing
+
+
+def option_name(field: str) -> str:
+    return "--" + field.rstrip("_").replace("_", "-")
+
+
+def add_config_options(parser: argparse.ArgumentParser, cls: type, helps: dict[str, str]) -> None:
+    """One option per field (default None = 'not given', so config files and defaults show through)."""
+    hints = typing.get_type_hints(cls)
+    group = parser.add_argument_group("settings (also accepted as keys of --config FILE)")
+    for f in dataclasses.fields(cls):
+        kind = hints[f.name]
+        base = next((t for t in typing.get_args(kind) if t is not type(None)), kind)
+        default = f.default if f.default is not dataclasses.MISSING else None
+        text = helps.get(f.name, "")
+        text = f"{text} (default: {default:.4g})" if isinstance(default, float) else f"{text} (default: {default})"
+        if base is bool:
+            group.add_argument(option_name(f.name), dest=f.name, action=argparse.BooleanOptionalAction,
+                               default=None, help=text)
+        else:
+            group.add_argument(option_name(f.name), dest=f.name, type=base, default=None, help=text,
+                               metavar=f.name.rstrip("_").upper())
+
+
+def given_values(args: argparse.Namespace, cls: type) -> dict:
+    return {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if getattr(args, f.name, None) is not None}

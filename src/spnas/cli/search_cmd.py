@@ -1,0 +1,65 @@
+"""``spnas search``: the latency-aware single-path search."""
+
+from __future__ import annotations
+
+import argparse
+
+from spnas.cli.options import add_config_options, given_values
+from spnas.data.datasets import DATASETS
+from spnas.runs import build_config, load_config_file
+from spnas.search.config import SearchConfig
+from spnas.search.loop import run_search
+
+HELPS = {
+    "space": "search space preset (small, imagenet)",
+    "data": f"dataset: {', '.join(DATASETS)} (synthetic:N:C:SIZE:CLASSES)",
+    "data_dir": "directory with the dataset files (env SPNAS_DATA_DIR)",
+    "lut": "latency table from 'spnas latency profile' (must match the space)",
+    "out": "run directory to create",
+    "width": "width multiplier of the space's body",
+    "epochs": "search epochs (the paper: 8)",
+    "batch_size": "images per step",
+    "lr_per_256": "learning rate per 256 images, scaled linearly with the batch",
+    "lr_decay": "LR multiplier every --lr-decay-epochs",
+    "lr_decay_epochs": "epochs between LR decays (staircase)",
+    "optimizer": "tf-rmsprop (the paper's), sgd or adamw",
+    "warmup_fraction": "share of the run with lambda=0 and indicator dropout",
+    "indicator_keep": "keep probability of indicator dropout during warm-up",
+    "label_smoothing": "label smoothing of the cross-entropy",
+    "weight_decay": "L2 coefficient on non-BN parameters incl. thresholds",
+    "lambda_": "runtime-loss weight, faithful mode (ignored with --target-ms)",
+    "target_ms": "adapt lambda so the result's predicted latency lands just under this many ms",
+    "target_margin": "aim this fraction under --target-ms",
+    "lambda_rate": "per-step rate of the lambda update with --target-ms",
+    "runtime_formula": "exact (all 4 LUT entries) or paper (the released approximation)",
+    "val_fraction": "share of training images held out for validation",
+    "train_subset": "use only this many (seeded, random) training images",
+    "seed": "random seed (data order, init, dropout)",
+    "log_every": "steps between metrics.jsonl records",
+    "eval_every_epoch": "validation accuracy of the supernet after each epoch",
+    "max_steps": "stop (with a checkpoint) after this many steps",
+}
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "search", help="search an architecture under a latency budget",
+        description="Train the supernet once; the thresholds pick each layer's op. Writes config.json, "
+        "metrics.jsonl, checkpoint.pt, arch.json, summary.json and progress.png to --out.")
+    p.add_argument("--config", help="YAML/JSON file with the settings below (options override it)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted search exactly")
+    p.add_argument("--force", action="store_true", help="empty a non-empty --out and start over")
+    add_config_options(p, SearchConfig, HELPS)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.resume:
+        result = run_search(SearchConfig(), resume_dir=args.resume)
+    else:
+        file_values = load_config_file(args.config) if args.config else {}
+        cfg = build_config(SearchConfig, file_values, given_values(args, SearchConfig), args.config or "config")
+        result = run_search(cfg, force=args.force)
+    print(f"{result.arch.to_string()}\npredicted {result.predicted_ms:.3f} ms; "
+          f"search took {result.wall_s / 60:.1f} min; results in {result.run_dir}")
+    return 0

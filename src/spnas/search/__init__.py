@@ -1,0 +1,1 @@
+"""The latency-aware single-path search: one training run of one supernet."""

@@ -1,0 +1,180 @@
+"""The search loop: one supernet, one optimiser, one loss, one pass over the schedule (SPEC §5).
+
+Read top to bottom: set-up, resume, the step, the epoch end, the result.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from spnas.arch import Architecture
+from spnas.data.datasets import DataSplits, load_data
+from spnas.data.loader import eval_source, train_source
+from spnas.errors import SpnasError
+from spnas.evaluate import accuracy
+from spnas.io import write_json
+from spnas.latency.lut import LatencyTable
+from spnas.latency.predict import differentiable_ms, lut_tensor, predict_ms
+from spnas.nn.network import SinglePathNet
+from spnas.optim import make_optimizer, staircase_schedule
+from spnas.progress import bar
+from spnas.runs import (CHECKPOINT, METRICS, MetricsLog, StopFlag, load_checkpoint, load_run_config,
+                        prepare_run_dir, save_checkpoint, save_config)
+from spnas.search.config import SearchConfig
+from spnas.search.objective import TargetController, search_loss
+from spnas.search.plots import plot_search_progress
+from spnas.space import SearchSpace, get_space
+
+
+class Interrupted(SpnasError):
+    exit_code = 130
+
+
+@dataclass
+class SearchResult:
+    arch: Architecture
+    predicted_ms: float
+    run_dir: Path
+    wall_s: float
+
+
+def space_for_data(name: str, data: DataSplits, width: float | None) -> SearchSpace:
+    return get_space(name, num_classes=data.num_classes, input_size=data.input_size,
+                     in_channels=data.in_channels, width=width)
+
+
+def load_lut_for(space: SearchSpace, path: str | None) -> LatencyTable:
+    if path is None:
+        raise SpnasError("no latency table: pass --lut FILE (make one with "
+                         f"'spnas latency profile --space {space.name} --out lut.json')")
+    lut = LatencyTable.load(path)
+    lut.check(space, path)
+    return lut
+
+
+def run_search(cfg: SearchConfig, resume_dir: str | None = None, force: bool = False) -> SearchResult:
+    if resume_dir is not None:
+        run_dir = Path(resume_dir)
+        cfg = load_run_config(SearchConfig, run_dir)
+    else:
+        _check(cfg)
+    data = load_data(cfg.data, cfg.data_dir, cfg.val_fraction, cfg.seed, cfg.train_subset)
+    space = space_for_data(cfg.space, data, cfg.width)
+    lut = load_lut_for(space, cfg.lut)  # refused before any training starts
+    if resume_dir is None:
+        run_dir = prepare_run_dir(cfg.out, force)
+        save_config(run_dir, cfg)
+
+    torch.manual_seed(cfg.seed)
+    source = train_source(data, cfg.batch_size, cfg.seed)
+    if source.steps_per_epoch == 0:
+        raise SpnasError(f"--batch-size {cfg.batch_size} is larger than the {len(data.train)} training images")
+    steps_per_epoch, total = source.steps_per_epoch, cfg.epochs * source.steps_per_epoch
+    warmup_steps = round(cfg.warmup_fraction * total)
+    net = SinglePathNet(space)
+    optimizer = make_optimizer(cfg.optimizer, net.parameters(), cfg.lr)
+    schedule = staircase_schedule(optimizer, steps_per_epoch, cfg.lr_decay, cfg.lr_decay_epochs)
+    controller = (TargetController(cfg.target_ms, cfg.lambda_, cfg.target_margin, cfg.lambda_rate)
+                  if cfg.target_ms else None)
+    start, wall_before = 0, 0.0
+    if resume_dir is not None:
+        state = load_checkpoint(run_dir / CHECKPOINT)
+        net.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        schedule.load_state_dict(state["schedule"])
+        if controller:
+            controller.load_state_dict(state["controller"])
+        start, wall_before = state["step"], state.get("wall_s", 0.0)
+
+    def checkpoint(step: int) -> None:
+        save_checkpoint(run_dir / CHECKPOINT, {
+            "step": step, "model": net.state_dict(), "optimizer": optimizer.state_dict(),
+            "schedule": schedule.state_dict(), "controller": controller.state_dict() if controller else None,
+            "wall_s": wall_before + time.monotonic() - t0, "config": cfg.__dict__})
+
+    table = lut_tensor(lut)
+    log = MetricsLog(run_dir / METRICS, resume_step=start if resume_dir else None)
+    t0 = time.monotonic()
+    val = eval_source(data, data.val)
+    try:
+        with StopFlag() as flag, bar(total, "search", "step", initial=start) as progress:
+            for step in range(start, total):
+                epoch, in_epoch = divmod(step, steps_per_epoch)
+                warm = step < warmup_steps
+                net.train()
+                net.set_indicator_keep(cfg.indicator_keep if warm else None)
+                torch.manual_seed(cfg.seed * 1_000_003 + step)  # dropout draws depend on the step only
+                x, y = source.batch(epoch, in_epoch)
+                logits = net(x)
+                latency = differentiable_ms(lut, net.indicators(), cfg.runtime_formula, table=table)
+                lam = 0.0 if warm else (controller.lam if controller else cfg.lambda_)
+                loss = search_loss(logits, y, net, latency, lam, cfg.label_smoothing, cfg.weight_decay)
+                if not torch.isfinite(loss.total):
+                    raise SpnasError(f"step {step}: loss is {loss.total.item()} (ce {loss.ce.item():.4g}); "
+                                     f"stopped, the last good checkpoint is in {run_dir} (try a lower LR)")
+                optimizer.zero_grad(set_to_none=True)
+                loss.total.backward()
+                optimizer.step()
+                schedule.step()
+
+                arch = net.architecture()
+                hard_ms = predict_ms(lut, arch)
+                if controller and not warm:
+                    controller.update(hard_ms)
+                last = step + 1 == total
+                if step % cfg.log_every == 0 or last:
+                    log.write({
+                        "step": step, "epoch": step / steps_per_epoch, "loss": loss.total.item(),
+                        "ce": loss.ce.item(), "l2": loss.l2.item(), "runtime_term": loss.runtime.item(),
+                        "predicted_ms": hard_ms, "lambda": lam, "lr": schedule.get_last_lr()[0],
+                        "warmup": warm, "batch_acc": (logits.argmax(1) == y).float().mean().item(),
+                        "ops": list(arch.ops), "thresholds": net.thresholds(), "norms": net.group_norms(),
+                    })
+                progress.update()
+                progress.set_postfix(ce=f"{loss.ce.item():.3f}", ms=f"{hard_ms:.3f}", lam=f"{lam:.3g}",
+                                     refresh=False)
+                if (step + 1) % steps_per_epoch == 0 or last:
+                    record = {"step": step, "epoch_end": epoch + 1, "predicted_ms": hard_ms,
+                              "arch": arch.to_string()}
+                    if cfg.eval_every_epoch and len(data.val):
+                        record["val_acc"] = accuracy(net, val)
+                    log.write(record)
+                    checkpoint(step + 1)
+                if flag.stop or (cfg.max_steps is not None and step + 1 >= cfg.max_steps and not last):
+                    checkpoint(step + 1)
+                    raise Interrupted(f"stopped at step {step + 1}/{total}; checkpoint saved, "
+                                      f"continue with: spnas search --resume {run_dir}")
+    finally:
+        log.close()
+
+    arch = net.architecture()
+    wall = wall_before + time.monotonic() - t0
+    result = SearchResult(arch, predict_ms(lut, arch), run_dir, wall)
+    arch.save(run_dir / "arch.json", predicted_ms=result.predicted_ms,
+              predicted_raw_ms=predict_ms(lut, arch, calibrated=False), target_ms=cfg.target_ms,
+              lambda_=controller.lam if controller else cfg.lambda_, lut=cfg.lut, lut_target=lut.target,
+              search_wall_s=wall, space_def=space.to_dict())
+    write_json(run_dir / "summary.json", {
+        "arch": arch.to_string(), "predicted_ms": result.predicted_ms, "target_ms": cfg.target_ms,
+        "steps": total, "wall_s": wall, "thresholds": net.thresholds(), "norms": net.group_norms()})
+    plot_search_progress(run_dir / METRICS, run_dir / "progress.png", space, cfg.target_ms, warmup_steps)
+    return result
+
+
+def _check(cfg: SearchConfig) -> None:
+    for name in ("epochs", "batch_size"):
+        if getattr(cfg, name) < 1:
+            raise SpnasError(f"--{name.replace('_', '-')} must be >= 1")
+    if not 0 <= cfg.warmup_fraction <= 1:
+        raise SpnasError("--warmup-fraction must be in [0, 1]")
+    if not 0 < cfg.indicator_keep <= 1:
+        raise SpnasError("--indicator-keep must be in (0, 1]")
+    if cfg.target_ms is not None and not (cfg.target_ms > 0 and math.isfinite(cfg.target_ms)):
+        raise SpnasError("--target-ms must be a positive number of ms")
+    if cfg.runtime_formula not in ("exact", "paper"):
+        raise SpnasError("--runtime-formula must be 'exact' or 'paper'")

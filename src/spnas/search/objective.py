@@ -1,0 +1,67 @@
+"""The search loss (SPEC §4) and the target-latency controller that replaces hand-tuned lambda."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def l2_penalty(model: nn.Module) -> torch.Tensor:
+    """sum 0.5·||v||² over every parameter that is not BatchNorm, thresholds included (TF l2_loss)."""
+    bn_params = {id(p) for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+                 for p in m.parameters(recurse=False)}
+    return sum(0.5 * p.pow(2).sum() for p in model.parameters() if id(p) not in bn_params)
+
+
+@dataclass
+class LossParts:
+    total: torch.Tensor
+    ce: torch.Tensor
+    l2: torch.Tensor
+    runtime: torch.Tensor
+
+
+def search_loss(logits: torch.Tensor, labels: torch.Tensor, model: nn.Module, latency_ms: torch.Tensor,
+                lam: float, label_smoothing: float, weight_decay: float) -> LossParts:
+    """CE(label smoothing) + weight_decay·l2 + lam·1000·ln(R_ms): the released code's objective."""
+    ce = F.cross_entropy(logits, labels, label_smoothing=label_smoothing)
+    l2 = l2_penalty(model)
+    runtime = lam * 1000.0 * torch.log(latency_ms)
+    return LossParts(ce + weight_decay * l2 + runtime, ce, l2, runtime)
+
+
+@dataclass
+class TargetController:
+    """Multiplicative dual ascent on lambda for the constraint R <= T.
+
+    Each step: lambda *= exp(rate · ln(R_hard / T_aim)), with T_aim = T·(1 - margin). Above the aim,
+    lambda grows geometrically until the thresholds move (their gradients start tiny, SPEC §2);
+    below it, lambda decays and accuracy takes back the slack. Working on the hard decisions' latency
+    means the controller sees exactly what the search will return.
+    """
+
+    target_ms: float
+    lam: float = 0.02
+    margin: float = 0.02
+    rate: float = 0.05
+    lam_min: float = 1e-4
+    lam_max: float = 100.0
+
+    @property
+    def aim_ms(self) -> float:
+        return self.target_ms * (1 - self.margin)
+
+    def update(self, hard_ms: float) -> float:
+        self.lam *= math.exp(self.rate * math.log(hard_ms / self.aim_ms))
+        self.lam = min(max(self.lam, self.lam_min), self.lam_max)
+        return self.lam
+
+    def state_dict(self) -> dict:
+        return {"lam": self.lam}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.lam = state["lam"]
