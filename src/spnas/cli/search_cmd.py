@@ -25,6 +25,8 @@ HELPS = {
     "optimizer": "tf-rmsprop (the paper's), sgd or adamw",
     "warmup_fraction": "share of the run with lambda=0 and indicator dropout",
     "indicator_keep": "keep probability of indicator dropout during warm-up",
+    "indicator_scale": "absolute (the paper) or init-norm (surrogate gradient scaled by each group's "
+    "initial norm: same decisions, thresholds move in short runs)",
     "label_smoothing": "label smoothing of the cross-entropy",
     "weight_decay": "L2 coefficient on non-BN parameters incl. thresholds",
     "lambda_": "runtime-loss weight, faithful mode (ignored with --target-ms)",

@@ -16,6 +16,8 @@ from spnas.nn.blocks import MBConv, conv_bn_act
 from spnas.nn.superkernel import Decision
 from spnas.space import SKIP, SearchSpace, op_kernel_expand
 
+INDICATOR_SCALES = ("absolute", "init-norm")
+
 
 class SinglePathNet(nn.Module):
     def __init__(self, space: SearchSpace, arch: Architecture | None = None) -> None:
@@ -85,6 +87,23 @@ class SinglePathNet(nn.Module):
         """Indicator dropout for warm-up: keep probability (e.g. 0.6), or None to switch it off."""
         for block in self.searchable_blocks():
             block.superkernel.indicator_keep = keep
+
+    @torch.no_grad()
+    def set_indicator_scale(self, mode: str) -> None:
+        """``absolute`` (the paper): indicator(norm - t). ``init-norm``: indicator((norm - t) / n0),
+        n0 = each group's norm now (at init). The hard decisions are identical (the sign does not
+        change); only the surrogate gradient widens, from sigmoid'(~10-40), which is 1e-5..1e-17,
+        to sigmoid'(~1)/n0, so thresholds respond within hundreds of steps instead of thousands.
+        """
+        if mode not in INDICATOR_SCALES:
+            raise ValueError(f"indicator scale must be one of {INDICATOR_SCALES}")
+        for block in self.searchable_blocks():
+            sk = block.superkernel
+            if mode == "absolute":
+                sk.indicator_scale.fill_(1.0)
+            else:
+                norms = sk.group_norms(block.dw.weight)
+                sk.indicator_scale.copy_(torch.tensor([norms["k5"], norms["e3"], norms["e6"]]).clamp_min(1e-6))
 
     def indicators(self) -> torch.Tensor:
         """(layers, 3) differentiable indicators [d_k5, d_e3, d_e6] of the last training forward."""

@@ -51,6 +51,9 @@ class SuperKernel(nn.Module):
         core[..., 1:4, 1:4] = 1.0
         self.register_buffer("core_mask", core, persistent=False)
         self.register_buffer("ring_mask", 1.0 - core, persistent=False)
+        #: divisors of (norm - threshold) for the k5, e3, e6 indicators; 1 = the paper's absolute
+        #: scale. See SinglePathNet.set_indicator_scale.
+        self.register_buffer("indicator_scale", torch.ones(3))
         #: keep probability of indicator dropout, or None for off (set by the search schedule)
         self.indicator_keep: float | None = None
 
@@ -64,11 +67,12 @@ class SuperKernel(nn.Module):
         half = weight.shape[0] // 2
         core = weight * self.core_mask
         ring = weight * self.ring_mask
-        d_k5 = self._maybe_drop(indicator(torch.linalg.vector_norm(ring) - self.t_k5))
+        s_k5, s_e3, s_e6 = self.indicator_scale.unbind()
+        d_k5 = self._maybe_drop(indicator((torch.linalg.vector_norm(ring) - self.t_k5) / s_k5))
         masked = core + d_k5 * ring
-        d_e6 = self._maybe_drop(indicator(torch.linalg.vector_norm(masked[half:]) - self.t_e6))
+        d_e6 = self._maybe_drop(indicator((torch.linalg.vector_norm(masked[half:]) - self.t_e6) / s_e6))
         if self.skippable:
-            d_e3 = self._maybe_drop(indicator(torch.linalg.vector_norm(masked[:half]) - self.t_e3))
+            d_e3 = self._maybe_drop(indicator((torch.linalg.vector_norm(masked[:half]) - self.t_e3) / s_e3))
         else:
             d_e3 = torch.ones_like(d_k5)
         effective = d_e3 * torch.cat([masked[:half], d_e6 * masked[half:]], dim=0)
@@ -88,4 +92,4 @@ class SuperKernel(nn.Module):
         }
 
     def thresholds(self) -> dict[str, float]:
-        return {"k5": float(self.t_k5), "e3": float(self.t_e3), "e6": float(self.t_e6)}
+        return {"k5": self.t_k5.item(), "e3": self.t_e3.item(), "e6": self.t_e6.item()}

@@ -23,6 +23,8 @@ class SearchConfig:
     #: share of the run with lambda = 0 and indicator dropout on (5 of 8 epochs)
     warmup_fraction: float = 5 / 8
     indicator_keep: float = 0.6
+    #: absolute (the paper) or init-norm (beyond the paper: thresholds respond within a short run)
+    indicator_scale: str = "absolute"
     label_smoothing: float = 0.1
     weight_decay: float = 1e-5
     #: faithful mode: fixed trade-off lambda (0.02 in the paper); ignored when target_ms is set

@@ -20,7 +20,7 @@ from spnas.evaluate import accuracy
 from spnas.io import write_json
 from spnas.latency.lut import LatencyTable
 from spnas.latency.predict import differentiable_ms, lut_tensor, predict_ms
-from spnas.nn.network import SinglePathNet
+from spnas.nn.network import INDICATOR_SCALES, SinglePathNet
 from spnas.optim import make_optimizer, staircase_schedule
 from spnas.progress import bar
 from spnas.runs import (CHECKPOINT, METRICS, MetricsLog, StopFlag, load_checkpoint, load_run_config,
@@ -77,6 +77,7 @@ def run_search(cfg: SearchConfig, resume_dir: str | None = None, force: bool = F
     steps_per_epoch, total = source.steps_per_epoch, cfg.epochs * source.steps_per_epoch
     warmup_steps = round(cfg.warmup_fraction * total)
     net = SinglePathNet(space)
+    net.set_indicator_scale(cfg.indicator_scale)
     optimizer = make_optimizer(cfg.optimizer, net.parameters(), cfg.lr)
     schedule = staircase_schedule(optimizer, steps_per_epoch, cfg.lr_decay, cfg.lr_decay_epochs)
     controller = (TargetController(cfg.target_ms, cfg.lambda_, cfg.target_margin, cfg.lambda_rate)
@@ -176,5 +177,7 @@ def _check(cfg: SearchConfig) -> None:
         raise SpnasError("--indicator-keep must be in (0, 1]")
     if cfg.target_ms is not None and not (cfg.target_ms > 0 and math.isfinite(cfg.target_ms)):
         raise SpnasError("--target-ms must be a positive number of ms")
+    if cfg.indicator_scale not in INDICATOR_SCALES:
+        raise SpnasError(f"--indicator-scale must be one of: {', '.join(INDICATOR_SCALES)}")
     if cfg.runtime_formula not in ("exact", "paper"):
         raise SpnasError("--runtime-formula must be 'exact' or 'paper'")

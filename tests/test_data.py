@@ -1,0 +1,76 @@
+import gzip
+import pickle
+import struct
+
+import numpy as np
+import pytest
+import torch
+
+from spnas.data.datasets import load_data
+from spnas.data.idx import read_idx
+from spnas.data.loader import train_source
+from spnas.errors import SpnasError
+
+
+def write_idx(path, array: np.ndarray, gz: bool):
+    header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+    data = header + array.astype(np.uint8).tobytes()
+    (gzip.open if gz else open)(path, "wb").write(data)
+
+
+@pytest.fixture
+def fake_fashion(tmp_path):
+    rng = np.random.default_rng(0)
+    for prefix, n in (("train", 100), ("t10k", 20)):
+        write_idx(tmp_path / f"{prefix}-images-idx3-ubyte.gz", rng.integers(0, 255, (n, 28, 28)), gz=True)
+        write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte", rng.integers(0, 10, (n,)), gz=False)
+    return tmp_path
+
+
+def test_idx_files_raw_and_gz(fake_fashion):
+    data = load_data("fashion-mnist", str(fake_fashion), val_fraction=0.1, seed=0)
+    assert len(data.train) == 90 and len(data.val) == 10 and len(data.test) == 20
+    assert data.train.images.shape[1:] == (1, 28, 28) and data.train.images.dtype == torch.uint8
+    assert data.num_classes == 10 and data.flip
+    again = load_data("fashion-mnist", str(fake_fashion), val_fraction=0.1, seed=0)
+    assert torch.equal(again.val.labels, data.val.labels)
+
+
+def test_missing_dataset_says_how_to_install(tmp_path):
+    with pytest.raises(SpnasError, match="apt-get install dataset-fashion-mnist"):
+        load_data("fashion-mnist", str(tmp_path))
+
+
+def test_env_var_sets_directory(fake_fashion, monkeypatch):
+    monkeypatch.setenv("SPNAS_DATA_DIR", str(fake_fashion))
+    assert len(load_data("fashion-mnist").test) == 20
+
+
+def test_corrupt_idx(tmp_path):
+    (tmp_path / "x").write_bytes(b"\x01\x02\x03\x04")
+    with pytest.raises(SpnasError, match="bad magic"):
+        read_idx(tmp_path / "x")
+
+
+def test_cifar_pickles(tmp_path):
+    d = tmp_path / "cifar-10-batches-py"
+    d.mkdir()
+    rng = np.random.default_rng(0)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        batch = {b"data": rng.integers(0, 255, (4, 3072)).astype(np.uint8), b"labels": list(range(4))}
+        pickle.dump(batch, open(d / name, "wb"))
+    data = load_data("cifar10", str(tmp_path), val_fraction=0.0)
+    assert data.train.images.shape == (20, 3, 32, 32) and len(data.test) == 4
+
+
+def test_batches_are_a_function_of_epoch_and_step():
+    data = load_data("synthetic:64:1:16:4", val_fraction=0.0)
+    a, b = train_source(data, 16, seed=3), train_source(data, 16, seed=3)
+    xa, ya = a.batch(1, 2)
+    b.batch(0, 0)
+    xb, yb = b.batch(1, 2)
+    assert torch.equal(xa, xb) and torch.equal(ya, yb)
+    assert not torch.equal(a.batch(0, 2)[0], xa)
+    # an epoch visits every training image once
+    labels = torch.cat([y for _, y in a.epoch_batches(0)])
+    assert torch.equal(labels.sort().values, data.train.labels.sort().values)

@@ -1,0 +1,108 @@
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import fake_lut
+from spnas.errors import SpnasError
+from spnas.runs import read_metrics
+from spnas.search.config import SearchConfig
+from spnas.search.loop import Interrupted, run_search
+from spnas.search.objective import TargetController
+from spnas.space import get_space
+
+DATA = "synthetic:320:1:16:4"
+
+
+@pytest.fixture
+def tiny_lut(tmp_path):
+    space = get_space("small", width=0.25, input_size=16, num_classes=4)
+    path = tmp_path / "lut.json"
+    fake_lut(space).save(path)
+    return str(path)
+
+
+def cfg(tmp_path, lut, name, **kw):
+    base = dict(data=DATA, lut=lut, width=0.25, out=str(tmp_path / name), epochs=2, batch_size=16,
+                val_fraction=0.2, log_every=1, eval_every_epoch=False, warmup_fraction=0.25)
+    return SearchConfig(**{**base, **kw})
+
+
+def final_thresholds(result):
+    return json.loads((Path(result.run_dir) / "summary.json").read_text())["thresholds"]
+
+
+def test_thresholds_move_and_larger_lambda_means_faster_net(tmp_path, tiny_lut):
+    results = {}
+    for lam in (0.0, 1.0):
+        results[lam] = run_search(cfg(tmp_path, tiny_lut, f"lam{lam}", lambda_=lam, lr_per_256=0.5,
+                                      indicator_scale="init-norm"))
+    assert results[1.0].predicted_ms < results[0.0].predicted_ms
+    pushed, free = final_thresholds(results[1.0]), final_thresholds(results[0.0])
+    assert sum(t["k5"] for t in pushed) > sum(t["k5"] for t in free) + 5.0
+    run_dir = Path(results[1.0].run_dir)
+    for name in ("config.json", "metrics.jsonl", "checkpoint.pt", "arch.json", "progress.png"):
+        assert (run_dir / name).exists()
+    assert json.loads((run_dir / "arch.json").read_text())["predicted_ms"] == pytest.approx(results[1.0].predicted_ms)
+    # lambda is 0 during warm-up and the configured value afterwards
+    rows = [r for r in read_metrics(run_dir / "metrics.jsonl") if "lambda" in r]
+    assert all(r["lambda"] == 0 for r in rows if r["warmup"]) and rows[-1]["lambda"] == 1.0
+
+
+def test_faithful_absolute_scale_thresholds_still_respond(tmp_path, tiny_lut):
+    """With the paper's absolute scale the latency term moves thresholds too, only much more slowly."""
+    pushed = run_search(cfg(tmp_path, tiny_lut, "abs1", lambda_=1.0, lr_per_256=0.5))
+    free = run_search(cfg(tmp_path, tiny_lut, "abs0", lambda_=0.0, lr_per_256=0.5))
+    assert sum(t["k5"] for t in final_thresholds(pushed)) > sum(t["k5"] for t in final_thresholds(free)) + 0.1
+
+
+def test_kill_and_resume_gives_identical_result(tmp_path, tiny_lut):
+    kw = dict(lambda_=1.0, lr_per_256=0.5, indicator_scale="init-norm", target_ms=0.8)
+    full = run_search(cfg(tmp_path, tiny_lut, "full", **kw))
+    assert set(full.arch.ops) != {"k5e6"}  # decisions moved, so equality below means something
+    with pytest.raises(Interrupted):
+        run_search(cfg(tmp_path, tiny_lut, "part", max_steps=21, **kw))
+    # resume continues from the checkpoint written at the stop (the stored config has max_steps)
+    part_dir = tmp_path / "part"
+    conf = json.loads((part_dir / "config.json").read_text())
+    conf["max_steps"] = None
+    (part_dir / "config.json").write_text(json.dumps(conf))
+    resumed = run_search(SearchConfig(), resume_dir=str(part_dir))
+    assert resumed.arch == full.arch
+    a = torch.load(part_dir / "checkpoint.pt", weights_only=False)["model"]
+    b = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=False)["model"]
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    steps = [r["step"] for r in read_metrics(part_dir / "metrics.jsonl") if "ops" in r]
+    assert steps == sorted(set(steps))  # no duplicated steps after resuming
+
+
+def test_refuses_non_empty_run_dir_and_mismatched_lut(tmp_path, tiny_lut):
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "keep.txt").write_text("mine")
+    with pytest.raises(SpnasError, match="not empty"):
+        run_search(cfg(tmp_path, tiny_lut, "busy"))
+    assert (tmp_path / "busy" / "keep.txt").read_text() == "mine"
+    other = tmp_path / "other.json"
+    fake_lut(get_space("small", width=0.5, input_size=16, num_classes=4)).save(other)
+    with pytest.raises(SpnasError, match="field 'space_fingerprint'"):
+        run_search(cfg(tmp_path, str(other), "mismatch"))
+    assert not (tmp_path / "mismatch").exists()  # refused before anything was written
+
+
+def test_non_finite_loss_stops_with_message(tmp_path, tiny_lut):
+    with pytest.raises(SpnasError, match="loss is nan|loss is inf"):
+        run_search(cfg(tmp_path, tiny_lut, "nan", lr_per_256=1e30))
+
+
+def test_target_controller_moves_lambda_towards_target():
+    c = TargetController(target_ms=10.0, lam=0.02, margin=0.02, rate=0.1)
+    for _ in range(10):
+        c.update(20.0)
+    assert c.lam > 0.02 * 1.9
+    high = c.lam
+    for _ in range(10):
+        c.update(5.0)
+    assert c.lam < high
+    assert TargetController(10.0, lam=0.5).update(9.8) == pytest.approx(0.5)  # at the aim: unchanged
