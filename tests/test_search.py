@@ -8,7 +8,8 @@ from conftest import fake_lut
 from spnas.errors import SpnasError
 from spnas.runs import read_metrics
 from spnas.search.config import SearchConfig
-from spnas.search.loop import Interrupted, run_search
+from spnas.engine import Interrupted
+from spnas.search.loop import run_search
 from spnas.search.objective import TargetController
 from spnas.space import get_space
 

@@ -12,14 +12,14 @@ from spnas.cli.space_cmd import add_space_overrides, space_from_args
 from spnas.errors import SpnasError
 from spnas.io import read_json
 from spnas.latency.bundle import write_bundle
-from spnas.latency.device_profiler import Protocol, measure_interleaved
+from spnas.latency.device_profiler import Protocol
 from spnas.latency.lut import LatencyTable, import_pixel1
 from spnas.latency.predict import predict_ms
-from spnas.latency.profile import lut_from_bundle_results, profile_space
+from spnas.latency.parts import Part
+from spnas.latency.profile import lut_from_bundle_results, measure_parts, profile_space
 from spnas.latency.targets import TARGETS, get_target
 from spnas.latency.validate import validate
 from spnas.nn.network import SinglePathNet
-from spnas.progress import RoundProgress
 from spnas.space import PRESETS
 
 
@@ -129,9 +129,8 @@ def run_measure(args: argparse.Namespace) -> int:
     arch = resolve_arch(args.arch, args.space)
     space = space_from_args(args, arch.space)
     target = get_target(args.target, args.threads)
-    net = SinglePathNet(space, arch).eval()
-    runner = target.runner(net, [1, space.in_channels, space.input_size, space.input_size])
-    stats = measure_interleaved({"net": runner}, _protocol(args), RoundProgress("timing"))["net"]
+    part = Part("net", SinglePathNet(space, arch).eval(), [1, space.in_channels, space.input_size, space.input_size])
+    stats = measure_parts(target, [part], _protocol(args))["net"]
     result = {"arch": arch.to_string(), "target": target.name, "threads": args.threads,
               "measured_ms": stats.median, "iqr_ms": stats.iqr, "min_ms": stats.min, "n": stats.n}
     if args.lut:

@@ -6,10 +6,10 @@ import argparse
 import sys
 
 from spnas import __version__
-from spnas.cli import arch_cmd, latency_cmd, search_cmd, space_cmd
+from spnas.cli import arch_cmd, export_cmd, latency_cmd, run_cmd, search_cmd, space_cmd, train_cmd
 from spnas.errors import SpnasError
 
-COMMANDS = (space_cmd, arch_cmd, latency_cmd, search_cmd)
+COMMANDS = (run_cmd, search_cmd, train_cmd, export_cmd, latency_cmd, space_cmd, arch_cmd)
 
 
 def build_parser() -> argparse.ArgumentParser:

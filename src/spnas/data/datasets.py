@@ -188,6 +188,8 @@ def load_data(name: str, data_dir: str | None = None, val_fraction: float = 0.1,
         keep = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed + 1))[:train_subset]
         train = train.subset(keep)
     mean, std = _stats(train.images)
-    return DataSplits(name=base, train=train, val=val, test=test, classes=classes, mean=mean, std=std,
-                      flip=base not in ("mnist",), crop_padding=2 if train.images.shape[-1] <= 32 else 0,
+    return DataSplits(name=name, train=train, val=val, test=test, classes=classes, mean=mean, std=std,
+                      # digits must not flip; synthetic class patterns are pixel noise, so no crop/flip either
+                      flip=base not in ("mnist", "synthetic"),
+                      crop_padding=2 if train.images.shape[-1] <= 32 and base != "synthetic" else 0,
                       source=str(directory) if base != "synthetic" else name)

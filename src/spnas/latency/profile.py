@@ -5,22 +5,26 @@ from __future__ import annotations
 from typing import Any
 
 from spnas.errors import SpnasError
-from spnas.latency.device_profiler import Protocol, measure_interleaved
+from spnas.latency.device_profiler import Protocol, Stats, measure_interleaved
 from spnas.latency.lut import LatencyTable, lut_from_stats
-from spnas.latency.parts import all_parts
+from spnas.latency.parts import Part, all_parts
 from spnas.latency.targets import Target
 from spnas.progress import RoundProgress, bar
 from spnas.space import SearchSpace
 
 
-def profile_space(space: SearchSpace, target: Target, protocol: Protocol) -> LatencyTable:
-    parts = all_parts(space)
+def measure_parts(target: Target, parts: list[Part], protocol: Protocol) -> dict[str, Stats]:
+    """Prepare every part on the target, then time them all interleaved (one protocol for all)."""
     runners = {}
     with bar(len(parts), f"preparing {target.name}", "model") as progress:
         for part in parts:
             runners[part.key] = target.runner(part.module, part.input_shape)
             progress.update()
-    stats = measure_interleaved(runners, protocol, RoundProgress(f"timing {len(parts)} parts"))
+    return measure_interleaved(runners, protocol, RoundProgress(f"timing {len(parts)} models"))
+
+
+def profile_space(space: SearchSpace, target: Target, protocol: Protocol) -> LatencyTable:
+    stats = measure_parts(target, all_parts(space), protocol)
     return lut_from_stats(space, {k: s.to_dict() for k, s in stats.items()}, target.info(), protocol.to_dict())
 
 

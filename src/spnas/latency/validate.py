@@ -15,12 +15,13 @@ import torch
 
 from spnas.arch import Architecture
 from spnas.io import atomic_path, atomic_write_text, write_json
-from spnas.latency.device_profiler import Protocol, Stats, measure_interleaved
+from spnas.latency.device_profiler import Protocol, Stats
 from spnas.latency.lut import Calibration, LatencyTable
+from spnas.latency.parts import Part
 from spnas.latency.predict import predict_ms
+from spnas.latency.profile import measure_parts
 from spnas.latency.targets import Target
 from spnas.nn.network import SinglePathNet
-from spnas.progress import RoundProgress, bar
 from spnas.space import SearchSpace
 
 
@@ -33,17 +34,10 @@ def sample_architectures(space: SearchSpace, n: int, seed: int) -> list[Architec
 def measure_architectures(
     space: SearchSpace, archs: list[Architecture], target: Target, protocol: Protocol
 ) -> list[Stats]:
-    runners = {}
-    with bar(len(archs), f"preparing {target.name}", "net") as progress:
-        for i, arch in enumerate(archs):
-            runners[str(i)] = target.runner(SinglePathNet(space, arch).eval(), _input_shape(space))
-            progress.update()
-    stats = measure_interleaved(runners, protocol, RoundProgress(f"timing {len(archs)} networks"))
+    shape = [1, space.in_channels, space.input_size, space.input_size]
+    parts = [Part(str(i), SinglePathNet(space, arch).eval(), shape) for i, arch in enumerate(archs)]
+    stats = measure_parts(target, parts, protocol)
     return [stats[str(i)] for i in range(len(archs))]
-
-
-def _input_shape(space: SearchSpace) -> list[int]:
-    return [1, space.in_channels, space.input_size, space.input_size]
 
 
 def error_metrics(predicted: np.ndarray, measured: np.ndarray) -> dict[str, float]:

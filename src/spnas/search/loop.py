@@ -15,6 +15,7 @@ import torch
 from spnas.arch import Architecture
 from spnas.data.datasets import DataSplits, load_data
 from spnas.data.loader import eval_source, train_source
+from spnas.engine import check_finite, run_steps
 from spnas.errors import SpnasError
 from spnas.evaluate import accuracy
 from spnas.io import write_json
@@ -22,17 +23,12 @@ from spnas.latency.lut import LatencyTable
 from spnas.latency.predict import differentiable_ms, lut_tensor, predict_ms
 from spnas.nn.network import INDICATOR_SCALES, SinglePathNet
 from spnas.optim import make_optimizer, staircase_schedule
-from spnas.progress import bar
-from spnas.runs import (CHECKPOINT, METRICS, MetricsLog, StopFlag, load_checkpoint, load_run_config,
-                        prepare_run_dir, save_checkpoint, save_config)
+from spnas.runs import (CHECKPOINT, METRICS, MetricsLog, load_checkpoint, load_run_config, prepare_run_dir,
+                        save_checkpoint, save_config)
 from spnas.search.config import SearchConfig
 from spnas.search.objective import TargetController, search_loss
 from spnas.search.plots import plot_search_progress
 from spnas.space import SearchSpace, get_space
-
-
-class Interrupted(SpnasError):
-    exit_code = 130
 
 
 @dataclass
@@ -102,54 +98,49 @@ def run_search(cfg: SearchConfig, resume_dir: str | None = None, force: bool = F
     log = MetricsLog(run_dir / METRICS, resume_step=start if resume_dir else None)
     t0 = time.monotonic()
     val = eval_source(data, data.val)
-    try:
-        with StopFlag() as flag, bar(total, "search", "step", initial=start) as progress:
-            for step in range(start, total):
-                epoch, in_epoch = divmod(step, steps_per_epoch)
-                warm = step < warmup_steps
-                net.train()
-                net.set_indicator_keep(cfg.indicator_keep if warm else None)
-                torch.manual_seed(cfg.seed * 1_000_003 + step)  # dropout draws depend on the step only
-                x, y = source.batch(epoch, in_epoch)
-                logits = net(x)
-                latency = differentiable_ms(lut, net.indicators(), cfg.runtime_formula, table=table)
-                lam = 0.0 if warm else (controller.lam if controller else cfg.lambda_)
-                loss = search_loss(logits, y, net, latency, lam, cfg.label_smoothing, cfg.weight_decay)
-                if not torch.isfinite(loss.total):
-                    raise SpnasError(f"step {step}: loss is {loss.total.item()} (ce {loss.ce.item():.4g}); "
-                                     f"stopped, the last good checkpoint is in {run_dir} (try a lower LR)")
-                optimizer.zero_grad(set_to_none=True)
-                loss.total.backward()
-                optimizer.step()
-                schedule.step()
+    def step_fn(step: int) -> dict:
+        epoch, in_epoch = divmod(step, steps_per_epoch)
+        warm = step < warmup_steps
+        net.train()
+        net.set_indicator_keep(cfg.indicator_keep if warm else None)
+        torch.manual_seed(cfg.seed * 1_000_003 + step)  # dropout draws depend on the step only
+        x, y = source.batch(epoch, in_epoch)
+        logits = net(x)
+        latency = differentiable_ms(lut, net.indicators(), cfg.runtime_formula, table=table)
+        lam = 0.0 if warm else (controller.lam if controller else cfg.lambda_)
+        loss = search_loss(logits, y, net, latency, lam, cfg.label_smoothing, cfg.weight_decay)
+        check_finite(loss.total, step, run_dir, f" (ce {loss.ce.item():.4g})")
+        optimizer.zero_grad(set_to_none=True)
+        loss.total.backward()
+        optimizer.step()
+        schedule.step()
 
-                arch = net.architecture()
-                hard_ms = predict_ms(lut, arch)
-                if controller and not warm:
-                    controller.update(hard_ms)
-                last = step + 1 == total
-                if step % cfg.log_every == 0 or last:
-                    log.write({
-                        "step": step, "epoch": step / steps_per_epoch, "loss": loss.total.item(),
-                        "ce": loss.ce.item(), "l2": loss.l2.item(), "runtime_term": loss.runtime.item(),
-                        "predicted_ms": hard_ms, "lambda": lam, "lr": schedule.get_last_lr()[0],
-                        "warmup": warm, "batch_acc": (logits.argmax(1) == y).float().mean().item(),
-                        "ops": list(arch.ops), "thresholds": net.thresholds(), "norms": net.group_norms(),
-                    })
-                progress.update()
-                progress.set_postfix(ce=f"{loss.ce.item():.3f}", ms=f"{hard_ms:.3f}", lam=f"{lam:.3g}",
-                                     refresh=False)
-                if (step + 1) % steps_per_epoch == 0 or last:
-                    record = {"step": step, "epoch_end": epoch + 1, "predicted_ms": hard_ms,
-                              "arch": arch.to_string()}
-                    if cfg.eval_every_epoch and len(data.val):
-                        record["val_acc"] = accuracy(net, val)
-                    log.write(record)
-                    checkpoint(step + 1)
-                if flag.stop or (cfg.max_steps is not None and step + 1 >= cfg.max_steps and not last):
-                    checkpoint(step + 1)
-                    raise Interrupted(f"stopped at step {step + 1}/{total}; checkpoint saved, "
-                                      f"continue with: spnas search --resume {run_dir}")
+        arch = net.architecture()
+        hard_ms = predict_ms(lut, arch)
+        if controller and not warm:
+            controller.update(hard_ms)
+        if step % cfg.log_every == 0 or step + 1 == total:
+            log.write({
+                "step": step, "epoch": step / steps_per_epoch, "loss": loss.total.item(),
+                "ce": loss.ce.item(), "l2": loss.l2.item(), "runtime_term": loss.runtime.item(),
+                "predicted_ms": hard_ms, "lambda": lam, "lr": schedule.get_last_lr()[0],
+                "warmup": warm, "batch_acc": (logits.argmax(1) == y).float().mean().item(),
+                "ops": list(arch.ops), "thresholds": net.thresholds(), "norms": net.group_norms(),
+            })
+        return {"ce": f"{loss.ce.item():.3f}", "ms": f"{hard_ms:.3f}", "lam": f"{lam:.3g}"}
+
+    def epoch_end(step: int) -> None:
+        arch = net.architecture()
+        record = {"step": step, "epoch_end": step // steps_per_epoch + 1,
+                  "predicted_ms": predict_ms(lut, arch), "arch": arch.to_string()}
+        if cfg.eval_every_epoch and len(data.val):
+            record["val_acc"] = accuracy(net, val)
+        log.write(record)
+
+    try:
+        run_steps(start=start, total=total, steps_per_epoch=steps_per_epoch, desc="search", step=step_fn,
+                  epoch_end=epoch_end, save=checkpoint, max_steps=cfg.max_steps,
+                  resume_hint=f"spnas search --resume {run_dir}")
     finally:
         log.close()
 

@@ -1,0 +1,37 @@
+"""``spnas run``: the whole pipeline with defaults that work on a fresh machine."""
+
+from __future__ import annotations
+
+import argparse
+
+from spnas.pipeline import PRESETS, run_pipeline
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    presets = "; ".join(f"{k}: {v.note}" for k, v in PRESETS.items())
+    p = sub.add_parser(
+        "run", help="the main job: profile, search, train, export, measure, report",
+        description="Profile a latency table for this machine (cached), search at a target latency, train "
+        "the result and three uniform baselines, export them to ONNX, measure them, and write report.md "
+        f"with plots to --out. Re-running the same command resumes. Presets: {presets}.")
+    p.add_argument("--preset", default="quick", choices=list(PRESETS), help="run size (default quick)")
+    p.add_argument("--out", default="runs/spnas-run", help="run directory (default runs/spnas-run)")
+    p.add_argument("--data", help="dataset (default: the preset's, Fashion-MNIST)")
+    p.add_argument("--data-dir", help="directory with the dataset files (env SPNAS_DATA_DIR)")
+    p.add_argument("--target-ms", type=float,
+                   help="latency budget (default: halfway between the all-k3e3 and all-k3e6 nets)")
+    p.add_argument("--threads", type=int, default=1, help="onnxruntime threads for latency (default 1)")
+    p.add_argument("--no-cache", action="store_true", help="profile a new latency table even if one is cached")
+    p.add_argument("--force", action="store_true", help="start over in a non-empty --out")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    summary = run_pipeline(args.preset, args.out, args.data, args.data_dir, args.target_ms, args.threads,
+                           args.force, cache=not args.no_cache)
+    print(f"\ntarget {summary['target_ms']:.3f} ms; searched {summary['search']['arch']}")
+    for r in summary["models"]:
+        print(f"  {r['model']:14s} top-1 {r['test_top1'] * 100:6.2f}%  measured {r['measured_ms']:.3f} ms  "
+              f"predicted {r['predicted_ms']:.3f} ms")
+    print(f"report: {args.out}/report.md")
+    return 0

@@ -1,0 +1,59 @@
+"""``spnas train ARCH``: train a derived network from scratch."""
+
+from __future__ import annotations
+
+import argparse
+
+from spnas.cli.arch_cmd import ARCH_HELP
+from spnas.cli.options import add_config_options, given_values
+from spnas.runs import build_config, load_config_file
+from spnas.train.config import RECIPES, TrainConfig
+from spnas.train.loop import run_train
+
+HELPS = {
+    "space": "space the architecture belongs to (default: the one it names)",
+    "data": "dataset (see 'spnas search --help')",
+    "data_dir": "directory with the dataset files (env SPNAS_DATA_DIR)",
+    "width": "width multiplier of the space's body",
+    "out": "run directory to create",
+    "recipe": f"named defaults: {', '.join(RECIPES)} (paper = SPEC §6)",
+    "epochs": "training epochs",
+    "batch_size": "images per step",
+    "optimizer": "tf-rmsprop, sgd or adamw (default: the recipe's)",
+    "lr_per_256": "learning rate per 256 images (default: the recipe's)",
+    "schedule": "staircase (x lr-decay every lr-decay-epochs) or cosine",
+    "warmup_epochs": "linear LR warm-up epochs",
+    "weight_decay": "L2 on conv/linear weights",
+    "label_smoothing": "label smoothing",
+    "ema_decay": "weight EMA decay (evaluated; the better on validation is exported)",
+    "train_subset": "use only this many (seeded, random) training images",
+    "max_steps": "stop (with a checkpoint) after this many steps",
+}
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train an architecture from scratch",
+                       description="Writes config.json, metrics.jsonl, checkpoint.pt, model.pt and results.json "
+                       "(test top-1/top-5 with and without EMA) to --out.")
+    p.add_argument("arch_arg", nargs="?", metavar="ARCH", help=ARCH_HELP)
+    p.add_argument("--config", help="YAML/JSON file with the settings below")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted training exactly")
+    p.add_argument("--force", action="store_true", help="empty a non-empty --out and start over")
+    add_config_options(p, TrainConfig, HELPS)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.resume:
+        result = run_train(TrainConfig(), resume_dir=args.resume)
+    else:
+        values = given_values(args, TrainConfig)
+        if args.arch_arg:
+            values["arch"] = args.arch_arg
+        file_values = load_config_file(args.config) if args.config else {}
+        result = run_train(build_config(TrainConfig, file_values, values, args.config or "config"), force=args.force)
+    m = result.metrics
+    top5 = f", top-5 {m['test_top5'] * 100:.2f}%" if m.get("test_top5") is not None else ""
+    print(f"{result.arch.to_string()}\ntest top-1 {m['test_top1'] * 100:.2f}%{top5} ({m['exported']} weights; "
+          f"raw {m['test_top1_raw'] * 100:.2f}%, EMA {m['test_top1_ema'] * 100:.2f}%); model in {result.run_dir}/model.pt")
+    return 0

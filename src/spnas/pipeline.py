@@ -1,0 +1,176 @@
+"""``spnas run``: profile -> search -> train the result and the baselines -> export -> measure -> report.
+
+Each stage records its outcome in ``pipeline.json``; running the same command again skips finished
+stages and resumes an interrupted search or training from its checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from spnas.arch import Architecture, uniform
+from spnas.data.datasets import load_data
+from spnas.errors import SpnasError
+from spnas.export import export_model
+from spnas.io import read_json, write_json
+from spnas.latency.device_profiler import Protocol, Stats, measure_interleaved, ort_runner
+from spnas.latency.lut import LatencyTable
+from spnas.latency.predict import predict_ms
+from spnas.latency.profile import profile_space
+from spnas.latency.targets import get_target
+from spnas.latency.validate import validate
+from spnas.progress import RoundProgress
+from spnas.report import write_report
+from spnas.runs import CHECKPOINT, prepare_run_dir
+from spnas.search.config import SearchConfig
+from spnas.search.loop import run_search, space_for_data
+from spnas.train.config import TrainConfig
+from spnas.train.loop import load_model, run_train
+
+STATE = "pipeline.json"
+BASELINES = ("k3e3", "k3e6", "k5e6")
+
+
+@dataclass(frozen=True)
+class Preset:
+    data: str
+    width: float
+    lut_repeats: int
+    validate_samples: int
+    search_epochs: int
+    search_subset: int | None
+    train_epochs: int
+    train_subset: int | None
+    batch_size: int
+    measure_repeats: int
+    note: str
+
+
+PRESETS = {
+    "smoke": Preset("synthetic:320:1:16:4", 0.25, 5, 6, 2, None, 1, None, 32, 5,
+                    "seconds; synthetic data; for tests only"),
+    "quick": Preset("fashion-mnist", 0.5, 100, 40, 4, 12000, 3, 20000, 128, 100,
+                    "about 15 minutes on 2 CPU cores; subsets of Fashion-MNIST"),
+    "full": Preset("fashion-mnist", 0.5, 200, 100, 8, None, 40, None, 128, 200,
+                   "hours on 2 CPU cores; all of Fashion-MNIST"),
+}
+
+
+def lut_cache_dir() -> Path:
+    return Path(os.environ.get("SPNAS_CACHE", Path.home() / ".cache" / "spnas")) / "luts"
+
+
+def run_pipeline(preset_name: str, out: str, data: str | None = None, data_dir: str | None = None,
+                 target_ms: float | None = None, threads: int = 1, force: bool = False,
+                 cache: bool = True) -> dict:
+    if preset_name not in PRESETS:
+        raise SpnasError(f"unknown preset {preset_name!r}; choose one of: {', '.join(PRESETS)}")
+    preset = PRESETS[preset_name]
+    data_name = data or preset.data
+    run_dir = Path(out)
+    state = _open_state(run_dir, preset_name, data_name, force)
+
+    splits = load_data(data_name, data_dir, 0.1, 0, preset.train_subset)
+    space = space_for_data("small", splits, preset.width)
+    target = get_target("onnxruntime-cpu", threads)
+
+    def stage(name: str, fn):
+        if name not in state["stages"]:
+            state["stages"][name] = fn()
+            write_json(run_dir / STATE, state)
+        return state["stages"][name]
+
+    lut_path = run_dir / "lut.json"
+
+    def make_lut() -> dict:
+        cached = lut_cache_dir() / f"{target.name}-t{threads}-{space.fingerprint()}.json"
+        if cache and cached.is_file():
+            shutil.copyfile(cached, lut_path)
+            return {"source": str(cached), "cached": True}
+        lut = profile_space(space, target, Protocol(warmup=5, repeats=preset.lut_repeats))
+        lut.save(lut_path)
+        result = validate(lut, space, target, preset.validate_samples, 0,
+                          Protocol(warmup=3, repeats=max(5, preset.lut_repeats // 2)), run_dir / "latency")
+        lut.calibration = result.calibration
+        lut.save(lut_path)
+        if cache:
+            lut.save(cached)
+        return {"source": "profiled", "cached": False, "validation": result.report["held_out_calibrated"]}
+
+    stage("lut", make_lut)
+    lut = LatencyTable.load(lut_path)
+    lut.check(space, str(lut_path))
+    baseline_ms = {op: predict_ms(lut, uniform(space, op)) for op in BASELINES}
+    if target_ms is None:  # between the fastest uniform net and the MobileNetV2-like one
+        target_ms = round((baseline_ms["k3e3"] + baseline_ms["k3e6"]) / 2, 4)
+
+    def search() -> dict:
+        cfg = SearchConfig(data=data_name, data_dir=data_dir, lut=str(lut_path), width=preset.width,
+                           epochs=preset.search_epochs, batch_size=preset.batch_size,
+                           train_subset=preset.search_subset, target_ms=target_ms,
+                           indicator_scale="init-norm", out=str(run_dir / "search"), eval_every_epoch=False)
+        resume = str(run_dir / "search") if (run_dir / "search" / CHECKPOINT).is_file() else None
+        result = run_search(cfg, resume_dir=resume, force=resume is None)
+        return {"arch": result.arch.to_string(), "predicted_ms": result.predicted_ms, "target_ms": target_ms,
+                "wall_s": result.wall_s}
+
+    searched = stage("search", search)
+    models = {"searched": searched["arch"], **{f"uniform-{op}": uniform(space, op).to_string() for op in BASELINES}}
+
+    for name, arch_text in models.items():
+        def train(name=name, arch_text=arch_text) -> dict:
+            tdir = run_dir / "train" / name
+            cfg = TrainConfig(arch=arch_text, data=data_name, data_dir=data_dir, width=preset.width,
+                              epochs=preset.train_epochs, batch_size=preset.batch_size,
+                              train_subset=preset.train_subset, out=str(tdir))
+            resume = str(tdir) if (tdir / CHECKPOINT).is_file() else None
+            result = run_train(cfg, resume_dir=resume, force=resume is None)
+            net, meta = load_model(tdir)
+            onnx_path = run_dir / "models" / f"{name}.onnx"
+            check = export_model(net, meta, "onnx", onnx_path, data_dir)
+            return {**result.metrics, "arch": arch_text, "onnx": str(onnx_path),
+                    "export_max_abs_diff": check["max_abs_diff"]}
+
+        stage(f"train:{name}", train)
+
+    def measure() -> dict:
+        shape = [1, space.in_channels, space.input_size, space.input_size]
+        runners = {name: ort_runner(state["stages"][f"train:{name}"]["onnx"], shape, threads) for name in models}
+        stats: dict[str, Stats] = measure_interleaved(
+            runners, Protocol(warmup=10, repeats=preset.measure_repeats), RoundProgress("measuring exported models"))
+        return {name: s.to_dict() for name, s in stats.items()}
+
+    measured = stage("measure", measure)
+    rows = []
+    for name, arch_text in models.items():
+        t = state["stages"][f"train:{name}"]
+        arch = Architecture.from_string(arch_text)
+        rows.append({"model": name, "arch": arch_text, "predicted_ms": predict_ms(lut, arch),
+                     "measured_ms": measured[name]["median"], "measured_iqr_ms": measured[name]["iqr"],
+                     "test_top1": t["test_top1"], "test_top5": t.get("test_top5"),
+                     "test_top1_raw": t["test_top1_raw"], "test_top1_ema": t["test_top1_ema"],
+                     "train_wall_s": t["train_wall_s"], "export_max_abs_diff": t["export_max_abs_diff"]})
+    summary = {"preset": preset_name, "data": data_name, "space": space.to_dict(), "target_ms": target_ms,
+               "lut": state["stages"]["lut"], "search": searched, "models": rows,
+               "settings": dataclasses.asdict(preset), "threads": threads}
+    write_report(run_dir, summary, space)
+    return summary
+
+
+def _open_state(run_dir: Path, preset: str, data: str, force: bool) -> dict:
+    """Resume a pipeline directory of the same preset and data; refuse anything else."""
+    path = run_dir / STATE
+    if path.is_file() and not force:
+        state = read_json(path, "pipeline state")
+        if state.get("preset") != preset or state.get("data") != data:
+            raise SpnasError(f"{run_dir}: holds a run of preset {state.get('preset')!r} on {state.get('data')!r}; "
+                             "choose another --out or pass --force")
+        return state
+    prepare_run_dir(run_dir, force)
+    state = {"preset": preset, "data": data, "stages": {}}
+    write_json(path, state)
+    return state

@@ -1,0 +1,136 @@
+"""The run report: a table, the accuracy-vs-latency plot and the architecture diagram."""
+
+from __future__ import annotations
+
+import csv
+import io
+import shutil
+from pathlib import Path
+
+from spnas.arch import Architecture
+from spnas.io import atomic_path, atomic_write_text, write_json
+from spnas.search.plots import OP_COLORS, OP_ORDER
+from spnas.space import SearchSpace
+from spnas.table import format_table
+
+
+def dominated_by(rows: list[dict], name: str) -> list[str]:
+    """Baselines at or below the model's measured latency with at least its accuracy."""
+    me = next(r for r in rows if r["model"] == name)
+    return [r["model"] for r in rows if r["model"] != name
+            and r["measured_ms"] <= me["measured_ms"] and r["test_top1"] >= me["test_top1"]]
+
+
+def write_report(run_dir: Path, summary: dict, space: SearchSpace) -> None:
+    rows = summary["models"]
+    summary = {**summary, "searched_dominated_by": dominated_by(rows, "searched")}
+    write_json(run_dir / "results.json", summary)
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(run_dir / "results.csv", buf.getvalue())
+    _accuracy_latency_plot(run_dir / "accuracy_latency.png", rows, summary["target_ms"])
+    _architecture_plot(run_dir / "architecture.png", Architecture.from_string(summary["search"]["arch"]), space)
+    if (run_dir / "search" / "progress.png").is_file():
+        shutil.copyfile(run_dir / "search" / "progress.png", run_dir / "search_progress.png")
+    atomic_write_text(run_dir / "report.md", _markdown(summary, space))
+
+
+def _markdown(summary: dict, space: SearchSpace) -> str:
+    rows = summary["models"]
+    table = format_table(
+        ("model", "test top-1 %", "measured ms (IQR)", "predicted ms", "train min", "architecture"),
+        [(r["model"], f"{r['test_top1'] * 100:.2f}", f"{r['measured_ms']:.3f} ({r['measured_iqr_ms']:.3f})",
+          f"{r['predicted_ms']:.3f}", f"{r['train_wall_s'] / 60:.1f}", f"`{r['arch'].split(':', 1)[1]}`")
+         for r in rows], markdown=True)
+    s = summary["search"]
+    lut = summary["lut"]
+    verdict = ("not dominated by any baseline" if not summary["searched_dominated_by"]
+               else f"dominated by {', '.join(summary['searched_dominated_by'])}")
+    validation = lut.get("validation")
+    lut_line = (f"held-out MAPE {validation['mape_pct']:.2f}%, {validation['within_5pct'] * 100:.0f}% within ±5%"
+                if validation else f"reused from {lut['source']}")
+    return f"""# spnas run: {summary['preset']} preset on {summary['data']}
+
+Target latency **{summary['target_ms']:.3f} ms** (onnxruntime-cpu, {summary['threads']} thread); the
+search returned a net predicted at **{s['predicted_ms']:.3f} ms** in {s['wall_s'] / 60:.1f} min.
+Latency table: {lut_line}.
+
+The searched network is **{verdict}** (baselines at or below its measured latency with at least
+its accuracy).
+
+{table}
+
+Measured: median of interleaved onnxruntime runs of the exported ONNX models (batch 1). Predicted:
+the calibrated latency table. Accuracy: Fashion-MNIST-style test split, EMA or raw weights,
+whichever was better on validation.
+
+![accuracy vs latency](accuracy_latency.png)
+
+![architecture](architecture.png)
+
+![search progress](search_progress.png)
+
+Space `{space.name}` ({space.fingerprint()}): {space.description}
+"""
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    _plt().close(fig)
+
+
+def _accuracy_latency_plot(path: Path, rows: list[dict], target_ms: float) -> None:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 4.5), dpi=120)
+    for r in rows:
+        searched = r["model"] == "searched"
+        ax.errorbar(r["measured_ms"], r["test_top1"] * 100, xerr=r["measured_iqr_ms"] / 2,
+                    fmt="*" if searched else "o", ms=14 if searched else 7,
+                    color="tab:red" if searched else "tab:blue", capsize=3)
+        ax.annotate(r["model"], (r["measured_ms"], r["test_top1"] * 100), textcoords="offset points",
+                    xytext=(6, -12), fontsize=8)
+    ax.axvline(target_ms, color="tab:red", ls="--", lw=1, label=f"target {target_ms:.3f} ms")
+    ax.set_xlabel("measured latency, ms (onnxruntime-cpu, batch 1)")
+    ax.set_ylabel("test top-1 (%)")
+    ax.set_title("Searched network vs uniform baselines")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def _architecture_plot(path: Path, arch: Architecture, space: SearchSpace) -> None:
+    """One box per searchable layer: width ~ expansion, height ~ kernel, hatched when skipped."""
+    plt = _plt()
+    from matplotlib.patches import Rectangle
+
+    layers = space.layers()
+    fig, ax = plt.subplots(figsize=(max(8, len(layers) * 0.6), 3.2), dpi=120)
+    for i, (spec, op) in enumerate(zip(layers, arch.ops)):
+        color = OP_COLORS[OP_ORDER.index(op)]
+        h = 0.5 if op == "skip" else (1.0 if op.startswith("k5") else 0.65)
+        ax.add_patch(Rectangle((i + 0.1, (1.2 - h) / 2), 0.8, h, facecolor=color, edgecolor="k",
+                               hatch="//" if op == "skip" else None))
+        ax.text(i + 0.5, 0.6, op, ha="center", va="center", fontsize=7, rotation=90)
+        ax.text(i + 0.5, -0.15, f"{spec.out_channels}\ns{spec.stride}", ha="center", va="top", fontsize=6)
+    for b in range(1, len(space.stages)):
+        x = sum(space.stage_lengths()[:b])
+        ax.axvline(x, color="k", lw=0.6, ls=":")
+    ax.set_xlim(0, len(layers))
+    ax.set_ylim(-0.6, 1.3)
+    ax.axis("off")
+    ax.set_title(f"Searched architecture ({arch.space}): box height = kernel, color = op")
+    fig.tight_layout()
+    _save(fig, path)

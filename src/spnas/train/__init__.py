@@ -1,0 +1,1 @@
+"""Training a derived architecture from scratch."""

@@ -1,0 +1,56 @@
+"""Training settings and recipes. A recipe is a named set of defaults; options override it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from spnas.errors import SpnasError
+
+RECIPES: dict[str, dict] = {
+    # SPEC §6: the released final-training recipe (meant for 350 ImageNet epochs)
+    "paper": dict(optimizer="tf-rmsprop", lr_per_256=0.016, schedule="staircase", warmup_epochs=5.0,
+                  lr_decay=0.97, lr_decay_epochs=2.4, weight_decay=1e-5, label_smoothing=0.1,
+                  ema_decay=0.9999),
+    # a few epochs on small images: SGD + cosine, EMA short enough to matter within the run
+    "quick": dict(optimizer="sgd", lr_per_256=0.2, schedule="cosine", warmup_epochs=0.3,
+                  lr_decay=0.97, lr_decay_epochs=2.4, weight_decay=5e-5, label_smoothing=0.1,
+                  ema_decay=0.998),
+}
+
+
+@dataclass
+class TrainConfig:
+    arch: str = ""
+    space: str | None = None
+    data: str = "fashion-mnist"
+    data_dir: str | None = None
+    width: float | None = None
+    out: str = "runs/train"
+    recipe: str = "quick"
+    epochs: int = 10
+    batch_size: int = 128
+    optimizer: str | None = None
+    lr_per_256: float | None = None
+    schedule: str | None = None
+    warmup_epochs: float | None = None
+    lr_decay: float | None = None
+    lr_decay_epochs: float | None = None
+    weight_decay: float | None = None
+    label_smoothing: float | None = None
+    ema_decay: float | None = None
+    val_fraction: float = 0.1
+    train_subset: int | None = None
+    seed: int = 0
+    log_every: int = 20
+    max_steps: int | None = None
+
+    def resolved(self) -> "TrainConfig":
+        """Fill every None hyper-parameter from the recipe (the stored config is the resolved one)."""
+        if self.recipe not in RECIPES:
+            raise SpnasError(f"unknown recipe {self.recipe!r}; choose one of: {', '.join(RECIPES)}")
+        values = {k: (v if getattr(self, k) is None else getattr(self, k)) for k, v in RECIPES[self.recipe].items()}
+        return TrainConfig(**{**self.__dict__, **values})
+
+    @property
+    def lr(self) -> float:
+        return self.lr_per_256 * self.batch_size / 256

@@ -1,0 +1,208 @@
+"""Train a derived network from scratch (no weights inherited from the supernet, as in the paper)."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.optim.lr_scheduler import LambdaLR
+from torch.optim.swa_utils import AveragedModel
+
+from spnas.arch import Architecture, resolve_arch
+from spnas.data.datasets import DataSplits, load_data
+from spnas.data.loader import eval_source, train_source
+from spnas.engine import check_finite, run_steps
+from spnas.errors import SpnasError
+from spnas.evaluate import evaluate
+from spnas.io import atomic_path, write_json
+from spnas.nn.network import SinglePathNet
+from spnas.optim import make_optimizer, staircase_schedule
+from spnas.runs import (CHECKPOINT, METRICS, MetricsLog, load_checkpoint, load_run_config, prepare_run_dir,
+                        save_checkpoint, save_config)
+from spnas.search.loop import space_for_data
+from spnas.search.objective import l2_penalty
+from spnas.space import SearchSpace
+from spnas.train.config import TrainConfig
+
+MODEL_FILE = "model.pt"
+
+
+@dataclass
+class TrainResult:
+    arch: Architecture
+    run_dir: Path
+    metrics: dict
+
+
+def cosine_schedule(optimizer, steps_per_epoch: int, total_steps: int, warmup_epochs: float) -> LambdaLR:
+    warmup = int(warmup_epochs * steps_per_epoch)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total_steps - warmup)))
+
+    return LambdaLR(optimizer, factor)
+
+
+def ema_with_warmup(decay: float):
+    """TF's ExponentialMovingAverage(decay, num_updates): decay_t = min(decay, (1 + t) / (10 + t)).
+
+    Without the warm-up a 0.9999 (or 0.998) average is still mostly the random init after a short run.
+    """
+    def avg(averaged: torch.Tensor, current: torch.Tensor, num_averaged: torch.Tensor) -> torch.Tensor:
+        d = torch.clamp((1 + num_averaged) / (10 + num_averaged), max=decay)
+        return averaged + (current - averaged) * (1 - d)
+
+    return avg
+
+
+def param_groups(net: nn.Module, weight_decay: float) -> list[dict]:
+    """Decoupled weight decay on conv/linear weights only (not BN, not biases)."""
+    decay, no_decay = [], []
+    for m in net.modules():
+        for name, p in m.named_parameters(recurse=False):
+            is_bn = isinstance(m, nn.modules.batchnorm._BatchNorm)
+            (no_decay if is_bn or name == "bias" else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def run_train(cfg: TrainConfig, resume_dir: str | None = None, force: bool = False) -> TrainResult:
+    if resume_dir is not None:
+        run_dir = Path(resume_dir)
+        cfg = load_run_config(TrainConfig, run_dir)
+    else:
+        cfg = cfg.resolved()
+        if not cfg.arch:
+            raise SpnasError("no architecture: give ARCH (a preset, arch.json, or a string)")
+        if cfg.epochs < 1 or cfg.batch_size < 1:
+            raise SpnasError("--epochs and --batch-size must be >= 1")
+    arch = resolve_arch(cfg.arch, cfg.space)
+    data = load_data(cfg.data, cfg.data_dir, cfg.val_fraction, cfg.seed, cfg.train_subset)
+    space = space_for_data(arch.space, data, cfg.width)
+    if resume_dir is None:
+        run_dir = prepare_run_dir(cfg.out, force)
+        save_config(run_dir, cfg)
+
+    torch.manual_seed(cfg.seed)
+    net = SinglePathNet(space, arch)
+    source = train_source(data, cfg.batch_size, cfg.seed)
+    steps_per_epoch = source.steps_per_epoch
+    if steps_per_epoch == 0:
+        raise SpnasError(f"--batch-size {cfg.batch_size} is larger than the {len(data.train)} training images")
+    total = cfg.epochs * steps_per_epoch
+    # tf-rmsprop: the paper's L2 term in the loss; sgd/adamw: decoupled decay in the optimiser
+    in_loss = cfg.optimizer == "tf-rmsprop"
+    optimizer = make_optimizer(cfg.optimizer, param_groups(net, 0.0 if in_loss else cfg.weight_decay), cfg.lr)
+    if cfg.schedule == "cosine":
+        schedule = cosine_schedule(optimizer, steps_per_epoch, total, cfg.warmup_epochs)
+    else:
+        schedule = staircase_schedule(optimizer, steps_per_epoch, cfg.lr_decay, cfg.lr_decay_epochs,
+                                      cfg.warmup_epochs)
+    ema = AveragedModel(net, avg_fn=ema_with_warmup(cfg.ema_decay), use_buffers=True)
+    start, wall_before = 0, 0.0
+    if resume_dir is not None:
+        state = load_checkpoint(run_dir / CHECKPOINT)
+        net.load_state_dict(state["model"])
+        ema.load_state_dict(state["ema"])
+        optimizer.load_state_dict(state["optimizer"])
+        schedule.load_state_dict(state["schedule"])
+        start, wall_before = state["step"], state.get("wall_s", 0.0)
+
+    t0 = time.monotonic()
+
+    def save(step: int) -> None:
+        save_checkpoint(run_dir / CHECKPOINT, {
+            "step": step, "model": net.state_dict(), "ema": ema.state_dict(), "optimizer": optimizer.state_dict(),
+            "schedule": schedule.state_dict(), "wall_s": wall_before + time.monotonic() - t0})
+
+    log = MetricsLog(run_dir / METRICS, resume_step=start if resume_dir else None)
+    val = eval_source(data, data.val)
+
+    def step_fn(step: int) -> dict:
+        epoch, in_epoch = divmod(step, steps_per_epoch)
+        net.train()
+        torch.manual_seed(cfg.seed * 1_000_003 + step)
+        x, y = source.batch(epoch, in_epoch)
+        logits = net(x)
+        ce = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
+        loss = ce + cfg.weight_decay * l2_penalty(net) if in_loss else ce
+        check_finite(loss, step, run_dir)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        ema.update_parameters(net)
+        if step % cfg.log_every == 0:
+            log.write({"step": step, "epoch": step / steps_per_epoch, "loss": loss.item(), "ce": ce.item(),
+                       "lr": schedule.get_last_lr()[0],
+                       "batch_acc": (logits.argmax(1) == y).float().mean().item()})
+        return {"loss": f"{loss.item():.3f}"}
+
+    def epoch_end(step: int) -> None:
+        record = {"step": step, "epoch_end": step // steps_per_epoch + 1}
+        if len(data.val):
+            record["val_top1"] = evaluate(net, val, (1,))["top1"]
+            record["val_top1_ema"] = evaluate(ema.module, val, (1,))["top1"]
+        log.write(record)
+
+    try:
+        run_steps(start=start, total=total, steps_per_epoch=steps_per_epoch, desc=f"train {arch.space}",
+                  step=step_fn, epoch_end=epoch_end, save=save, max_steps=cfg.max_steps,
+                  resume_hint=f"spnas train --resume {run_dir}")
+    finally:
+        log.close()
+
+    metrics = final_metrics(net, ema.module, data)
+    metrics["train_wall_s"] = wall_before + time.monotonic() - t0
+    metrics["epochs"], metrics["steps"] = cfg.epochs, total
+    best = ema.module if metrics["exported"] == "ema" else net
+    save_model(run_dir / MODEL_FILE, best, arch, space, data, metrics)
+    write_json(run_dir / "results.json", {"arch": arch.to_string(), **metrics})
+    return TrainResult(arch, run_dir, metrics)
+
+
+def final_metrics(net: nn.Module, ema_net: nn.Module, data: DataSplits) -> dict:
+    """Test accuracy with and without EMA; the one with the better validation accuracy is exported."""
+    test = eval_source(data, data.test)
+    raw, ema = evaluate(net, test), evaluate(ema_net, test)
+    choice = "raw"
+    if len(data.val):
+        val = eval_source(data, data.val)
+        choice = "ema" if evaluate(ema_net, val, (1,))["top1"] >= evaluate(net, val, (1,))["top1"] else "raw"
+    chosen = ema if choice == "ema" else raw
+    return {"test_top1": chosen["top1"], "test_top5": chosen.get("top5"), "test_top1_raw": raw["top1"],
+            "test_top1_ema": ema["top1"], "exported": choice}
+
+
+def save_model(path: Path, net: nn.Module, arch: Architecture, space: SearchSpace, data: DataSplits,
+               metrics: dict) -> None:
+    """Weights plus everything needed to rebuild, export and run the model (no pickled classes)."""
+    with atomic_path(path) as tmp:
+        torch.save({"arch": arch.to_dict(), "space": space.to_dict(), "state_dict": net.state_dict(),
+                    "data": {"name": data.name, "mean": list(data.mean), "std": list(data.std),
+                             "classes": list(data.classes)},
+                    "metrics": metrics}, tmp)
+
+
+def load_model(path: str | Path) -> tuple[SinglePathNet, dict]:
+    """Rebuild a trained network from model.pt (a file or the run directory holding it)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / MODEL_FILE
+    if not path.is_file():
+        raise SpnasError(f"{path}: no trained model (run 'spnas train' first)")
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise SpnasError(f"{path}: unreadable model file ({type(err).__name__})") from None
+    space = SearchSpace.from_dict(blob["space"])
+    arch = Architecture.from_dict(blob["arch"], str(path))
+    net = SinglePathNet(space, arch)
+    net.load_state_dict(blob["state_dict"])
+    return net.eval(), blob
