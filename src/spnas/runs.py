@@ -69,9 +69,21 @@ def load_run_config(cls: type[C], run_dir: Path) -> C:
     return build_config(cls, data, {}, str(run_dir / CONFIG))
 
 
-def save_checkpoint(path: Path, state: dict) -> None:
+def save_checkpoint(path: Path, step: int, wall_s: float, parts: dict[str, Any]) -> None:
+    """Atomically save ``step``, ``wall_s`` and the state_dict of every non-None part."""
+    state = {"step": step, "wall_s": wall_s,
+             **{name: obj.state_dict() for name, obj in parts.items() if obj is not None}}
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
+
+
+def restore_checkpoint(path: Path, parts: dict[str, Any]) -> tuple[int, float]:
+    """Load every non-None part's state from the checkpoint; return (step, wall seconds so far)."""
+    state = load_checkpoint(path)
+    for name, obj in parts.items():
+        if obj is not None:
+            obj.load_state_dict(state[name])
+    return state["step"], state.get("wall_s", 0.0)
 
 
 def load_checkpoint(path: Path) -> dict:

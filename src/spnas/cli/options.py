@@ -6,6 +6,8 @@ import argparse
 import dataclasses
 import typing
 
+from spnas.runs import build_config, load_config_file
+
 
 def option_name(field: str) -> str:
     return "--" + field.rstrip("_").replace("_", "-")
@@ -31,3 +33,17 @@ def add_config_options(parser: argparse.ArgumentParser, cls: type, helps: dict[s
 
 def given_values(args: argparse.Namespace, cls: type) -> dict:
     return {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if getattr(args, f.name, None) is not None}
+
+
+def add_run_options(parser: argparse.ArgumentParser, cls: type, helps: dict[str, str], job: str) -> None:
+    """--config / --resume / --force plus one option per config field: what every long job takes."""
+    parser.add_argument("--config", help="YAML/JSON file with the settings below (options override it)")
+    parser.add_argument("--resume", metavar="RUN_DIR", help=f"continue an interrupted {job} exactly")
+    parser.add_argument("--force", action="store_true", help="empty a non-empty --out and start over")
+    add_config_options(parser, cls, helps)
+
+
+def config_from_args(args: argparse.Namespace, cls: type, extra: dict | None = None):
+    """Defaults <- --config file <- options given on the command line (<- ``extra``)."""
+    file_values = load_config_file(args.config) if args.config else {}
+    return build_config(cls, file_values, {**given_values(args, cls), **(extra or {})}, args.config or "config")

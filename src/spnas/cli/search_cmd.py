@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from spnas.cli.options import add_config_options, given_values
+from spnas.cli.options import add_run_options, config_from_args
 from spnas.data.datasets import DATASETS
-from spnas.runs import build_config, load_config_file
 from spnas.search.config import SearchConfig
 from spnas.search.loop import run_search
 
@@ -48,10 +47,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "search", help="search an architecture under a latency budget",
         description="Train the supernet once; the thresholds pick each layer's op. Writes config.json, "
         "metrics.jsonl, checkpoint.pt, arch.json, summary.json and progress.png to --out.")
-    p.add_argument("--config", help="YAML/JSON file with the settings below (options override it)")
-    p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted search exactly")
-    p.add_argument("--force", action="store_true", help="empty a non-empty --out and start over")
-    add_config_options(p, SearchConfig, HELPS)
+    add_run_options(p, SearchConfig, HELPS, "search")
     p.set_defaults(func=run)
 
 
@@ -59,9 +55,7 @@ def run(args: argparse.Namespace) -> int:
     if args.resume:
         result = run_search(SearchConfig(), resume_dir=args.resume)
     else:
-        file_values = load_config_file(args.config) if args.config else {}
-        cfg = build_config(SearchConfig, file_values, given_values(args, SearchConfig), args.config or "config")
-        result = run_search(cfg, force=args.force)
+        result = run_search(config_from_args(args, SearchConfig), force=args.force)
     print(f"{result.arch.to_string()}\npredicted {result.predicted_ms:.3f} ms; "
           f"search took {result.wall_s / 60:.1f} min; results in {result.run_dir}")
     return 0

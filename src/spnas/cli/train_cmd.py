@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 
 from spnas.cli.arch_cmd import ARCH_HELP
-from spnas.cli.options import add_config_options, given_values
-from spnas.runs import build_config, load_config_file
+from spnas.cli.options import add_run_options, config_from_args
 from spnas.train.config import RECIPES, TrainConfig
 from spnas.train.loop import run_train
 
@@ -36,10 +35,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        description="Writes config.json, metrics.jsonl, checkpoint.pt, model.pt and results.json "
                        "(test top-1/top-5 with and without EMA) to --out.")
     p.add_argument("arch_arg", nargs="?", metavar="ARCH", help=ARCH_HELP)
-    p.add_argument("--config", help="YAML/JSON file with the settings below")
-    p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted training exactly")
-    p.add_argument("--force", action="store_true", help="empty a non-empty --out and start over")
-    add_config_options(p, TrainConfig, HELPS)
+    add_run_options(p, TrainConfig, HELPS, "training")
     p.set_defaults(func=run)
 
 
@@ -47,11 +43,8 @@ def run(args: argparse.Namespace) -> int:
     if args.resume:
         result = run_train(TrainConfig(), resume_dir=args.resume)
     else:
-        values = given_values(args, TrainConfig)
-        if args.arch_arg:
-            values["arch"] = args.arch_arg
-        file_values = load_config_file(args.config) if args.config else {}
-        result = run_train(build_config(TrainConfig, file_values, values, args.config or "config"), force=args.force)
+        extra = {"arch": args.arch_arg} if args.arch_arg else {}
+        result = run_train(config_from_args(args, TrainConfig, extra), force=args.force)
     m = result.metrics
     top5 = f", top-5 {m['test_top5'] * 100:.2f}%" if m.get("test_top5") is not None else ""
     print(f"{result.arch.to_string()}\ntest top-1 {m['test_top1'] * 100:.2f}%{top5} ({m['exported']} weights; "

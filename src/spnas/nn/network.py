@@ -28,13 +28,7 @@ class SinglePathNet(nn.Module):
         self.arch = arch
         eps, mom = space.bn_eps, space.bn_momentum
         self.stem = conv_bn_act(space.in_channels, space.stem_out, 3, space.stem_stride, eps, mom)
-        channels = space.stem_out
-        before = []
-        for block in space.blocks_before:
-            out = space.ch(block.out_channels)
-            before.append(MBConv(channels, out, block.stride, block.kernel, block.expand, eps, mom))
-            channels = out
-        self.blocks_before = nn.Sequential(*before)
+        self.blocks_before, channels = _fixed_blocks(space, space.stem_out, space.blocks_before)
 
         layers: OrderedDict[str, nn.Module] = OrderedDict()
         for spec in space.layers():
@@ -51,12 +45,7 @@ class SinglePathNet(nn.Module):
             channels = spec.out_channels
         self.layers = nn.Sequential(layers)
 
-        after = []
-        for block in space.blocks_after:
-            out = space.ch(block.out_channels)
-            after.append(MBConv(channels, out, block.stride, block.kernel, block.expand, eps, mom))
-            channels = out
-        self.blocks_after = nn.Sequential(*after)
+        self.blocks_after, channels = _fixed_blocks(space, channels, space.blocks_after)
         self.head = conv_bn_act(channels, space.head_out, 1, 1, eps, mom)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.dropout = nn.Dropout(space.dropout)
@@ -156,6 +145,16 @@ class SinglePathNet(nn.Module):
 
     def group_norms(self) -> list[dict[str, float]]:
         return [b.superkernel.group_norms(b.dw.weight) for b in self.searchable_blocks()]
+
+
+def _fixed_blocks(space: SearchSpace, channels: int, blocks) -> tuple[nn.Sequential, int]:
+    """The MBConv blocks the search never changes; returns them and their output channels."""
+    out = []
+    for block in blocks:
+        width = space.ch(block.out_channels)
+        out.append(MBConv(channels, width, block.stride, block.kernel, block.expand, space.bn_eps, space.bn_momentum))
+        channels = width
+    return nn.Sequential(*out), channels
 
 
 def _init_weights(model: nn.Module) -> None:

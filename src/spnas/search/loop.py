@@ -23,7 +23,7 @@ from spnas.latency.lut import LatencyTable
 from spnas.latency.predict import differentiable_ms, lut_tensor, predict_ms
 from spnas.nn.network import INDICATOR_SCALES, SinglePathNet
 from spnas.optim import make_optimizer, staircase_schedule
-from spnas.runs import (CHECKPOINT, METRICS, MetricsLog, load_checkpoint, load_run_config, prepare_run_dir,
+from spnas.runs import (CHECKPOINT, METRICS, MetricsLog, load_run_config, prepare_run_dir, restore_checkpoint,
                         save_checkpoint, save_config)
 from spnas.search.config import SearchConfig
 from spnas.search.objective import TargetController, search_loss
@@ -78,21 +78,11 @@ def run_search(cfg: SearchConfig, resume_dir: str | None = None, force: bool = F
     schedule = staircase_schedule(optimizer, steps_per_epoch, cfg.lr_decay, cfg.lr_decay_epochs)
     controller = (TargetController(cfg.target_ms, cfg.lambda_, cfg.target_margin, cfg.lambda_rate)
                   if cfg.target_ms else None)
-    start, wall_before = 0, 0.0
-    if resume_dir is not None:
-        state = load_checkpoint(run_dir / CHECKPOINT)
-        net.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        schedule.load_state_dict(state["schedule"])
-        if controller:
-            controller.load_state_dict(state["controller"])
-        start, wall_before = state["step"], state.get("wall_s", 0.0)
+    parts = {"model": net, "optimizer": optimizer, "schedule": schedule, "controller": controller}
+    start, wall_before = restore_checkpoint(run_dir / CHECKPOINT, parts) if resume_dir else (0, 0.0)
 
     def checkpoint(step: int) -> None:
-        save_checkpoint(run_dir / CHECKPOINT, {
-            "step": step, "model": net.state_dict(), "optimizer": optimizer.state_dict(),
-            "schedule": schedule.state_dict(), "controller": controller.state_dict() if controller else None,
-            "wall_s": wall_before + time.monotonic() - t0, "config": cfg.__dict__})
+        save_checkpoint(run_dir / CHECKPOINT, step, wall_before + time.monotonic() - t0, parts)
 
     table = lut_tensor(lut)
     log = MetricsLog(run_dir / METRICS, resume_step=start if resume_dir else None)

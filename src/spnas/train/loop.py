@@ -22,7 +22,7 @@ from spnas.evaluate import evaluate
 from spnas.io import atomic_path, write_json
 from spnas.nn.network import SinglePathNet
 from spnas.optim import make_optimizer, staircase_schedule
-from spnas.runs import (CHECKPOINT, METRICS, MetricsLog, load_checkpoint, load_run_config, prepare_run_dir,
+from spnas.runs import (CHECKPOINT, METRICS, MetricsLog, load_run_config, prepare_run_dir, restore_checkpoint,
                         save_checkpoint, save_config)
 from spnas.search.loop import space_for_data
 from spnas.search.objective import l2_penalty
@@ -105,21 +105,12 @@ def run_train(cfg: TrainConfig, resume_dir: str | None = None, force: bool = Fal
         schedule = staircase_schedule(optimizer, steps_per_epoch, cfg.lr_decay, cfg.lr_decay_epochs,
                                       cfg.warmup_epochs)
     ema = AveragedModel(net, avg_fn=ema_with_warmup(cfg.ema_decay), use_buffers=True)
-    start, wall_before = 0, 0.0
-    if resume_dir is not None:
-        state = load_checkpoint(run_dir / CHECKPOINT)
-        net.load_state_dict(state["model"])
-        ema.load_state_dict(state["ema"])
-        optimizer.load_state_dict(state["optimizer"])
-        schedule.load_state_dict(state["schedule"])
-        start, wall_before = state["step"], state.get("wall_s", 0.0)
-
+    parts = {"model": net, "ema": ema, "optimizer": optimizer, "schedule": schedule}
+    start, wall_before = restore_checkpoint(run_dir / CHECKPOINT, parts) if resume_dir else (0, 0.0)
     t0 = time.monotonic()
 
     def save(step: int) -> None:
-        save_checkpoint(run_dir / CHECKPOINT, {
-            "step": step, "model": net.state_dict(), "ema": ema.state_dict(), "optimizer": optimizer.state_dict(),
-            "schedule": schedule.state_dict(), "wall_s": wall_before + time.monotonic() - t0})
+        save_checkpoint(run_dir / CHECKPOINT, step, wall_before + time.monotonic() - t0, parts)
 
     log = MetricsLog(run_dir / METRICS, resume_step=start if resume_dir else None)
     val = eval_source(data, data.val)
