@@ -1,4 +1,5 @@
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -6,6 +7,7 @@ import torch
 
 from conftest import fake_lut
 from spnas.errors import SpnasError
+from spnas.latency.predict import predict_ms
 from spnas.runs import read_metrics
 from spnas.search.config import SearchConfig
 from spnas.engine import Interrupted
@@ -98,12 +100,38 @@ def test_non_finite_loss_stops_with_message(tmp_path, tiny_lut):
 
 
 def test_target_controller_moves_lambda_towards_target():
-    c = TargetController(target_ms=10.0, lam=0.02, margin=0.02, rate=0.1)
+    c = TargetController(target_ms=10.0, lam=0.02, margin=0.02, rate=0.01)
     for _ in range(10):
         c.update(20.0)
-    assert c.lam > 0.02 * 1.9
-    high = c.lam
-    for _ in range(10):
+    assert c.lam == pytest.approx(0.02 + 10 * 0.01 * math.log(20 / 9.8))
+    for _ in range(40):
         c.update(5.0)
-    assert c.lam < high
+    assert c.lam < 0  # far under the target: the runtime term gives capacity back
     assert TargetController(10.0, lam=0.5).update(9.8) == pytest.approx(0.5)  # at the aim: unchanged
+
+
+def test_target_mode_lands_in_the_band(tmp_path, tiny_lut):
+    result = run_search(cfg(tmp_path, tiny_lut, "target", target_ms=0.8, lr_per_256=0.5,
+                            indicator_scale="init-norm"))
+    assert 0.8 * 0.96 <= result.predicted_ms <= 0.8
+    saved = json.loads((Path(result.run_dir) / "arch.json").read_text())
+    assert {"last_step_arch", "last_step_predicted_ms", "repair_flips"} <= set(saved)
+
+
+def test_repair_flips_least_confident_decisions(small_space):
+    from conftest import fake_lut
+    from spnas.nn.network import SinglePathNet
+    from spnas.search.repair import repair_to_budget
+
+    torch.manual_seed(0)
+    net = SinglePathNet(small_space)
+    lut = fake_lut(small_space)
+    full = predict_ms(lut, net.architecture())
+    # make layer 7's e6 group the least confident "on" decision
+    block = net.searchable_blocks()[7]
+    with torch.no_grad():
+        block.superkernel.t_e6.fill_(block.superkernel.group_norms(block.dw.weight)["e6"] - 1e-3)
+    repaired = repair_to_budget(net, lut, target_ms=full - 1e-6, margin=0.5)
+    assert repaired.flips[0] == {"layer": 7, "group": "e6", "to": 0, "predicted_ms": pytest.approx(repaired.flips[0]["predicted_ms"])}
+    assert predict_ms(lut, repaired.arch) <= full - 1e-6
+    assert repaired.arch.ops[7] == "k5e3"

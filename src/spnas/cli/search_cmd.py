@@ -31,7 +31,7 @@ HELPS = {
     "lambda_": "runtime-loss weight, faithful mode (ignored with --target-ms)",
     "target_ms": "adapt lambda so the result's predicted latency lands just under this many ms",
     "target_margin": "aim this fraction under --target-ms",
-    "lambda_rate": "per-step rate of the lambda update with --target-ms",
+    "lambda_rate": "per-step rate of the additive lambda update with --target-ms",
     "runtime_formula": "exact (all 4 LUT entries) or paper (the released approximation)",
     "val_fraction": "share of training images held out for validation",
     "train_subset": "use only this many (seeded, random) training images",

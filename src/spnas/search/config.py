@@ -33,8 +33,8 @@ class SearchConfig:
     target_ms: float | None = None
     #: how far under target_ms to aim (the result must land in [target*(1-2*margin), target])
     target_margin: float = 0.02
-    #: per-step rate of the multiplicative lambda update in target mode
-    lambda_rate: float = 0.05
+    #: per-step rate of the additive lambda update in target mode (lambda += rate * ln(R / aim))
+    lambda_rate: float = 0.005
     runtime_formula: str = "exact"
     val_fraction: float = 0.1
     train_subset: int | None = None

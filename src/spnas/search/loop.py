@@ -28,6 +28,7 @@ from spnas.runs import (CHECKPOINT, METRICS, MetricsLog, load_run_config, prepar
 from spnas.search.config import SearchConfig
 from spnas.search.objective import TargetController, search_loss
 from spnas.search.plots import plot_search_progress
+from spnas.search.repair import repair_to_budget
 from spnas.space import SearchSpace, get_space
 
 
@@ -134,15 +135,20 @@ def run_search(cfg: SearchConfig, resume_dir: str | None = None, force: bool = F
     finally:
         log.close()
 
-    arch = net.architecture()
+    last_step = net.architecture()
+    repair = repair_to_budget(net, lut, cfg.target_ms, cfg.target_margin) if cfg.target_ms else None
+    arch = repair.arch if repair else last_step
     wall = wall_before + time.monotonic() - t0
     result = SearchResult(arch, predict_ms(lut, arch), run_dir, wall)
     arch.save(run_dir / "arch.json", predicted_ms=result.predicted_ms,
               predicted_raw_ms=predict_ms(lut, arch, calibrated=False), target_ms=cfg.target_ms,
               lambda_=controller.lam if controller else cfg.lambda_, lut=cfg.lut, lut_target=lut.target,
-              search_wall_s=wall, space_def=space.to_dict())
+              search_wall_s=wall, space_def=space.to_dict(), last_step_arch=last_step.to_string(),
+              last_step_predicted_ms=predict_ms(lut, last_step), repair_flips=repair.flips if repair else [])
     write_json(run_dir / "summary.json", {
         "arch": arch.to_string(), "predicted_ms": result.predicted_ms, "target_ms": cfg.target_ms,
+        "last_step_arch": last_step.to_string(), "last_step_predicted_ms": predict_ms(lut, last_step),
+        "repair_flips": repair.flips if repair else [],
         "steps": total, "wall_s": wall, "thresholds": net.thresholds(), "norms": net.group_norms()})
     plot_search_progress(run_dir / METRICS, run_dir / "progress.png", space, cfg.target_ms, warmup_steps)
     return result

@@ -36,28 +36,28 @@ def search_loss(logits: torch.Tensor, labels: torch.Tensor, model: nn.Module, la
 
 @dataclass
 class TargetController:
-    """Multiplicative dual ascent on lambda for the constraint R <= T.
+    """Dual ascent on lambda for the equality constraint R = T_aim, T_aim = T·(1 - margin).
 
-    Each step: lambda *= exp(rate · ln(R_hard / T_aim)), with T_aim = T·(1 - margin). Above the aim,
-    lambda grows geometrically until the thresholds move (their gradients start tiny, SPEC §2);
-    below it, lambda decays and accuracy takes back the slack. Working on the hard decisions' latency
-    means the controller sees exactly what the search will return.
+    Each step: lambda += rate · ln(R_hard / T_aim). Above the aim lambda grows until the thresholds
+    move (their gradients start tiny, SPEC §2). Below it lambda shrinks and may turn negative: the
+    runtime term then *rewards* latency and actively gives capacity back, instead of waiting for the
+    weak cross-entropy pull to undo an overshoot. Working on the hard decisions' latency means the
+    controller sees exactly what the search will return.
     """
 
     target_ms: float
     lam: float = 0.02
     margin: float = 0.02
-    rate: float = 0.05
-    lam_min: float = 1e-4
-    lam_max: float = 100.0
+    rate: float = 0.005
+    lam_max: float = 10.0
 
     @property
     def aim_ms(self) -> float:
         return self.target_ms * (1 - self.margin)
 
     def update(self, hard_ms: float) -> float:
-        self.lam *= math.exp(self.rate * math.log(hard_ms / self.aim_ms))
-        self.lam = min(max(self.lam, self.lam_min), self.lam_max)
+        self.lam += self.rate * math.log(hard_ms / self.aim_ms)
+        self.lam = min(max(self.lam, -self.lam_max), self.lam_max)
         return self.lam
 
     def state_dict(self) -> dict:

@@ -1,0 +1,77 @@
+"""Target mode's last step: make the returned architecture meet the budget band.
+
+The search's result is its hard decisions at the last step. With ``--target-ms`` the user asked for a
+budget, so if those decisions land outside [T·(1 - 2·margin), T] we flip the *least confident*
+decisions (smallest |norm - threshold| / scale) until they do: first switching groups off while over
+T, then back on while far under it. The flips are recorded next to the unrepaired result.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from spnas.arch import Architecture
+from spnas.latency.lut import LatencyTable
+from spnas.latency.predict import predict_ms
+from spnas.nn.network import SinglePathNet
+from spnas.nn.superkernel import Decision
+
+
+@dataclass
+class Repair:
+    arch: Architecture
+    flips: list[dict] = field(default_factory=list)
+
+
+def _with(decisions: list[Decision], layer: int, group: str, value: int) -> list[Decision]:
+    out = list(decisions)
+    d = out[layer]
+    out[layer] = Decision(**{**{"k5": d.k5, "e3": d.e3, "e6": d.e6}, group: value})
+    return out
+
+
+def _arch(space_name: str, decisions: list[Decision]) -> Architecture:
+    return Architecture(space_name, tuple(d.op for d in decisions))
+
+
+def repair_to_budget(net: SinglePathNet, lut: LatencyTable, target_ms: float, margin: float) -> Repair:
+    decisions = net.decisions()
+    layers = net.space.layers()
+    confidence = []  # (layer, group) -> |margin| in units of the indicator's scale
+    for block in net.searchable_blocks():
+        sk = block.superkernel
+        norms, t, scale = sk.group_norms(block.dw.weight), sk.thresholds(), sk.indicator_scale.tolist()
+        confidence.append({g: abs(norms[g] - t[g]) / s for g, s in zip(("k5", "e3", "e6"), scale)})
+    lower = target_ms * (1 - 2 * margin)
+    flips: list[dict] = []
+
+    def groups(value: int):
+        for i, d in enumerate(decisions):
+            for g in ("k5", "e6", "e3"):
+                if g == "e3" and not layers[i].skippable:
+                    continue
+                if g != "e3" and not d.e3:
+                    continue  # a skipped layer's other groups change nothing
+                if getattr(d, g) == value:
+                    yield confidence[i][g], i, g
+
+    ms = predict_ms(lut, _arch(net.space.name, decisions))
+    while ms > target_ms:
+        options = sorted(groups(1))
+        if not options:
+            break
+        _, i, g = options[0]
+        decisions = _with(decisions, i, g, 0)
+        ms = predict_ms(lut, _arch(net.space.name, decisions))
+        flips.append({"layer": i, "group": g, "to": 0, "predicted_ms": ms})
+    while ms < lower:
+        for _, i, g in sorted(groups(0)):
+            trial = _with(decisions, i, g, 1)
+            trial_ms = predict_ms(lut, _arch(net.space.name, trial))
+            if trial_ms <= target_ms:
+                decisions, ms = trial, trial_ms
+                flips.append({"layer": i, "group": g, "to": 1, "predicted_ms": ms})
+                break
+        else:
+            break
+    return Repair(_arch(net.space.name, decisions), flips)
