@@ -74,3 +74,30 @@ def test_batches_are_a_function_of_epoch_and_step():
     # an epoch visits every training image once
     labels = torch.cat([y for _, y in a.epoch_batches(0)])
     assert torch.equal(labels.sort().values, data.train.labels.sort().values)
+
+
+def test_imagefolder_streams_with_paper_augmentation(tmp_path):
+    PIL = pytest.importorskip("PIL.Image")
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):
+        for cls in ("cat", "dog"):
+            (tmp_path / split / cls).mkdir(parents=True)
+            for i in range(5):
+                PIL.fromarray(rng.integers(0, 255, (40, 60, 3), dtype=np.uint8)).save(tmp_path / split / cls / f"{i}.png")
+    data = load_data("imagefolder:32", str(tmp_path), val_fraction=0.2)
+    assert data.classes == ("cat", "dog") and data.in_channels == 3 and data.input_size == 32
+    assert len(data.train) == 8 and len(data.val) == 2 and len(data.test) == 10
+    src = train_source(data, 4, seed=1)
+    x, y = src.batch(0, 1)
+    assert x.shape == (4, 3, 32, 32) and y.shape == (4,)
+    assert torch.equal(train_source(data, 4, seed=1).batch(0, 1)[0], x)  # deterministic per step
+    from spnas.data.loader import eval_source
+
+    xe, _ = next(eval_source(data, data.test).epoch_batches(0))
+    assert xe.shape == (10, 3, 32, 32)
+
+
+def test_imagefolder_without_directory_is_a_clear_error(monkeypatch):
+    monkeypatch.delenv("SPNAS_DATA_DIR", raising=False)
+    with pytest.raises(SpnasError, match="imagefolder needs --data-dir"):
+        load_data("imagefolder")

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from spnas.data.idx import find_idx, read_idx
+from spnas.data.imagefolder import IMAGENET_MEAN, IMAGENET_STD, FolderSplit, scan
 from spnas.errors import SpnasError
 
 DATA_DIR_ENV = "SPNAS_DATA_DIR"
@@ -40,9 +41,9 @@ class TensorSplit:
 @dataclass
 class DataSplits:
     name: str
-    train: TensorSplit
-    val: TensorSplit
-    test: TensorSplit
+    train: TensorSplit | FolderSplit
+    val: TensorSplit | FolderSplit
+    test: TensorSplit | FolderSplit
     classes: tuple[str, ...]
     mean: tuple[float, ...]
     std: tuple[float, ...]
@@ -55,18 +56,18 @@ class DataSplits:
 
     @property
     def in_channels(self) -> int:
-        return self.train.images.shape[1]
+        return 3 if isinstance(self.train, FolderSplit) else self.train.images.shape[1]
 
     @property
     def input_size(self) -> int:
-        return self.train.images.shape[-1]
+        return self.train.input_size if isinstance(self.train, FolderSplit) else self.train.images.shape[-1]
 
     @property
     def num_classes(self) -> int:
         return len(self.classes)
 
 
-def split_train_val(train: TensorSplit, val_fraction: float, seed: int) -> tuple[TensorSplit, TensorSplit]:
+def split_train_val(train, val_fraction: float, seed: int):
     """A seeded, stratification-free split of the training set (the test set stays untouched)."""
     if not 0 <= val_fraction < 1:
         raise SpnasError(f"--val-fraction must be in [0, 1), got {val_fraction}")
@@ -180,7 +181,7 @@ def load_data(name: str, data_dir: str | None = None, val_fraction: float = 0.1,
     elif base in LOADERS:
         train, test, classes = LOADERS[base](directory)
     elif base == "imagefolder":
-        raise SpnasError("imagefolder data streams from disk: use spnas.data.imagefolder (needs Pillow)")
+        return _load_imagefolder(name, data_dir, val_fraction, seed, train_subset)
     else:
         raise SpnasError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}")
     train, val = split_train_val(train, val_fraction, seed)
@@ -193,3 +194,23 @@ def load_data(name: str, data_dir: str | None = None, val_fraction: float = 0.1,
                       flip=base not in ("mnist", "synthetic"),
                       crop_padding=2 if train.images.shape[-1] <= 32 and base != "synthetic" else 0,
                       source=str(directory) if base != "synthetic" else name)
+
+
+def _load_imagefolder(name: str, data_dir: str | None, val_fraction: float, seed: int,
+                      train_subset: int | None) -> DataSplits:
+    """``imagefolder`` or ``imagefolder:SIZE`` (default 224): ROOT/train and ROOT/val class folders."""
+    if not data_dir and not os.environ.get(DATA_DIR_ENV):
+        raise SpnasError(f"imagefolder needs --data-dir ROOT (or {DATA_DIR_ENV}) with train/ and val/ inside")
+    parts = name.split(":")
+    try:
+        size = int(parts[1]) if len(parts) > 1 else 224
+    except ValueError:
+        raise SpnasError(f"bad imagefolder spec {name!r}; use imagefolder or imagefolder:SIZE") from None
+    root = Path(data_dir or os.environ[DATA_DIR_ENV])
+    train, classes = scan(root, "train", size)
+    test, _ = scan(root, "val", size, classes)
+    train, val = split_train_val(train, val_fraction, seed)
+    if train_subset is not None and train_subset < len(train):
+        train = train.subset(torch.randperm(len(train), generator=torch.Generator().manual_seed(seed + 1))[:train_subset])
+    return DataSplits(name=name, train=train, val=val, test=test, classes=tuple(classes), mean=IMAGENET_MEAN,
+                      std=IMAGENET_STD, flip=True, crop_padding=0, source=str(root))

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from spnas.data.datasets import DataSplits, TensorSplit
+from spnas.data.imagefolder import FolderBatchSource, FolderSplit
 
 
 @dataclass
@@ -71,10 +72,14 @@ class BatchSource:
             yield self.batch(epoch, step)
 
 
-def train_source(data: DataSplits, batch_size: int, seed: int) -> BatchSource:
+def train_source(data: DataSplits, batch_size: int, seed: int) -> BatchSource | FolderBatchSource:
+    if isinstance(data.train, FolderSplit):
+        return FolderBatchSource(data.train, batch_size, seed)
     return BatchSource(data.train, batch_size, data.mean, data.std, seed, augment=True, flip=data.flip,
                        crop_padding=data.crop_padding)
 
 
-def eval_source(data: DataSplits, split: TensorSplit, batch_size: int = 500) -> BatchSource:
+def eval_source(data: DataSplits, split, batch_size: int = 500) -> BatchSource | FolderBatchSource:
+    if isinstance(split, FolderSplit):
+        return FolderBatchSource(split, min(batch_size, 100), augment=False, drop_last=False)
     return BatchSource(split, batch_size, data.mean, data.std, augment=False, drop_last=False)
