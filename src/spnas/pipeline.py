@@ -53,7 +53,7 @@ class Preset:
 PRESETS = {
     "smoke": Preset("synthetic:320:1:16:4", 0.25, 5, 6, 2, None, 1, None, 32, 5,
                     "seconds; synthetic data; for tests only"),
-    "quick": Preset("fashion-mnist", 0.5, 100, 40, 4, 12000, 3, 20000, 128, 100,
+    "quick": Preset("fashion-mnist", 0.5, 100, 40, 5, 12000, 3, 20000, 128, 100,
                     "about 15 minutes on 2 CPU cores; subsets of Fashion-MNIST"),
     "full": Preset("fashion-mnist", 0.5, 200, 100, 8, None, 40, None, 128, 200,
                    "hours on 2 CPU cores; all of Fashion-MNIST"),
@@ -115,8 +115,10 @@ def run_pipeline(preset_name: str, out: str, data: str | None = None, data_dir: 
                            indicator_scale="init-norm", out=str(run_dir / "search"), eval_every_epoch=False)
         resume = str(run_dir / "search") if (run_dir / "search" / CHECKPOINT).is_file() else None
         result = run_search(cfg, resume_dir=resume, force=resume is None)
+        saved = read_json(run_dir / "search" / "arch.json", "search result")
         return {"arch": result.arch.to_string(), "predicted_ms": result.predicted_ms, "target_ms": target_ms,
-                "wall_s": result.wall_s}
+                "wall_s": result.wall_s, "last_step_arch": saved["last_step_arch"],
+                "last_step_predicted_ms": saved["last_step_predicted_ms"], "repair_flips": saved["repair_flips"]}
 
     searched = stage("search", search)
     models = {"searched": searched["arch"], **{f"uniform-{op}": uniform(space, op).to_string() for op in BASELINES}}

@@ -54,7 +54,9 @@ def _markdown(summary: dict, space: SearchSpace) -> str:
     return f"""# spnas run: {summary['preset']} preset on {summary['data']}
 
 Target latency **{summary['target_ms']:.3f} ms** (onnxruntime-cpu, {summary['threads']} thread); the
-search returned a net predicted at **{s['predicted_ms']:.3f} ms** in {s['wall_s'] / 60:.1f} min.
+search returned a net predicted at **{s['predicted_ms']:.3f} ms** in {s['wall_s'] / 60:.1f} min
+(its last-step decisions: {s['last_step_predicted_ms']:.3f} ms; {len(s['repair_flips'])} least-confident
+decisions flipped to meet the budget band).
 Latency table: {lut_line}.
 
 The searched network is **{verdict}** (baselines at or below its measured latency with at least

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from spnas.engine import Interrupted
 from spnas.pipeline import PRESETS, run_pipeline
 
 
@@ -27,8 +28,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    summary = run_pipeline(args.preset, args.out, args.data, args.data_dir, args.target_ms, args.threads,
-                           args.force, cache=not args.no_cache)
+    try:
+        summary = run_pipeline(args.preset, args.out, args.data, args.data_dir, args.target_ms, args.threads,
+                               args.force, cache=not args.no_cache)
+    except Interrupted:
+        raise Interrupted(f"interrupted; finished stages are kept: run the same command "
+                          f"(spnas run --preset {args.preset} --out {args.out}) to resume") from None
     print(f"\ntarget {summary['target_ms']:.3f} ms; searched {summary['search']['arch']}")
     for r in summary["models"]:
         print(f"  {r['model']:14s} top-1 {r['test_top1'] * 100:6.2f}%  measured {r['measured_ms']:.3f} ms  "

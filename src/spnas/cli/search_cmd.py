@@ -37,7 +37,7 @@ HELPS = {
     "train_subset": "use only this many (seeded, random) training images",
     "seed": "random seed (data order, init, dropout)",
     "log_every": "steps between metrics.jsonl records",
-    "eval_every_epoch": "validation accuracy of the supernet after each epoch",
+    "eval_every_epoch": "validation accuracy of the supernet after each epoch (eval-mode BN; low during warm-up, whose BN statistics include indicator dropout)",
     "max_steps": "stop (with a checkpoint) after this many steps",
 }
 
