@@ -2,6 +2,7 @@
 # Real searches on Fashion-MNIST (small space, onnxruntime-cpu LUT of this machine) at several targets,
 # two at a time, one core each.
 # Usage: bash bench/search_targets.sh LUT OUT_DIR EPOCHS TRAIN_SUBSET TARGET_MS...
+# Extra `spnas search` options go in SEARCH_ARGS, e.g. SEARCH_ARGS='--lambda-gain 0'.
 set -euo pipefail
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}  # one core per search; two run side by side
 lut=$1; out=$2; epochs=$3; subset=$4; shift 4
@@ -9,7 +10,7 @@ mkdir -p "$out"
 search() {
   /usr/bin/time -f "%e s wall" -o "$out/time_$1.txt" \
     spnas search --lut "$lut" --epochs "$epochs" --train-subset "$subset" --target-ms "$1" \
-      --indicator-scale init-norm --out "$out/target_$1" --force 2> "$out/log_$1.txt"
+      --indicator-scale init-norm --out "$out/target_$1" --force ${SEARCH_ARGS:-} 2> "$out/log_$1.txt"
 }
 running=0
 for t in "$@"; do

@@ -100,7 +100,7 @@ def test_non_finite_loss_stops_with_message(tmp_path, tiny_lut):
 
 
 def test_target_controller_moves_lambda_towards_target():
-    c = TargetController(target_ms=10.0, lam=0.02, margin=0.02, rate=0.01)
+    c = TargetController(target_ms=10.0, lam=0.02, margin=0.02, rate=0.01, gain=0.0)
     for _ in range(10):
         c.update(20.0)
     assert c.lam == pytest.approx(0.02 + 10 * 0.01 * math.log(20 / 9.8))
@@ -108,6 +108,19 @@ def test_target_controller_moves_lambda_towards_target():
         c.update(5.0)
     assert c.lam < 0  # far under the target: the runtime term gives capacity back
     assert TargetController(10.0, lam=0.5).update(9.8) == pytest.approx(0.5)  # at the aim: unchanged
+
+
+def test_proportional_gain_turns_lambda_as_soon_as_latency_crosses_the_aim():
+    pure = TargetController(target_ms=10.0, lam=0.0, margin=0.0, rate=0.002)
+    pi = TargetController(target_ms=10.0, lam=0.0, margin=0.0, rate=0.002, gain=0.5)
+    for _ in range(50):  # a long stretch over the target winds both integrals up
+        pure.update(13.0), pi.update(13.0)
+    assert pi.lam == pytest.approx(50 * 0.002 * math.log(1.3) + 0.5 * math.log(1.3))
+    assert pure.update(9.0) > 0  # pure integral: still pushing latency down under the aim
+    assert pi.update(9.0) < 0  # PI: already giving capacity back
+    restored = TargetController(target_ms=10.0, margin=0.0, rate=0.002, gain=0.5)
+    restored.load_state_dict(pi.state_dict())
+    assert restored.update(11.0) == pi.update(11.0)
 
 
 def test_target_mode_lands_in_the_band(tmp_path, tiny_lut):

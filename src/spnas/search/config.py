@@ -34,7 +34,9 @@ class SearchConfig:
     #: how far under target_ms to aim (the result must land in [target*(1-2*margin), target])
     target_margin: float = 0.02
     #: per-step rate of the additive lambda update in target mode (lambda += rate * ln(R / aim))
-    lambda_rate: float = 0.005
+    lambda_rate: float = 0.001
+    #: proportional gain of the lambda controller (lambda = integral + gain * ln(R / aim))
+    lambda_gain: float = 0.1
     runtime_formula: str = "exact"
     val_fraction: float = 0.1
     train_subset: int | None = None

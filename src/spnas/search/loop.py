@@ -77,7 +77,8 @@ def run_search(cfg: SearchConfig, resume_dir: str | None = None, force: bool = F
     net.set_indicator_scale(cfg.indicator_scale)
     optimizer = make_optimizer(cfg.optimizer, net.parameters(), cfg.lr)
     schedule = staircase_schedule(optimizer, steps_per_epoch, cfg.lr_decay, cfg.lr_decay_epochs)
-    controller = (TargetController(cfg.target_ms, cfg.lambda_, cfg.target_margin, cfg.lambda_rate)
+    controller = (TargetController(cfg.target_ms, cfg.lambda_, cfg.target_margin, cfg.lambda_rate,
+                                   cfg.lambda_gain)
                   if cfg.target_ms else None)
     parts = {"model": net, "optimizer": optimizer, "schedule": schedule, "controller": controller}
     start, wall_before = restore_checkpoint(run_dir / CHECKPOINT, parts) if resume_dir else (0, 0.0)

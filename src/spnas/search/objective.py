@@ -36,32 +36,44 @@ def search_loss(logits: torch.Tensor, labels: torch.Tensor, model: nn.Module, la
 
 @dataclass
 class TargetController:
-    """Dual ascent on lambda for the equality constraint R = T_aim, T_aim = T·(1 - margin).
+    """A PI controller on lambda for the equality constraint R = T_aim, T_aim = T·(1 - margin).
 
-    Each step: lambda += rate · ln(R_hard / T_aim). Above the aim lambda grows until the thresholds
-    move (their gradients start tiny, SPEC §2). Below it lambda shrinks and may turn negative: the
-    runtime term then *rewards* latency and actively gives capacity back, instead of waiting for the
-    weak cross-entropy pull to undo an overshoot. Working on the hard decisions' latency means the
-    controller sees exactly what the search will return.
+    The error is e = ln(R_hard / T_aim), on the hard decisions' latency, so the controller sees
+    exactly what the search will return. lambda = integral + gain·e, integral += rate·e per step.
+    Above the aim lambda grows until the thresholds move (their gradients start tiny, SPEC §2); below
+    it lambda may turn negative, so the runtime term gives capacity back instead of waiting for the
+    weak cross-entropy pull to undo an overshoot. The proportional part matters because TF-RMSProp
+    moves the thresholds at nearly the same speed whatever lambda's size: what counts is lambda's
+    sign, and a pure integral keeps its sign long after the latency has crossed the aim (measured:
+    swings of ±30% around the target, BENCHMARKS.md §3). With gain > 0 the sign turns as soon as R
+    crosses the aim and the small integral only removes the steady pull of the cross-entropy.
     """
 
     target_ms: float
     lam: float = 0.02
     margin: float = 0.02
-    rate: float = 0.005
+    rate: float = 0.001
+    gain: float = 0.1
     lam_max: float = 10.0
+    integral: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.integral is None:
+            self.integral = self.lam
 
     @property
     def aim_ms(self) -> float:
         return self.target_ms * (1 - self.margin)
 
     def update(self, hard_ms: float) -> float:
-        self.lam += self.rate * math.log(hard_ms / self.aim_ms)
-        self.lam = min(max(self.lam, -self.lam_max), self.lam_max)
+        error = math.log(hard_ms / self.aim_ms)
+        self.integral = min(max(self.integral + self.rate * error, -self.lam_max), self.lam_max)
+        self.lam = min(max(self.integral + self.gain * error, -self.lam_max), self.lam_max)
         return self.lam
 
     def state_dict(self) -> dict:
-        return {"lam": self.lam}
+        return {"lam": self.lam, "integral": self.integral}
 
     def load_state_dict(self, state: dict) -> None:
         self.lam = state["lam"]
+        self.integral = state.get("integral", self.lam)
