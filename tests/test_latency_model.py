@@ -115,3 +115,24 @@ def test_lut_file_round_trip(pixel1, tmp_path):
     back = LatencyTable.load(tmp_path / "l.json")
     assert back == pixel1
     assert back.search_space() == get_space("imagenet")
+
+
+def test_warm_protocol_times_each_model_with_its_own_caches_and_cold_does_not():
+    from spnas.latency.device_profiler import Protocol, measure_interleaved
+
+    last = {"key": None}
+
+    def fake_model(key: str):
+        def run() -> float:  # 2 ms when another model ran just before (evicted caches), else 1 ms
+            ms = 1.0 if last["key"] == key else 2.0
+            last["key"] = key
+            return ms
+        return run
+
+    runners = {k: fake_model(k) for k in "abc"}
+    warm = measure_interleaved(runners, Protocol(warmup=1, repeats=20, burst=3))
+    cold = measure_interleaved(runners, Protocol(warmup=1, repeats=20, cache="cold"))
+    assert all(s.median == 1.0 and s.n == 60 for s in warm.values())
+    assert all(s.median == 2.0 and s.n == 20 for s in cold.values())
+    with pytest.raises(ValueError, match="cache"):
+        Protocol(cache="lukewarm")

@@ -118,3 +118,36 @@ def test_derived_net_has_no_masks_and_right_kernels(supernet):
     assert net.layers.L0.dw.kernel_size == (5, 5) and net.layers.L1.dw.kernel_size == (3, 3)
     assert net.layers.L1.dw.out_channels == net.layers.L1.in_ch * 3
     assert all(b.superkernel is None for b in net.layers)
+
+
+class _OneBatch:
+    """The smallest training source: one fixed batch."""
+
+    steps_per_epoch = 1
+
+    def __init__(self, x: torch.Tensor):
+        self.x = x
+
+    def batch(self, epoch: int, step: int):
+        return self.x, torch.zeros(len(self.x), dtype=torch.long)
+
+
+def test_batchnorm_recalibration_measures_the_current_decisions_and_puts_everything_back(supernet):
+    from spnas.evaluate import recalibrated_batchnorm
+
+    supernet.set_indicator_keep(0.6)
+    supernet.train()
+    bns = [m for m in supernet.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    before = {k: v.clone() for k, v in supernet.state_dict().items()}
+    x = torch.randn(16, supernet.space.in_channels, supernet.space.input_size, supernet.space.input_size)
+    seen = {}
+    hook = bns[0].register_forward_hook(lambda m, inp, out: seen.update(mean=inp[0].mean(dim=(0, 2, 3))))
+    with recalibrated_batchnorm(supernet, _OneBatch(x)) as calibrated:
+        assert not calibrated.training
+        assert supernet.searchable_blocks()[0].superkernel.indicator_keep is None
+        torch.testing.assert_close(bns[0].running_mean, seen["mean"])
+    hook.remove()
+    assert supernet.training and supernet.searchable_blocks()[0].superkernel.indicator_keep == 0.6
+    assert all(m.momentum == 0.01 for m in bns)
+    after = supernet.state_dict()
+    assert all(torch.equal(after[k], v) for k, v in before.items())

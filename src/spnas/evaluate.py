@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 from torch import nn
 
@@ -29,3 +32,41 @@ def evaluate(model: nn.Module, source: BatchSource, topk: tuple[int, ...] = (1, 
 
 def accuracy(model: nn.Module, source: BatchSource) -> float:
     return evaluate(model, source, (1,))["top1"]
+
+
+
+@contextmanager
+def recalibrated_batchnorm(model: nn.Module, source, num_batches: int = 20) -> Iterator[nn.Module]:
+    """Within the block, ``model`` (in eval mode) has BatchNorm statistics re-estimated on
+    ``num_batches`` training batches with indicator dropout off; on exit its statistics, momentum,
+    indicator dropout and mode are put back, so training continues exactly as without it.
+
+    Why: during warm-up the supernet trains with indicator dropout (kept groups scaled by 1/keep,
+    dropped ones 0), so its running statistics describe activations that the deterministic eval
+    forward never produces, and a plain eval of the supernet reads as chance. Re-estimating the
+    statistics for the current hard decisions (the usual one-shot NAS fix) makes the validation
+    accuracy logged during a search mean what it says.
+    """
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = {k: v.clone() for k, v in model.state_dict().items()}
+    momenta, was_training = [m.momentum for m in bns], model.training
+    blocks = model.searchable_blocks() if hasattr(model, "searchable_blocks") else []
+    keeps = [b.superkernel.indicator_keep for b in blocks]
+    try:
+        with torch.no_grad():
+            for b in blocks:
+                b.superkernel.indicator_keep = None
+            for m in bns:
+                m.reset_running_stats()
+                m.momentum = None  # cumulative average over the batches below
+            model.train()
+            for step in range(min(num_batches, source.steps_per_epoch)):
+                model(source.batch(0, step)[0])
+        yield model.eval()
+    finally:
+        model.load_state_dict(saved)
+        for m, momentum in zip(bns, momenta):
+            m.momentum = momentum
+        for b, keep in zip(blocks, keeps):
+            b.superkernel.indicator_keep = keep
+        model.train(was_training)

@@ -87,7 +87,7 @@ def run_pipeline(preset_name: str, out: str, data: str | None = None, data_dir: 
     lut_path = run_dir / "lut.json"
 
     def make_lut() -> dict:
-        cached = lut_cache_dir() / f"{target.name}-t{threads}-{space.fingerprint()}.json"
+        cached = lut_cache_dir() / f"{target.name}-t{threads}-{Protocol.cache}-{space.fingerprint()}.json"
         if cache and cached.is_file():
             shutil.copyfile(cached, lut_path)
             return {"source": str(cached), "cached": True}

@@ -12,7 +12,7 @@ from spnas.cli.space_cmd import add_space_overrides, space_from_args
 from spnas.errors import SpnasError
 from spnas.io import read_json
 from spnas.latency.bundle import write_bundle
-from spnas.latency.device_profiler import Protocol
+from spnas.latency.device_profiler import CACHE_STATES, Protocol
 from spnas.latency.lut import LatencyTable, import_pixel1
 from spnas.latency.predict import predict_ms
 from spnas.latency.parts import Part
@@ -63,6 +63,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     val.add_argument("--seed", type=int, default=0)
     val.add_argument("--warmup", type=int, default=5)
     val.add_argument("--repeats", type=int, default=60)
+    _add_cache_args(val)
     val.add_argument("--write-calibration", action="store_true",
                      help="store the fitted calibration in the LUT file (atomically)")
     val.add_argument("--out", required=True, help="directory for validation.json/.csv/.png")
@@ -82,12 +83,22 @@ def _add_target_args(p: argparse.ArgumentParser, repeats: int) -> None:
     g.add_argument("--warmup", type=int, default=10, help="untimed runs per model first")
     g.add_argument("--repeats", type=int, default=repeats, help="timed rounds (interleaved)")
     g.add_argument("--seed", type=int, default=0, help="seed of the interleaving order")
+    _add_cache_args(g)
 
 
-def _protocol(args: argparse.Namespace) -> Protocol:
-    if args.repeats < 1 or args.warmup < 0:
-        raise SpnasError("--repeats must be >= 1 and --warmup >= 0")
-    return Protocol(warmup=args.warmup, repeats=args.repeats, seed=args.seed)
+def _add_cache_args(p) -> None:
+    p.add_argument("--cache", choices=CACHE_STATES, default=None,
+                   help="warm (default): each model timed in a burst after an untimed run, as when it "
+                        "runs in a loop; cold: one run per visit, caches evicted by the other models. "
+                        "validate defaults to the LUT's own setting")
+    p.add_argument("--burst", type=int, default=Protocol.burst, help="timed runs per visit when warm")
+
+
+def _protocol(args: argparse.Namespace, default_cache: str = Protocol.cache) -> Protocol:
+    if args.repeats < 1 or args.warmup < 0 or args.burst < 1:
+        raise SpnasError("--repeats and --burst must be >= 1 and --warmup >= 0")
+    return Protocol(warmup=args.warmup, repeats=args.repeats, seed=args.seed,
+                    cache=args.cache or default_cache, burst=args.burst)
 
 
 def run_profile(args: argparse.Namespace) -> int:
@@ -129,13 +140,15 @@ def run_measure(args: argparse.Namespace) -> int:
     arch = resolve_arch(args.arch, args.space)
     space = space_from_args(args, arch.space)
     target = get_target(args.target, args.threads)
-    part = Part("net", SinglePathNet(space, arch).eval(), [1, space.in_channels, space.input_size, space.input_size])
-    stats = measure_parts(target, [part], _protocol(args))["net"]
-    result = {"arch": arch.to_string(), "target": target.name, "threads": args.threads,
-              "measured_ms": stats.median, "iqr_ms": stats.iqr, "min_ms": stats.min, "n": stats.n}
-    if args.lut:
-        lut = LatencyTable.load(args.lut)
+    lut = LatencyTable.load(args.lut) if args.lut else None
+    if lut:
         lut.check(space, args.lut)
+    protocol = _protocol(args, lut.protocol.get("cache", "cold") if lut else Protocol.cache)
+    part = Part("net", SinglePathNet(space, arch).eval(), [1, space.in_channels, space.input_size, space.input_size])
+    stats = measure_parts(target, [part], protocol)["net"]
+    result = {"arch": arch.to_string(), "target": target.name, "threads": args.threads, "cache": protocol.cache,
+              "measured_ms": stats.median, "iqr_ms": stats.iqr, "min_ms": stats.min, "n": stats.n}
+    if lut:
         result["predicted_ms"] = predict_ms(lut, arch)
     if args.json:
         print(json.dumps(result))
@@ -159,7 +172,7 @@ def run_validate(args: argparse.Namespace) -> int:
         raise SpnasError("--samples must be at least 4 (half calibrate, half are held out)")
     target = get_target(lut.target, lut.threads)
     result = validate(lut, space, target, args.samples, args.seed,
-                      Protocol(args.warmup, args.repeats, args.seed), Path(args.out))
+                      _protocol(args, lut.protocol.get("cache", "cold")), Path(args.out))
     raw, cal = result.report["held_out_raw"], result.report["held_out_calibrated"]
     print(f"held-out {cal['n']} architectures on {lut.target}:")
     for name, m in (("plain sum", raw), ("calibrated", cal)):

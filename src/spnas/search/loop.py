@@ -17,7 +17,7 @@ from spnas.data.datasets import DataSplits, load_data
 from spnas.data.loader import eval_source, train_source
 from spnas.engine import check_finite, run_steps
 from spnas.errors import SpnasError
-from spnas.evaluate import accuracy
+from spnas.evaluate import accuracy, recalibrated_batchnorm
 from spnas.io import write_json
 from spnas.latency.lut import LatencyTable
 from spnas.latency.predict import differentiable_ms, lut_tensor, predict_ms
@@ -126,7 +126,8 @@ def run_search(cfg: SearchConfig, resume_dir: str | None = None, force: bool = F
         record = {"step": step, "epoch_end": step // steps_per_epoch + 1,
                   "predicted_ms": predict_ms(lut, arch), "arch": arch.to_string()}
         if cfg.eval_every_epoch and len(data.val):
-            record["val_acc"] = accuracy(net, val)
+            with recalibrated_batchnorm(net, source) as calibrated:  # see its docstring: dropout vs BN
+                record["val_acc"] = accuracy(calibrated, val)
         log.write(record)
 
     try:
