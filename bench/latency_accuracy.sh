@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Held-out accuracy of the runtime model on this machine (onnxruntime-cpu, 1 thread).
-# Usage: bash bench/latency_accuracy.sh [OUT_DIR]   (small: ~1 min; imagenet at 224: ~10 min on 2 cores)
+# Usage: bash bench/latency_accuracy.sh [OUT_DIR]   (both spaces: about 72 s on 2 cores; warm-cache protocol)
 set -euo pipefail
 out=${1:-bench/results/latency}
 mkdir -p "$out"
