@@ -197,6 +197,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--burst", type=int, default=Protocol.burst, help="timed runs per visit when warm")
     p.add_argument("--out", default="results.json", help="where to write the results JSON")
     args = p.parse_args(argv)
+    if args.burst < 1 or args.repeats < 1 or args.warmup < 0:
+        p.error("--burst and --repeats must be >= 1, --warmup >= 0")
     result = profile_bundle(args.bundle, args.threads,
                             Protocol(args.warmup, args.repeats, cache=args.cache, burst=args.burst))
     tmp = args.out + ".tmp"
