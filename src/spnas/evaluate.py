@@ -48,8 +48,8 @@ def recalibrated_batchnorm(model: nn.Module, source, num_batches: int = 20) -> I
     accuracy logged during a search mean what it says.
     """
     bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    saved = {k: v.clone() for k, v in model.state_dict().items()}
-    momenta, was_training = [m.momentum for m in bns], model.training
+    saved = [(m.momentum, {k: b.clone() for k, b in m.named_buffers(recurse=False)}) for m in bns]
+    was_training = model.training
     blocks = model.searchable_blocks() if hasattr(model, "searchable_blocks") else []
     keeps = [b.superkernel.indicator_keep for b in blocks]
     try:
@@ -64,9 +64,11 @@ def recalibrated_batchnorm(model: nn.Module, source, num_batches: int = 20) -> I
                 model(source.batch(0, step)[0])
         yield model.eval()
     finally:
-        model.load_state_dict(saved)
-        for m, momentum in zip(bns, momenta):
-            m.momentum = momentum
+        with torch.no_grad():
+            for m, (momentum, buffers) in zip(bns, saved):
+                m.momentum = momentum
+                for k, b in buffers.items():
+                    getattr(m, k).copy_(b)
         for b, keep in zip(blocks, keeps):
             b.superkernel.indicator_keep = keep
         model.train(was_training)

@@ -115,10 +115,9 @@ def run_pipeline(preset_name: str, out: str, data: str | None = None, data_dir: 
                            indicator_scale="init-norm", out=str(run_dir / "search"), eval_every_epoch=False)
         resume = str(run_dir / "search") if (run_dir / "search" / CHECKPOINT).is_file() else None
         result = run_search(cfg, resume_dir=resume, force=resume is None)
-        saved = read_json(run_dir / "search" / "arch.json", "search result")
         return {"arch": result.arch.to_string(), "predicted_ms": result.predicted_ms, "target_ms": target_ms,
-                "wall_s": result.wall_s, "last_step_arch": saved["last_step_arch"],
-                "last_step_predicted_ms": saved["last_step_predicted_ms"], "repair_flips": saved["repair_flips"]}
+                "wall_s": result.wall_s, "last_step_arch": result.last_step.to_string(),
+                "last_step_predicted_ms": result.last_step_ms, "repair_flips": result.repair_flips}
 
     searched = stage("search", search)
     models = {"searched": searched["arch"], **{f"uniform-{op}": uniform(space, op).to_string() for op in BASELINES}}

@@ -143,7 +143,7 @@ def run_measure(args: argparse.Namespace) -> int:
     lut = LatencyTable.load(args.lut) if args.lut else None
     if lut:
         lut.check(space, args.lut)
-    protocol = _protocol(args, lut.protocol.get("cache", "cold") if lut else Protocol.cache)
+    protocol = _protocol(args, lut.timing_cache if lut else Protocol.cache)
     part = Part("net", SinglePathNet(space, arch).eval(), [1, space.in_channels, space.input_size, space.input_size])
     stats = measure_parts(target, [part], protocol)["net"]
     result = {"arch": arch.to_string(), "target": target.name, "threads": args.threads, "cache": protocol.cache,
@@ -172,7 +172,7 @@ def run_validate(args: argparse.Namespace) -> int:
         raise SpnasError("--samples must be at least 4 (half calibrate, half are held out)")
     target = get_target(lut.target, lut.threads)
     result = validate(lut, space, target, args.samples, args.seed,
-                      _protocol(args, lut.protocol.get("cache", "cold")), Path(args.out))
+                      _protocol(args, lut.timing_cache), Path(args.out))
     raw, cal = result.report["held_out_raw"], result.report["held_out_calibrated"]
     print(f"held-out {cal['n']} architectures on {lut.target}:")
     for name, m in (("plain sum", raw), ("calibrated", cal)):

@@ -184,10 +184,7 @@ def load_data(name: str, data_dir: str | None = None, val_fraction: float = 0.1,
         return _load_imagefolder(name, data_dir, val_fraction, seed, train_subset)
     else:
         raise SpnasError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}")
-    train, val = split_train_val(train, val_fraction, seed)
-    if train_subset is not None and train_subset < len(train):
-        keep = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed + 1))[:train_subset]
-        train = train.subset(keep)
+    train, val = _split_and_subset(train, val_fraction, seed, train_subset)
     mean, std = _stats(train.images)
     return DataSplits(name=name, train=train, val=val, test=test, classes=classes, mean=mean, std=std,
                       # digits must not flip; synthetic class patterns are pixel noise, so no crop/flip either
@@ -209,8 +206,15 @@ def _load_imagefolder(name: str, data_dir: str | None, val_fraction: float, seed
     root = Path(data_dir or os.environ[DATA_DIR_ENV])
     train, classes = scan(root, "train", size)
     test, _ = scan(root, "val", size, classes)
-    train, val = split_train_val(train, val_fraction, seed)
-    if train_subset is not None and train_subset < len(train):
-        train = train.subset(torch.randperm(len(train), generator=torch.Generator().manual_seed(seed + 1))[:train_subset])
+    train, val = _split_and_subset(train, val_fraction, seed, train_subset)
     return DataSplits(name=name, train=train, val=val, test=test, classes=tuple(classes), mean=IMAGENET_MEAN,
                       std=IMAGENET_STD, flip=True, crop_padding=0, source=str(root))
+
+
+def _split_and_subset(train, val_fraction: float, seed: int, train_subset: int | None):
+    """The seeded train/validation split, then a seeded random subset of what is left for training."""
+    train, val = split_train_val(train, val_fraction, seed)
+    if train_subset is not None and train_subset < len(train):
+        keep = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed + 1))[:train_subset]
+        train = train.subset(keep)
+    return train, val

@@ -50,6 +50,12 @@ class LatencyTable:
     space_def: dict = field(default_factory=dict)
     format: str = LUT_FORMAT
 
+    @property
+    def timing_cache(self) -> str:
+        """The cache state its entries were timed in; tables written before the protocol recorded it
+        were timed cold. Re-measurements that are compared with this table must use the same state."""
+        return self.protocol.get("cache", "cold")
+
     def search_space(self) -> SearchSpace:
         """The space this table was measured for (width, input size, classes included)."""
         if not self.space_def:

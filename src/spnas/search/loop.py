@@ -38,6 +38,10 @@ class SearchResult:
     predicted_ms: float
     run_dir: Path
     wall_s: float
+    #: the hard decisions at the last step, before any budget repair, and the repair's flips
+    last_step: Architecture
+    last_step_ms: float
+    repair_flips: list
 
 
 def space_for_data(name: str, data: DataSplits, width: float | None) -> SearchSpace:
@@ -141,16 +145,17 @@ def run_search(cfg: SearchConfig, resume_dir: str | None = None, force: bool = F
     repair = repair_to_budget(net, lut, cfg.target_ms, cfg.target_margin) if cfg.target_ms else None
     arch = repair.arch if repair else last_step
     wall = wall_before + time.monotonic() - t0
-    result = SearchResult(arch, predict_ms(lut, arch), run_dir, wall)
+    result = SearchResult(arch, predict_ms(lut, arch), run_dir, wall, last_step, predict_ms(lut, last_step),
+                          repair.flips if repair else [])
     arch.save(run_dir / "arch.json", predicted_ms=result.predicted_ms,
               predicted_raw_ms=predict_ms(lut, arch, calibrated=False), target_ms=cfg.target_ms,
               lambda_=controller.lam if controller else cfg.lambda_, lut=cfg.lut, lut_target=lut.target,
               search_wall_s=wall, space_def=space.to_dict(), last_step_arch=last_step.to_string(),
-              last_step_predicted_ms=predict_ms(lut, last_step), repair_flips=repair.flips if repair else [])
+              last_step_predicted_ms=result.last_step_ms, repair_flips=result.repair_flips)
     write_json(run_dir / "summary.json", {
         "arch": arch.to_string(), "predicted_ms": result.predicted_ms, "target_ms": cfg.target_ms,
-        "last_step_arch": last_step.to_string(), "last_step_predicted_ms": predict_ms(lut, last_step),
-        "repair_flips": repair.flips if repair else [],
+        "last_step_arch": last_step.to_string(), "last_step_predicted_ms": result.last_step_ms,
+        "repair_flips": result.repair_flips,
         "steps": total, "wall_s": wall, "thresholds": net.thresholds(), "norms": net.group_norms()})
     plot_search_progress(run_dir / METRICS, run_dir / "progress.png", space, cfg.target_ms, warmup_steps)
     return result
