@@ -151,3 +151,23 @@ def test_batchnorm_recalibration_measures_the_current_decisions_and_puts_everyth
     assert all(m.momentum == 0.01 for m in bns)
     after = supernet.state_dict()
     assert all(torch.equal(after[k], v) for k, v in before.items())
+
+
+def test_batchnorm_reestimate_is_the_plain_average_of_batch_statistics():
+    from spnas.evaluate import reestimate_batchnorm
+
+    bn = torch.nn.BatchNorm2d(3, momentum=0.01)
+    net = torch.nn.Sequential(bn).eval()
+    batches = [torch.randn(8, 3, 4, 4) + i for i in range(3)]
+
+    class Source:
+        steps_per_epoch = len(batches)
+
+        def batch(self, epoch, step):
+            return batches[step], None
+
+    reestimate_batchnorm(net, Source(), num_batches=10)  # more than the source has: all of them
+    torch.testing.assert_close(bn.running_mean, torch.stack([b.mean(dim=(0, 2, 3)) for b in batches]).mean(0))
+    torch.testing.assert_close(bn.running_var,
+                               torch.stack([b.transpose(0, 1).flatten(1).var(1) for b in batches]).mean(0))
+    assert bn.momentum == 0.01 and not net.training

@@ -34,39 +34,59 @@ def accuracy(model: nn.Module, source: BatchSource) -> float:
     return evaluate(model, source, (1,))["top1"]
 
 
+@torch.no_grad()
+def reestimate_batchnorm(model: nn.Module, source, num_batches: int) -> None:
+    """Replace every BatchNorm's running statistics by their plain average over ``num_batches``
+    training batches of the final weights ("precise BN", Wu & Johnson 2021).
+
+    Why: with the paper's BN momentum (0.01 in PyTorch terms, TF decay 0.99) the running statistics
+    average the last few hundred steps, during which the weights still moved. After a long run that
+    lag is harmless; after a few epochs it is not: a 3-epoch Fashion-MNIST run of a deep searched net
+    scored 79.0% top-1 with its running statistics and 84.9% with re-estimated ones, which is enough
+    to reverse its ranking against the baselines. The weights and momenta are left as they were.
+    """
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in bns]
+    was_training = model.training
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the batches below
+    model.train()
+    try:
+        for step in range(min(num_batches, source.steps_per_epoch)):
+            model(source.batch(0, step)[0])
+    finally:
+        for m, momentum in zip(bns, momenta):
+            m.momentum = momentum
+        model.train(was_training)
+
 
 @contextmanager
 def recalibrated_batchnorm(model: nn.Module, source, num_batches: int = 20) -> Iterator[nn.Module]:
     """Within the block, ``model`` (in eval mode) has BatchNorm statistics re-estimated on
-    ``num_batches`` training batches with indicator dropout off; on exit its statistics, momentum,
-    indicator dropout and mode are put back, so training continues exactly as without it.
+    ``num_batches`` training batches with indicator dropout off; on exit its statistics, indicator
+    dropout and mode are put back, so training continues exactly as without it.
 
     Why: during warm-up the supernet trains with indicator dropout (kept groups scaled by 1/keep,
     dropped ones 0), so its running statistics describe activations that the deterministic eval
     forward never produces, and a plain eval of the supernet reads as chance. Re-estimating the
     statistics for the current hard decisions (the usual one-shot NAS fix) makes the validation
-    accuracy logged during a search mean what it says.
+    accuracy logged during a search mean what it says. Training uses it for the same reason as
+    :func:`reestimate_batchnorm` without disturbing the run.
     """
     bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    saved = [(m.momentum, {k: b.clone() for k, b in m.named_buffers(recurse=False)}) for m in bns]
+    saved = [{k: b.clone() for k, b in m.named_buffers(recurse=False)} for m in bns]
     was_training = model.training
     blocks = model.searchable_blocks() if hasattr(model, "searchable_blocks") else []
     keeps = [b.superkernel.indicator_keep for b in blocks]
     try:
-        with torch.no_grad():
-            for b in blocks:
-                b.superkernel.indicator_keep = None
-            for m in bns:
-                m.reset_running_stats()
-                m.momentum = None  # cumulative average over the batches below
-            model.train()
-            for step in range(min(num_batches, source.steps_per_epoch)):
-                model(source.batch(0, step)[0])
+        for b in blocks:
+            b.superkernel.indicator_keep = None
+        reestimate_batchnorm(model, source, num_batches)
         yield model.eval()
     finally:
         with torch.no_grad():
-            for m, (momentum, buffers) in zip(bns, saved):
-                m.momentum = momentum
+            for m, buffers in zip(bns, saved):
                 for k, b in buffers.items():
                     getattr(m, k).copy_(b)
         for b, keep in zip(blocks, keeps):

@@ -10,11 +10,12 @@ RECIPES: dict[str, dict] = {
     # SPEC §6: the released final-training recipe (meant for 350 ImageNet epochs)
     "paper": dict(optimizer="tf-rmsprop", lr_per_256=0.016, schedule="staircase", warmup_epochs=5.0,
                   lr_decay=0.97, lr_decay_epochs=2.4, weight_decay=1e-5, label_smoothing=0.1,
-                  ema_decay=0.9999),
-    # a few epochs on small images: SGD + cosine, EMA short enough to matter within the run
+                  ema_decay=0.9999, precise_bn_batches=0),
+    # a few epochs on small images: SGD + cosine, EMA short enough to matter within the run, and
+    # BatchNorm statistics re-estimated for the final weights (see evaluate.reestimate_batchnorm)
     "quick": dict(optimizer="sgd", lr_per_256=0.2, schedule="cosine", warmup_epochs=0.3,
                   lr_decay=0.97, lr_decay_epochs=2.4, weight_decay=5e-5, label_smoothing=0.1,
-                  ema_decay=0.998),
+                  ema_decay=0.998, precise_bn_batches=50),
 }
 
 
@@ -38,6 +39,7 @@ class TrainConfig:
     weight_decay: float | None = None
     label_smoothing: float | None = None
     ema_decay: float | None = None
+    precise_bn_batches: int | None = None
     val_fraction: float = 0.1
     train_subset: int | None = None
     seed: int = 0
