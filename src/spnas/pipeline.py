@@ -55,8 +55,8 @@ PRESETS = {
                     "seconds; synthetic data; for tests only"),
     "quick": Preset("fashion-mnist", 0.5, 100, 40, 5, 12000, 3, 20000, 128, 100,
                     "about 15 minutes on 2 CPU cores; subsets of Fashion-MNIST"),
-    "full": Preset("fashion-mnist", 0.5, 200, 100, 8, None, 40, None, 128, 200,
-                   "about 7.5 h on 2 CPU cores (estimated from measured rates); all of Fashion-MNIST"),
+    "full": Preset("fashion-mnist", 0.5, 200, 100, 8, None, 15, None, 128, 200,
+                   "about 2.5 h on 2 CPU cores (estimated from measured rates); all of Fashion-MNIST"),
 }
 
 
