@@ -54,7 +54,7 @@ PRESETS = {
     "smoke": Preset("synthetic:320:1:16:4", 0.25, 5, 6, 2, None, 1, None, 32, 5,
                     "seconds; synthetic data; for tests only"),
     "quick": Preset("fashion-mnist", 0.5, 100, 40, 5, 12000, 3, 20000, 128, 100,
-                    "about 15 minutes on 2 CPU cores; subsets of Fashion-MNIST"),
+                    "about 17 minutes on 2 CPU cores; subsets of Fashion-MNIST"),
     "full": Preset("fashion-mnist", 0.5, 200, 100, 8, None, 15, None, 128, 200,
                    "about 2.5 h on 2 CPU cores (estimated from measured rates); all of Fashion-MNIST"),
 }

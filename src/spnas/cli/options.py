@@ -22,7 +22,8 @@ def add_config_options(parser: argparse.ArgumentParser, cls: type, helps: dict[s
         base = next((t for t in typing.get_args(kind) if t is not type(None)), kind)
         default = f.default if f.default is not dataclasses.MISSING else None
         text = helps.get(f.name, "")
-        text = f"{text} (default: {default:.4g})" if isinstance(default, float) else f"{text} (default: {default})"
+        if "(default" not in text and default not in (None, ""):  # a help that explains its default wins
+            text = f"{text} (default: {default:.4g})" if isinstance(default, float) else f"{text} (default: {default})"
         if base is bool:
             group.add_argument(option_name(f.name), dest=f.name, action=argparse.BooleanOptionalAction,
                                default=None, help=text)

@@ -10,6 +10,7 @@ from spnas.train.config import RECIPES, TrainConfig
 from spnas.train.loop import run_train
 
 HELPS = {
+    "arch": "the architecture, as an option (or give it as ARCH)",
     "space": "space the architecture belongs to (default: the one it names)",
     "data": "dataset (see 'spnas search --help')",
     "data_dir": "directory with the dataset files (env SPNAS_DATA_DIR)",
@@ -18,18 +19,27 @@ HELPS = {
     "recipe": f"named defaults: {', '.join(RECIPES)} (paper = SPEC §6)",
     "epochs": "training epochs",
     "batch_size": "images per step",
-    "optimizer": "tf-rmsprop, sgd or adamw (default: the recipe's)",
-    "lr_per_256": "learning rate per 256 images (default: the recipe's)",
+    "optimizer": "tf-rmsprop, sgd or adamw",
+    "lr_per_256": "learning rate per 256 images",
     "schedule": "staircase (x lr-decay every lr-decay-epochs) or cosine",
+    "lr_decay": "staircase: multiply the LR by this",
+    "lr_decay_epochs": "staircase: every this many epochs",
     "warmup_epochs": "linear LR warm-up epochs",
     "weight_decay": "L2 on conv/linear weights",
     "label_smoothing": "label smoothing",
     "ema_decay": "weight EMA decay (evaluated; the better on validation is exported)",
     "precise_bn_batches": "re-estimate BatchNorm statistics on this many training batches before every "
-                          "evaluation and for the saved model (0 = keep the running averages; recipe quick: 50, paper: 0)",
+                          "evaluation and for the saved model (0 = keep the running averages)",
     "train_subset": "use only this many (seeded, random) training images",
     "max_steps": "stop (with a checkpoint) after this many steps",
+    "val_fraction": "share of the training images held out for validation",
+    "seed": "random seed (init, data order, augmentation)",
+    "log_every": "write a metrics.jsonl line every this many steps",
 }
+# the hyper-parameters a recipe fills in show each recipe's value instead of a default
+for _key in RECIPES["paper"]:
+    HELPS[_key] = HELPS.get(_key, _key.replace("_", " ")) + " (default: the recipe's: " + ", ".join(
+        f"{name} {values[_key]}" for name, values in RECIPES.items()) + ")"
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
