@@ -33,3 +33,12 @@ def test_space_show_prints_every_layer():
     rows = [l for l in out.stdout.splitlines() if l[:2].strip().isdigit()]
     assert len(rows) == 20
     assert "112x112" in out.stdout and "skip" in out.stdout
+
+
+def test_train_help_shows_each_recipes_value_instead_of_none():
+    out = spnas("train", "--help")
+    assert out.returncode == 0, out.stderr
+    text = " ".join(out.stdout.split())  # argparse wraps lines
+    assert "(default: None)" not in text
+    assert "(default: the recipe's: paper 0.016, quick 0.2)" in text  # --lr-per-256
+    assert "(default: the recipe's: paper 0, quick 50)" in text  # --precise-bn-batches
