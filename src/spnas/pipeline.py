@@ -58,7 +58,7 @@ PRESETS = {
     # width 1.0: at width 0.5 a searched net fits its own training images only to 94% and tests at
     # 92.3%; at width 1.0 it tests at 93.0% (BENCHMARKS.md §4d-4e)
     "full": Preset("fashion-mnist", 1.0, 200, 100, 8, None, 15, None, 128, 200,
-                   "about 5 h on 2 CPU cores (estimated from measured step rates); all of Fashion-MNIST"),
+                   "about 5.5 h on 2 CPU cores (stage times of one run); all of Fashion-MNIST"),
 }
 
 
