@@ -96,8 +96,10 @@ class Architecture:
             data = json.loads(Path(path).read_text())
         except FileNotFoundError:
             raise SpnasError(f"{path}: no such architecture file") from None
-        except json.JSONDecodeError as err:
-            raise SpnasError(f"{path}: not valid JSON ({err.msg} at line {err.lineno})") from None
+        except IsADirectoryError:
+            raise SpnasError(f"{path}: is a directory, expected an arch.json file") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise SpnasError(f"{path}: not valid JSON ({getattr(err, 'msg', err)})") from None
         return cls.from_dict(data, source=str(path))
 
     # ------------------------------------------------------------------ helpers
@@ -121,6 +123,14 @@ def uniform(space: SearchSpace, op: str) -> Architecture:
 ARCH_PRESETS = {"spnas-pixel1": _pixel1}
 
 
+def _is_file(path: Path) -> bool:
+    """``Path.is_file`` that says False for a string too long to be a file name (an arch string)."""
+    try:
+        return path.is_file()
+    except OSError:
+        return False
+
+
 def resolve_arch(text: str, space: str | None = None) -> Architecture:
     """An architecture from a preset name, a JSON file, or a string (the CLI's ARCH argument)."""
     if text in ARCH_PRESETS:
@@ -131,7 +141,7 @@ def resolve_arch(text: str, space: str | None = None) -> Architecture:
     if text.startswith("uniform-"):
         return uniform(get_space(space or "small"), text.removeprefix("uniform-"))
     path = Path(text)
-    if text.endswith(".json") or path.is_file():
+    if text.endswith(".json") or _is_file(path):
         arch = Architecture.load(path)
         if space is not None and space != arch.space:
             raise SpnasError(f"{path}: architecture is for space {arch.space!r}, not {space!r}")

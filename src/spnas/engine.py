@@ -6,10 +6,8 @@ module decides when to checkpoint and how to stop cleanly on Ctrl-C, SIGTERM or 
 
 from __future__ import annotations
 
-from pathlib import Path
+import signal
 from typing import Callable
-
-import torch
 
 from spnas.errors import SpnasError
 from spnas.progress import bar
@@ -17,15 +15,12 @@ from spnas.runs import StopFlag
 
 
 class Interrupted(SpnasError):
-    """Stopped on request with a checkpoint written; the message says how to resume."""
+    """A planned stop (Ctrl-C, SIGTERM, ``--max-steps``) with a checkpoint written. The CLI prints it
+    as a note, not an error; the exit code is 128 + the signal, or 0 for ``--max-steps``."""
 
-    exit_code = 130
-
-
-def check_finite(loss: torch.Tensor, step: int, run_dir: Path, detail: str = "") -> None:
-    if not torch.isfinite(loss):
-        raise SpnasError(f"step {step}: loss is {loss.item()}{detail}; stopped, the last good checkpoint "
-                         f"is in {run_dir} (try a lower learning rate)")
+    def __init__(self, message: str, exit_code: int = 130) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 def run_steps(
@@ -39,9 +34,13 @@ def run_steps(
             progress.update()
             progress.set_postfix(postfix, refresh=False)
             last = i + 1 == total
-            if (i + 1) % steps_per_epoch == 0 or last:
+            epoch_done = (i + 1) % steps_per_epoch == 0 or last
+            if epoch_done:
                 epoch_end(i)
                 save(i + 1)
             if flag.stop or (max_steps is not None and i + 1 >= max_steps and not last):
-                save(i + 1)
-                raise Interrupted(f"stopped at step {i + 1}/{total}; checkpoint saved, continue with: {resume_hint}")
+                if not epoch_done:
+                    save(i + 1)
+                why = f"on {signal.Signals(flag.signum).name}" if flag.stop else "as asked (--max-steps)"
+                raise Interrupted(f"stopped {why} at step {i + 1}/{total}; checkpoint saved, continue with: "
+                                  f"{resume_hint}", 128 + flag.signum if flag.stop else 0)

@@ -59,6 +59,9 @@ def staircase_schedule(optimizer: Optimizer, steps_per_epoch: int, decay: float 
     return LambdaLR(optimizer, factor)
 
 
+OPTIMIZERS = ("tf-rmsprop", "sgd", "adamw")
+
+
 def make_optimizer(name: str, params: Iterable, lr: float, weight_decay: float = 0.0) -> Optimizer:
     """``tf-rmsprop`` (the paper's), ``sgd`` (Nesterov 0.9) or ``adamw``."""
     if name == "tf-rmsprop":

@@ -7,6 +7,7 @@ stages and resumes an interrupted search or training from its checkpoint.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import shutil
 from dataclasses import dataclass
@@ -25,7 +26,8 @@ from spnas.latency.targets import get_target
 from spnas.latency.validate import validate
 from spnas.progress import RoundProgress
 from spnas.report import write_report
-from spnas.runs import CHECKPOINT, prepare_run_dir
+from spnas.rundir import check_new_run_dir, run_directory
+from spnas.runs import CHECKPOINT
 from spnas.search.config import SearchConfig
 from spnas.search.loop import run_search, space_for_data
 from spnas.train.config import TrainConfig
@@ -71,14 +73,28 @@ def run_pipeline(preset_name: str, out: str, data: str | None = None, data_dir: 
                  cache: bool = True) -> dict:
     if preset_name not in PRESETS:
         raise SpnasError(f"unknown preset {preset_name!r}; choose one of: {', '.join(PRESETS)}")
+    if target_ms is not None and not (math.isfinite(target_ms) and target_ms > 0):
+        raise SpnasError(f"--target-ms must be a positive number of ms, got {target_ms!r}")
     preset = PRESETS[preset_name]
     data_name = data or preset.data
-    run_dir = Path(out)
-    state = _open_state(run_dir, preset_name, data_name, force)
-
-    splits = load_data(data_name, data_dir, 0.1, 0, preset.train_subset)
-    space = space_for_data("small", splits, preset.width)
+    resume = (Path(out) / STATE).is_file() and not force
+    if not resume:
+        check_new_run_dir(out, force)
     target = get_target("onnxruntime-cpu", threads)
+    splits = load_data(data_name, data_dir, 0.1, 0, preset.train_subset)
+    if len(splits.train) < preset.batch_size:
+        raise SpnasError(f"{data_name}: {len(splits.train)} training images, fewer than one batch of "
+                         f"{preset.batch_size}; use a larger dataset")
+    space = space_for_data("small", splits, preset.width)
+    with run_directory(out, resume=resume, force=force) as run_dir:
+        state = _open_state(run_dir, preset_name, data_name, resume)
+        return _run_stages(run_dir, state, preset_name, data_name, data_dir, space, target, target_ms, cache)
+
+
+def _run_stages(run_dir: Path, state: dict, preset_name: str, data_name: str, data_dir: str | None,
+                space, target, target_ms: float | None, cache: bool) -> dict:
+    """Every stage not yet recorded in ``state``, in order; then the report."""
+    preset, threads = PRESETS[preset_name], target.threads
 
     def stage(name: str, fn):
         if name not in state["stages"]:
@@ -164,16 +180,17 @@ def run_pipeline(preset_name: str, out: str, data: str | None = None, data_dir: 
     return summary
 
 
-def _open_state(run_dir: Path, preset: str, data: str, force: bool) -> dict:
+def _open_state(run_dir: Path, preset: str, data: str, resume: bool) -> dict:
     """Resume a pipeline directory of the same preset and data; refuse anything else."""
     path = run_dir / STATE
-    if path.is_file() and not force:
+    if resume:
         state = read_json(path, "pipeline state")
+        if not isinstance(state, dict) or not isinstance(state.get("stages"), dict):
+            raise SpnasError(f"{path}: corrupt pipeline state; pass --force to start over")
         if state.get("preset") != preset or state.get("data") != data:
             raise SpnasError(f"{run_dir}: holds a run of preset {state.get('preset')!r} on {state.get('data')!r}; "
                              "choose another --out or pass --force")
         return state
-    prepare_run_dir(run_dir, force)
     state = {"preset": preset, "data": data, "stages": {}}
     write_json(path, state)
     return state

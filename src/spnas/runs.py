@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import shutil
+import os
 import signal
+import sys
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -14,26 +15,14 @@ import yaml
 
 from spnas.errors import SpnasError
 from spnas.io import atomic_path, read_json, write_json
+from spnas.data.datasets import DATA_DIR_ENV
+from spnas.limits import option_name
 
 CHECKPOINT = "checkpoint.pt"
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"
 
 C = TypeVar("C")
-
-
-def prepare_run_dir(out: str | Path, force: bool = False) -> Path:
-    """A new run directory; an existing non-empty one is refused unless ``force`` (then emptied)."""
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise SpnasError(f"{out}: exists and is not a directory")
-    if out.is_dir() and any(out.iterdir()):
-        if not force:
-            raise SpnasError(f"{out}: run directory is not empty; resume it with --resume {out}, "
-                             "choose another --out, or pass --force to start over")
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
-    return out
 
 
 def load_config_file(path: str | Path) -> dict:
@@ -64,44 +53,76 @@ def save_config(run_dir: Path, config: Any) -> None:
     write_json(run_dir / CONFIG, dataclasses.asdict(config))
 
 
-def load_run_config(cls: type[C], run_dir: Path) -> C:
-    data = read_json(run_dir / CONFIG, "run config")
-    return build_config(cls, data, {}, str(run_dir / CONFIG))
+def load_run_config(cls: type, run_dir: Path) -> Any:
+    """The config of a run to resume, checked like a new one (a hand-edited file can be wrong)."""
+    path = run_dir / CONFIG
+    if not run_dir.is_dir():
+        raise SpnasError(f"{run_dir}: no such run directory to resume")
+    data = read_json(path, "run config")
+    if not isinstance(data, dict):
+        raise SpnasError(f"{path}: corrupt run config, expected a JSON object")
+    return build_config(cls, data, {}, str(path)).check(str(path))
 
 
-def save_checkpoint(path: Path, step: int, wall_s: float, parts: dict[str, Any]) -> None:
-    """Atomically save ``step``, ``wall_s`` and the state_dict of every non-None part."""
-    state = {"step": step, "wall_s": wall_s,
+def save_checkpoint(path: Path, step: int, wall_s: float, parts: dict[str, Any], kind: str) -> None:
+    """Atomically save ``step``, ``wall_s``, the job ``kind``, the torch thread count and the
+    state_dict of every non-None part."""
+    state = {"step": step, "wall_s": wall_s, "kind": kind, "threads": torch.get_num_threads(),
              **{name: obj.state_dict() for name, obj in parts.items() if obj is not None}}
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
 
 
-def restore_checkpoint(path: Path, parts: dict[str, Any]) -> tuple[int, float]:
-    """Load every non-None part's state from the checkpoint; return (step, wall seconds so far)."""
+def restore_checkpoint(path: Path, parts: dict[str, Any], kind: str) -> tuple[int, float]:
+    """Load every non-None part's state from the checkpoint; return (step, wall seconds so far).
+
+    A checkpoint of another job kind or architecture, or one holding nan/inf, is refused in one line.
+    """
+    from spnas.divergence import first_non_finite
+
     state = load_checkpoint(path)
+    if state.get("kind", kind) != kind:
+        raise SpnasError(f"{path}: checkpoint of a {state['kind']} run, not of a {kind} run")
+    bad = first_non_finite({k: v for k, v in state.items() if k in parts})
+    if bad:
+        raise SpnasError(f"{path}: checkpoint holds non-finite values ({bad}); it cannot be resumed")
     for name, obj in parts.items():
-        if obj is not None:
+        if obj is None:
+            continue
+        try:
             obj.load_state_dict(state[name])
+        except (KeyError, RuntimeError, ValueError, TypeError) as err:
+            detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise SpnasError(f"{path}: its {name} does not fit this run's config.json (another architecture "
+                             f"or space?): {detail[:200]}") from None
     return state["step"], state.get("wall_s", 0.0)
+
+
+def checkpoint_threads(path: Path) -> int | None:
+    """The torch thread count a checkpoint was written with (None for checkpoints from before it)."""
+    return load_checkpoint(path).get("threads") if path.is_file() else None
 
 
 def load_checkpoint(path: Path) -> dict:
     if not path.is_file():
         raise SpnasError(f"{path}: no checkpoint to resume from")
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)
+        state = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as err:  # a truncated or foreign file: say so in one line
         raise SpnasError(f"{path}: unreadable checkpoint ({type(err).__name__})") from None
+    if not isinstance(state, dict) or not isinstance(state.get("step"), int):
+        raise SpnasError(f"{path}: not an spnas checkpoint (no step count in it)")
+    return state
 
 
 class MetricsLog:
-    """Append-only JSON lines; on resume, lines from steps after the checkpoint are dropped."""
+    """Append-only JSON lines. On resume, records of steps the checkpoint has not seen (step >= the
+    resume step: they will be written again) and a line torn by a kill are dropped."""
 
     def __init__(self, path: Path, resume_step: int | None = None) -> None:
         self.path = path
         if resume_step is not None and path.exists():
-            kept = [l for l in path.read_text().splitlines() if l and json.loads(l).get("step", 0) <= resume_step]
+            kept = [json.dumps(r) for r in read_metrics(path) if r.get("step", 0) < resume_step]
             with atomic_path(path) as tmp:
                 tmp.write_text("".join(l + "\n" for l in kept))
         self.file = open(path, "a")
@@ -122,7 +143,16 @@ class MetricsLog:
 
 
 def read_metrics(path: Path) -> list[dict]:
-    return [json.loads(l) for l in path.read_text().splitlines() if l.strip()] if path.exists() else []
+    """Every whole record; a line torn by a killed process (not JSON) is skipped."""
+    records = []
+    for line in path.read_text(errors="replace").splitlines() if path.exists() else []:
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+    return records
 
 
 def _tensorboard(log_dir: Path):
@@ -138,6 +168,7 @@ class StopFlag:
 
     def __init__(self) -> None:
         self.stop = False
+        self.signum = 0
         self._old: dict[int, Any] = {}
 
     def __enter__(self) -> "StopFlag":
@@ -151,8 +182,56 @@ class StopFlag:
     def _handle(self, signum, frame) -> None:
         if self.stop:  # second Ctrl-C: give up at once
             raise KeyboardInterrupt
-        self.stop = True
+        self.stop, self.signum = True, signum
 
     def __exit__(self, *exc) -> None:
         for sig, old in self._old.items():
             signal.signal(sig, old)
+
+
+#: options that may be given with --resume: they change when or how fast a run goes, not what it computes
+RESUME_OPTIONS = ("max_steps", "threads")
+
+
+def note(message: str) -> None:
+    """A one-line note on stderr (not an error: the job goes on)."""
+    print(f"spnas: note: {message}", file=sys.stderr)
+
+
+def resumed_config(cls: type, run_dir: Path, overrides: dict) -> Any:
+    """The run's own config.json with the :data:`RESUME_OPTIONS` the user gave applied.
+
+    ``max_steps`` is a one-time stop: a run stopped by it resumes to the end unless it is given again.
+    """
+    unsafe = sorted(set(overrides) - set(RESUME_OPTIONS))
+    if unsafe:
+        raise SpnasError(f"{option_name(unsafe[0])} cannot be changed on --resume (the run keeps the settings in "
+                         f"{run_dir / CONFIG}); allowed with --resume: "
+                         f"{', '.join(option_name(o) for o in RESUME_OPTIONS)}")
+    cfg = load_run_config(cls, run_dir)
+    recorded = cfg.threads or checkpoint_threads(run_dir / CHECKPOINT)
+    cfg = dataclasses.replace(cfg, max_steps=overrides.get("max_steps"),
+                              threads=overrides.get("threads") or recorded)
+    if recorded and cfg.threads != recorded:
+        note(f"resuming with {cfg.threads} torch threads where the run used {recorded}: "
+             "it will not reproduce an uninterrupted run bit for bit")
+    return cfg.check(str(run_dir / CONFIG))
+
+
+def new_config(cfg: Any) -> Any:
+    """A new run's config as it is stored: paths absolute (so resume works from any directory) and the
+    torch thread count the run uses (results depend on it bit for bit)."""
+    def absolute(value: str | None) -> str | None:
+        return str(Path(value).expanduser().absolute()) if value else value
+
+    data_dir = cfg.data_dir or os.environ.get(DATA_DIR_ENV)
+    changes = {"out": absolute(cfg.out), "data_dir": absolute(data_dir),
+               "threads": cfg.threads or torch.get_num_threads()}
+    if getattr(cfg, "lut", None):
+        changes["lut"] = absolute(cfg.lut)
+    return dataclasses.replace(cfg, **changes)
+
+
+def apply_threads(cfg: Any) -> None:
+    if cfg.threads and cfg.threads != torch.get_num_threads():
+        torch.set_num_threads(cfg.threads)

@@ -157,14 +157,25 @@ class SearchSpace:
         return json.loads(json.dumps(asdict(self)))
 
     @classmethod
-    def from_dict(cls, data: dict) -> "SearchSpace":
-        data = dict(data)
-        data["blocks_before"] = tuple(FixedBlock(**b) for b in data["blocks_before"])
-        data["blocks_after"] = tuple(FixedBlock(**b) for b in data["blocks_after"])
-        data["stages"] = tuple(
-            Stage(**{**s, "skippable": tuple(s.get("skippable", ()))}) for s in data["stages"]
-        )
-        return cls(**data)
+    def from_dict(cls, data: dict, source: str = "space definition") -> "SearchSpace":
+        """Rebuild a space from its JSON form; a malformed one is one line naming ``source``."""
+        try:
+            data = dict(data)
+            data["blocks_before"] = tuple(FixedBlock(**b) for b in data["blocks_before"])
+            data["blocks_after"] = tuple(FixedBlock(**b) for b in data["blocks_after"])
+            data["stages"] = tuple(
+                Stage(**{**s, "skippable": tuple(s.get("skippable", ()))}) for s in data["stages"]
+            )
+            space = cls(**data)
+            layers = space.layers()
+        except (KeyError, TypeError, ValueError, AttributeError, ZeroDivisionError) as err:
+            raise SpnasError(f"{source}: malformed space definition ({type(err).__name__}: {err})") from None
+        numbers = [space.input_size, space.in_channels, space.num_classes, space.head_channels, space.stem_stride,
+                   *(l.out_channels for l in layers), *(l.stride for l in layers)]
+        if not all(isinstance(n, int) and n >= 1 for n in numbers) or not layers:
+            raise SpnasError(f"{source}: malformed space definition (sizes, channels and strides must be "
+                             "whole numbers >= 1, with at least one searchable layer)")
+        return space
 
     def fingerprint(self) -> str:
         """A short hash of everything that changes layer shapes (not the name or description)."""
@@ -235,11 +246,21 @@ def small_space(
 
 PRESETS = {"imagenet": imagenet_space, "small": small_space}
 
+#: what the data may change in a space: inside these ranges every layer keeps at least one pixel and channel
+OVERRIDE_RANGES = {"num_classes": (2, 100_000), "input_size": (8, 1024), "in_channels": (1, 16), "width": (0, 4)}
+
 
 def get_space(name: str, **overrides) -> SearchSpace:
     """A preset by name; ``overrides`` (num_classes, input_size, in_channels, width) adapt it to data."""
     if name not in PRESETS:
         raise SpnasError(f"unknown search space {name!r}; choose one of: {', '.join(PRESETS)}")
     overrides = {k: v for k, v in overrides.items() if v is not None}
+    for key, value in overrides.items():
+        low, high = OVERRIDE_RANGES[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high \
+                or (key != "width" and value != int(value)) or (key == "width" and value <= 0):
+            kind = "a number" if key == "width" else "a whole number"
+            raise SpnasError(f"--{key.replace('_', '-')} must be {kind} in {'(' if key == 'width' else '['}{low:g}, "
+                             f"{high:g}], got {value!r}")
     base = PRESETS[name]()
     return base.with_overrides(**overrides) if overrides else base

@@ -18,8 +18,9 @@ from spnas.latency.predict import predict_ms
 from spnas.latency.parts import Part
 from spnas.latency.profile import lut_from_bundle_results, measure_parts, profile_space
 from spnas.latency.targets import TARGETS, get_target
-from spnas.latency.validate import validate
+from spnas.latency.validate import VALIDATION_FILES, validate
 from spnas.nn.network import SinglePathNet
+from spnas.rundir import check_output_file, checked_out_path, run_directory
 from spnas.space import PRESETS
 
 
@@ -35,11 +36,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     prof.add_argument("--from-bundle-results", metavar="FILE",
                       help="build the LUT from a device bundle's results.json instead of measuring here")
     prof.add_argument("--out", required=True, help="LUT file to write (JSON)")
+    prof.add_argument("--force", action="store_true", help="replace --out if it exists")
     prof.set_defaults(func=run_profile)
 
     imp = lsub.add_parser("import-pixel1", help="convert the paper's released Pixel 1 table to a LUT")
     imp.add_argument("file", help="pixel1_runtime_model.json (keys '0'..'21')")
     imp.add_argument("--out", required=True, help="LUT file to write")
+    imp.add_argument("--force", action="store_true", help="replace --out if it exists")
     imp.set_defaults(func=run_import)
 
     pred = lsub.add_parser("predict", help="predicted latency of one architecture from a LUT")
@@ -67,12 +70,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     val.add_argument("--write-calibration", action="store_true",
                      help="store the fitted calibration in the LUT file (atomically)")
     val.add_argument("--out", required=True, help="directory for validation.json/.csv/.png")
+    val.add_argument("--force", action="store_true", help="replace the validation files in --out")
     val.set_defaults(func=run_validate)
 
     bun = lsub.add_parser("bundle", help="write ONNX models + a standalone profiler for another device")
     bun.add_argument("--space", default="small", help=f"search space ({', '.join(PRESETS)})")
     add_space_overrides(bun)
     bun.add_argument("--out", required=True, help="new directory for the bundle")
+    bun.add_argument("--force", action="store_true", help="empty --out first if spnas created it")
     bun.set_defaults(func=run_bundle)
 
 
@@ -95,19 +100,23 @@ def _add_cache_args(p) -> None:
 
 
 def _protocol(args: argparse.Namespace, default_cache: str = Protocol.cache) -> Protocol:
-    if args.repeats < 1 or args.warmup < 0 or args.burst < 1:
-        raise SpnasError("--repeats and --burst must be >= 1 and --warmup >= 0")
+    for name, low in (("repeats", 1), ("burst", 1), ("warmup", 0), ("seed", 0), ("threads", 1)):
+        value = getattr(args, name, low)
+        if value < low:
+            raise SpnasError(f"--{name} must be >= {low}, got {value}")
     return Protocol(warmup=args.warmup, repeats=args.repeats, seed=args.seed,
                     cache=args.cache or default_cache, burst=args.burst)
 
 
 def run_profile(args: argparse.Namespace) -> int:
+    check_output_file(args.out, args.force)
     if args.from_bundle_results:
         lut = lut_from_bundle_results(read_json(args.from_bundle_results, "bundle results file"),
                                       args.from_bundle_results)
     else:
         space = space_from_args(args)
-        lut = profile_space(space, get_target(args.target, args.threads), _protocol(args))
+        protocol = _protocol(args)
+        lut = profile_space(space, get_target(args.target, args.threads), protocol)
     lut.save(args.out)
     print(f"wrote {args.out}: {lut.target}, {len(lut.layers)} layers, constant {lut.constant_ms:.3f} ms, "
           f"range {min(min(r.values()) for r in lut.layers):.3f}-{max(max(r.values()) for r in lut.layers):.3f} ms/layer")
@@ -115,6 +124,7 @@ def run_profile(args: argparse.Namespace) -> int:
 
 
 def run_import(args: argparse.Namespace) -> int:
+    check_output_file(args.out, args.force)
     lut = import_pixel1(args.file, PRESETS["imagenet"]())
     lut.save(args.out)
     print(f"wrote {args.out}: Pixel 1 table for space imagenet, constant {lut.constant_ms} ms")
@@ -139,11 +149,11 @@ def run_predict(args: argparse.Namespace) -> int:
 def run_measure(args: argparse.Namespace) -> int:
     arch = resolve_arch(args.arch, args.space)
     space = space_from_args(args, arch.space)
-    target = get_target(args.target, args.threads)
     lut = LatencyTable.load(args.lut) if args.lut else None
     if lut:
         lut.check(space, args.lut)
     protocol = _protocol(args, lut.timing_cache if lut else Protocol.cache)
+    target = get_target(args.target, args.threads)
     part = Part("net", SinglePathNet(space, arch).eval(), [1, space.in_channels, space.input_size, space.input_size])
     stats = measure_parts(target, [part], protocol)["net"]
     result = {"arch": arch.to_string(), "target": target.name, "threads": args.threads, "cache": protocol.cache,
@@ -170,9 +180,14 @@ def run_validate(args: argparse.Namespace) -> int:
                          f"validate on the device it was profiled on")
     if args.samples < 4:
         raise SpnasError("--samples must be at least 4 (half calibrate, half are held out)")
+    out = checked_out_path(args.out)
+    if out.exists() and not out.is_dir():
+        raise SpnasError(f"{out}: exists and is not a directory; --out names a directory")
+    for name in VALIDATION_FILES:
+        check_output_file(out / name, args.force)
+    protocol = _protocol(args, lut.timing_cache)
     target = get_target(lut.target, lut.threads)
-    result = validate(lut, space, target, args.samples, args.seed,
-                      _protocol(args, lut.timing_cache), Path(args.out))
+    result = validate(lut, space, target, args.samples, args.seed, protocol, out)
     raw, cal = result.report["held_out_raw"], result.report["held_out_calibrated"]
     print(f"held-out {cal['n']} architectures on {lut.target}:")
     for name, m in (("plain sum", raw), ("calibrated", cal)):
@@ -189,6 +204,8 @@ def run_validate(args: argparse.Namespace) -> int:
 
 
 def run_bundle(args: argparse.Namespace) -> int:
-    out = write_bundle(space_from_args(args), Path(args.out))
+    space = space_from_args(args)
+    with run_directory(args.out, force=args.force) as out:
+        write_bundle(space, out)
     print(f"wrote {out}: copy it to the device and run 'python3 profile_device.py --out results.json'")
     return 0

@@ -4,16 +4,31 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import NoReturn
 
 from spnas import __version__
 from spnas.cli import arch_cmd, export_cmd, latency_cmd, run_cmd, search_cmd, space_cmd, train_cmd
+from spnas.engine import Interrupted
 from spnas.errors import SpnasError
 
 COMMANDS = (run_cmd, search_cmd, train_cmd, export_cmd, latency_cmd, space_cmd, arch_cmd)
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse with its usage errors as one ``spnas: error:`` line (usage is one ``--help`` away), and
+    no abbreviated options: ``--epoch 3`` must not silently mean ``--epochs 3``."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str) -> NoReturn:
+        print(f"spnas: error: {message} (see '{self.prog} --help')", file=sys.stderr)
+        sys.exit(2)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="spnas",
         description="Single-Path NAS: find the most accurate ConvNet under a latency budget "
         "in one training run. Start with 'spnas run' (the whole pipeline on Fashion-MNIST).",
@@ -29,9 +44,16 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
+    except Interrupted as stop:  # planned: a note, not an error
+        print(f"spnas: {stop}", file=sys.stderr)
+        return stop.exit_code
     except SpnasError as err:
         print(f"spnas: error: {err}", file=sys.stderr)
         return err.exit_code
+    except OSError as err:  # permissions, a full disk, a name too long, ...: name the file, not a traceback
+        where = f"{err.filename}: " if err.filename else ""
+        print(f"spnas: error: {where}{err.strerror or err}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("spnas: interrupted", file=sys.stderr)
         return 130

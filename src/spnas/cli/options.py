@@ -6,11 +6,9 @@ import argparse
 import dataclasses
 import typing
 
+from spnas.errors import SpnasError
+from spnas.limits import option_name
 from spnas.runs import build_config, load_config_file
-
-
-def option_name(field: str) -> str:
-    return "--" + field.rstrip("_").replace("_", "-")
 
 
 def add_config_options(parser: argparse.ArgumentParser, cls: type, helps: dict[str, str]) -> None:
@@ -40,7 +38,8 @@ def add_run_options(parser: argparse.ArgumentParser, cls: type, helps: dict[str,
     """--config / --resume / --force plus one option per config field: what every long job takes."""
     parser.add_argument("--config", help="YAML/JSON file with the settings below (options override it)")
     parser.add_argument("--resume", metavar="RUN_DIR", help=f"continue an interrupted {job} exactly")
-    parser.add_argument("--force", action="store_true", help="empty a non-empty --out and start over")
+    parser.add_argument("--force", action="store_true",
+                        help="empty a non-empty --out that spnas created, and start over")
     add_config_options(parser, cls, helps)
 
 
@@ -48,3 +47,12 @@ def config_from_args(args: argparse.Namespace, cls: type, extra: dict | None = N
     """Defaults <- --config file <- options given on the command line (<- ``extra``)."""
     file_values = load_config_file(args.config) if args.config else {}
     return build_config(cls, file_values, {**given_values(args, cls), **(extra or {})}, args.config or "config")
+
+
+def resume_overrides(args: argparse.Namespace, cls: type, positional: str | None = None) -> dict:
+    """The options given with ``--resume`` (``run_*`` refuses those that would change the run)."""
+    for flag, given in (("--config", args.config), ("--force", args.force),
+                        ("ARCH", getattr(args, positional, None) if positional else None)):
+        if given:
+            raise SpnasError(f"{flag} cannot be given with --resume: the run keeps the settings in its config.json")
+    return given_values(args, cls)

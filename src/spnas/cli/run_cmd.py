@@ -23,7 +23,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="latency budget (default: halfway between the all-k3e3 and all-k3e6 nets)")
     p.add_argument("--threads", type=int, default=1, help="onnxruntime threads for latency (default 1)")
     p.add_argument("--no-cache", action="store_true", help="profile a new latency table even if one is cached")
-    p.add_argument("--force", action="store_true", help="start over in a non-empty --out")
+    p.add_argument("--force", action="store_true", help="start over in a non-empty --out that spnas created")
     p.set_defaults(func=run)
 
 
@@ -31,9 +31,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         summary = run_pipeline(args.preset, args.out, args.data, args.data_dir, args.target_ms, args.threads,
                                args.force, cache=not args.no_cache)
-    except Interrupted:
-        raise Interrupted(f"interrupted; finished stages are kept: run the same command "
-                          f"(spnas run --preset {args.preset} --out {args.out}) to resume") from None
+    except Interrupted as stop:
+        raise Interrupted(f"stopped; finished stages are kept: run the same command "
+                          f"(spnas run --preset {args.preset} --out {args.out}) to resume", stop.exit_code) from None
     print(f"\ntarget {summary['target_ms']:.3f} ms; searched {summary['search']['arch']}")
     for r in summary["models"]:
         print(f"  {r['model']:14s} top-1 {r['test_top1'] * 100:6.2f}%  measured {r['measured_ms']:.3f} ms  "

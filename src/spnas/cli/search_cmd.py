@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from spnas.cli.options import add_run_options, config_from_args
+from spnas.cli.options import add_run_options, config_from_args, resume_overrides
 from spnas.data.datasets import DATASETS
 from spnas.search.config import SearchConfig
 from spnas.search.loop import run_search
@@ -39,7 +39,8 @@ HELPS = {
     "seed": "random seed (data order, init, dropout)",
     "log_every": "steps between metrics.jsonl records",
     "eval_every_epoch": "validation accuracy of the supernet after each epoch (eval-mode BN; low during warm-up, whose BN statistics include indicator dropout)",
-    "max_steps": "stop (with a checkpoint) after this many steps",
+    "max_steps": "stop (with a checkpoint) after this many steps; allowed with --resume",
+    "threads": "torch CPU threads (default: torch's); a resume reuses the run's count, as results depend on it",
 }
 
 
@@ -54,7 +55,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.resume:
-        result = run_search(SearchConfig(), resume_dir=args.resume)
+        result = run_search(SearchConfig(), resume_dir=args.resume, overrides=resume_overrides(args, SearchConfig))
     else:
         result = run_search(config_from_args(args, SearchConfig), force=args.force)
     print(f"{result.arch.to_string()}\npredicted {result.predicted_ms:.3f} ms; "

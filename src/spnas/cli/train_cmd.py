@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from spnas.cli.arch_cmd import ARCH_HELP
-from spnas.cli.options import add_run_options, config_from_args
+from spnas.cli.options import add_run_options, config_from_args, resume_overrides
 from spnas.train.config import RECIPES, TrainConfig
 from spnas.train.loop import run_train
 
@@ -31,10 +31,11 @@ HELPS = {
     "precise_bn_batches": "re-estimate BatchNorm statistics on this many training batches before every "
                           "evaluation and for the saved model (0 = keep the running averages)",
     "train_subset": "use only this many (seeded, random) training images",
-    "max_steps": "stop (with a checkpoint) after this many steps",
+    "max_steps": "stop (with a checkpoint) after this many steps; allowed with --resume",
     "val_fraction": "share of the training images held out for validation",
     "seed": "random seed (init, data order, augmentation)",
     "log_every": "write a metrics.jsonl line every this many steps",
+    "threads": "torch CPU threads (default: torch's); a resume reuses the run's count, as results depend on it",
 }
 # the hyper-parameters a recipe fills in show each recipe's value instead of a default
 for _key in RECIPES["paper"]:
@@ -53,7 +54,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.resume:
-        result = run_train(TrainConfig(), resume_dir=args.resume)
+        result = run_train(TrainConfig(), resume_dir=args.resume,
+                           overrides=resume_overrides(args, TrainConfig, "arch_arg"))
     else:
         extra = {"arch": args.arch_arg} if args.arch_arg else {}
         result = run_train(config_from_args(args, TrainConfig, extra), force=args.force)

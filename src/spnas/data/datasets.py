@@ -86,18 +86,26 @@ def _missing(name: str, directory: Path, how: str) -> SpnasError:
 
 
 def load_idx_dataset(name: str, directory: Path, classes: tuple[str, ...], install_hint: str) -> tuple:
-    files = {}
+    files, paths = {}, {}
     for key, stem in (("xtr", "train-images-idx3-ubyte"), ("ytr", "train-labels-idx1-ubyte"),
                       ("xte", "t10k-images-idx3-ubyte"), ("yte", "t10k-labels-idx1-ubyte")):
         path = find_idx(directory, stem)
         if path is None:
             raise _missing(name, directory, install_hint)
-        files[key] = read_idx(path)
-    def split(x: np.ndarray, y: np.ndarray) -> TensorSplit:
-        if len(x) != len(y):
-            raise SpnasError(f"{directory}: {len(x)} images but {len(y)} labels")
+        files[key], paths[key] = read_idx(path), path
+    def split(x: np.ndarray, y: np.ndarray, xkey: str, ykey: str) -> TensorSplit:
+        """Images (N, H, H) uint8 and labels (N,) in [0, classes): anything else is named, not loaded."""
+        if x.ndim != 3 or x.shape[1] != x.shape[2] or x.dtype != np.uint8 or len(x) == 0:
+            raise SpnasError(f"{paths[xkey]}: expected N square uint8 images (N x H x H), got "
+                             f"{' x '.join(map(str, x.shape))} {x.dtype}")
+        if y.ndim != 1 or len(y) != len(x):
+            raise SpnasError(f"{paths[ykey]}: expected {len(x)} labels (one per image), got shape "
+                             f"{' x '.join(map(str, y.shape))}")
+        if y.min() < 0 or y.max() >= len(classes):
+            raise SpnasError(f"{paths[ykey]}: labels must be in 0..{len(classes) - 1}, found {int(y.min())}..{int(y.max())}")
         return TensorSplit(torch.from_numpy(x.copy()).unsqueeze(1), torch.from_numpy(y.astype(np.int64)))
-    return split(files["xtr"], files["ytr"]), split(files["xte"], files["yte"]), classes
+    return (split(files["xtr"], files["ytr"], "xtr", "ytr"), split(files["xte"], files["yte"], "xte", "yte"),
+            classes)
 
 
 def load_cifar(name: str, directory: Path) -> tuple:
@@ -115,21 +123,44 @@ def load_cifar(name: str, directory: Path) -> tuple:
             if not path.is_file():
                 raise _missing(name, root, f"expected the python-pickle batches (e.g. {path.name}) "
                                "from https://www.cs.toronto.edu/~kriz/cifar.html")
-            with open(path, "rb") as f:
-                batch = pickle.load(f, encoding="bytes")
-            xs.append(np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
-            ys.append(np.asarray(batch[label_key], dtype=np.int64))
+            x, y = _cifar_batch(path, label_key, len(classes))
+            xs.append(x)
+            ys.append(y)
         return TensorSplit(torch.from_numpy(np.concatenate(xs)), torch.from_numpy(np.concatenate(ys)))
 
-    if fine:
-        meta = root / "meta"
-        classes = tuple(str(i) for i in range(100))
-        if meta.is_file():
-            with open(meta, "rb") as f:
-                classes = tuple(c.decode() for c in pickle.load(f, encoding="bytes")[b"fine_label_names"])
-    else:
-        classes = CIFAR10_CLASSES
+    classes = tuple(str(i) for i in range(100)) if fine else CIFAR10_CLASSES
+    if fine and (root / "meta").is_file():
+        names = _unpickle(root / "meta").get(b"fine_label_names")
+        if isinstance(names, list) and len(names) == 100:
+            classes = tuple(c.decode() if isinstance(c, bytes) else str(c) for c in names)
     return load(train_files), load(test_files), classes
+
+
+def _unpickle(path: Path) -> dict:
+    """A CIFAR python-pickle file as a dict, or one line saying why not."""
+    try:
+        with open(path, "rb") as f:
+            data = pickle.load(f, encoding="bytes")
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, ImportError,
+            IndexError, KeyError) as err:
+        raise SpnasError(f"{path}: not a CIFAR python-pickle batch ({type(err).__name__})") from None
+    if not isinstance(data, dict):
+        raise SpnasError(f"{path}: not a CIFAR python-pickle batch (no dict inside)")
+    return data
+
+
+def _cifar_batch(path: Path, label_key: bytes, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    batch = _unpickle(path)
+    if b"data" not in batch or label_key not in batch:
+        raise SpnasError(f"{path}: CIFAR batch without {'data' if b'data' not in batch else label_key.decode()!r}")
+    try:
+        x = np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
+        y = np.asarray(batch[label_key], dtype=np.int64).reshape(-1)
+    except (ValueError, TypeError):
+        raise SpnasError(f"{path}: CIFAR data is not N x 3072 bytes") from None
+    if len(x) != len(y) or not len(y) or y.min() < 0 or y.max() >= num_classes:
+        raise SpnasError(f"{path}: {len(x)} images with {len(y)} labels, expected as many, in 0..{num_classes - 1}")
+    return x, y
 
 
 def load_synthetic(spec: str, seed: int = 0) -> tuple:
@@ -138,10 +169,15 @@ def load_synthetic(spec: str, seed: int = 0) -> tuple:
     Each class has its own mean image, so a network can fit it: tests see the loss go down.
     """
     parts = spec.split(":")[1:]
+    usage = f"bad synthetic spec {spec!r}; use synthetic:N:CHANNELS:SIZE:CLASSES"
     try:
         n, c, s, k = (int(p) for p in parts) if parts else (512, 1, 28, 10)
     except ValueError:
-        raise SpnasError(f"bad synthetic spec {spec!r}; use synthetic:N:CHANNELS:SIZE:CLASSES") from None
+        raise SpnasError(usage) from None
+    for name, value, low, high in (("N", n, 1, 10_000_000), ("CHANNELS", c, 1, 16), ("SIZE", s, 8, 1024),
+                                   ("CLASSES", k, 2, 100_000)):
+        if not low <= value <= high:
+            raise SpnasError(f"{usage} ({name} must be in {low}..{high}, got {value})")
     g = torch.Generator().manual_seed(seed)
     protos = torch.rand(k, c, s, s, generator=g) * 255
     def make(count: int) -> TensorSplit:
@@ -214,6 +250,8 @@ def _load_imagefolder(name: str, data_dir: str | None, val_fraction: float, seed
 def _split_and_subset(train, val_fraction: float, seed: int, train_subset: int | None):
     """The seeded train/validation split, then a seeded random subset of what is left for training."""
     train, val = split_train_val(train, val_fraction, seed)
+    if not len(train):
+        raise SpnasError(f"no training images left after holding out --val-fraction {val_fraction}")
     if train_subset is not None and train_subset < len(train):
         keep = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed + 1))[:train_subset]
         train = train.subset(keep)

@@ -30,6 +30,8 @@ def read_idx(path: Path) -> np.ndarray:
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _DTYPES:
         raise SpnasError(f"{path}: not an IDX file (bad magic number)")
     ndim = data[3]
+    if ndim == 0 or len(data) < 4 + 4 * ndim:
+        raise SpnasError(f"{path}: truncated IDX header ({len(data)} bytes for {ndim} dimensions)")
     shape = struct.unpack(f">{ndim}I", data[4 : 4 + 4 * ndim])
     dtype = np.dtype(_DTYPES[data[2]])
     expected = int(np.prod(shape)) * dtype.itemsize

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import random
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,19 +39,41 @@ class FolderSplit:
 
 
 def scan(root: Path, split: str, input_size: int, classes: list[str] | None = None) -> tuple[FolderSplit, list[str]]:
+    """Every readable image under ROOT/SPLIT/CLASS/; unreadable ones are skipped with a note."""
     directory = root / split
     if not directory.is_dir():
         raise SpnasError(f"imagefolder: {directory} is missing; expected {root}/train/CLASS/*.jpg and {root}/val/CLASS/*.jpg")
     classes = classes or sorted(d.name for d in directory.iterdir() if d.is_dir())
+    if len(classes) < 2:
+        raise SpnasError(f"imagefolder: {directory} has {len(classes)} class folder(s); a classifier needs at least 2")
     paths, labels = [], []
     for i, name in enumerate(classes):
         for p in sorted((directory / name).rglob("*")):
             if p.suffix.lower() in EXTENSIONS:
                 paths.append(p)
                 labels.append(i)
-    if not paths:
-        raise SpnasError(f"imagefolder: no images under {directory}")
+    with ThreadPoolExecutor(8) as pool:
+        readable = list(pool.map(_readable, paths))
+    skipped = [p for p, ok in zip(paths, readable) if not ok]
+    if not paths or len(skipped) == len(paths):
+        found = f" ({len(skipped)} image files could not be opened, e.g. {skipped[0]})" if skipped else ""
+        raise SpnasError(f"imagefolder: no readable images under {directory}{found}")
+    if skipped:
+        print(f"spnas: note: imagefolder: skipped {len(skipped)} unreadable image(s) under {directory}, "
+              f"e.g. {skipped[0]}", file=sys.stderr)
+        paths, labels = [p for p, ok in zip(paths, readable) if ok], [l for l, ok in zip(labels, readable) if ok]
     return FolderSplit(paths, torch.tensor(labels), input_size), classes
+
+
+def _readable(path: Path) -> bool:
+    """Whether the image's header opens (cheap: the pixels are decoded only when a batch needs them)."""
+    try:
+        with _pil().open(path) as img:
+            return img.size[0] > 0 and img.size[1] > 0
+    except SpnasError:
+        raise
+    except Exception:  # PIL raises many kinds for a broken file
+        return False
 
 
 def _pil():
@@ -104,7 +127,13 @@ class FolderBatchSource:
 
     def _load(self, args: tuple[int, int, int]) -> np.ndarray:
         index, epoch, step = args
-        img = _pil().open(self.split.paths[index]).convert("RGB")
+        try:
+            img = _pil().open(self.split.paths[index]).convert("RGB")
+        except SpnasError:
+            raise
+        except Exception as err:  # a file that broke after the scan, or whose pixels are corrupt
+            raise SpnasError(f"{self.split.paths[index]}: cannot decode image ({err}); remove or replace it "
+                             "(the run can be resumed)") from None
         size = self.split.input_size
         if self.augment:
             rng = random.Random(hash((self.seed, epoch, step, index)))

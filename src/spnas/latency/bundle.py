@@ -10,8 +10,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from spnas.errors import SpnasError
-from spnas.io import atomic_path, write_json
+from spnas.io import atomic_path, atomic_write_text, write_json
 from spnas.latency import device_profiler
 from spnas.latency.parts import all_parts
 from spnas.onnx_io import onnx_bytes
@@ -30,9 +29,8 @@ Then, where spnas is installed:
 
 
 def write_bundle(space: SearchSpace, out_dir: Path, target_name: str = "onnxruntime-device") -> Path:
+    """Write the bundle into ``out_dir`` (the caller makes it a fresh, locked run directory)."""
     out_dir = Path(out_dir)
-    if out_dir.exists() and any(out_dir.iterdir()):
-        raise SpnasError(f"{out_dir}: directory is not empty; choose a new --out")
     (out_dir / "models").mkdir(parents=True, exist_ok=True)
     models = {}
     parts = all_parts(space)
@@ -44,8 +42,8 @@ def write_bundle(space: SearchSpace, out_dir: Path, target_name: str = "onnxrunt
             models[part.key] = {"file": name, "input_shape": part.input_shape}
             progress.update()
     shutil.copyfile(device_profiler.__file__, out_dir / SCRIPT_NAME)
-    (out_dir / "README.txt").write_text(
-        README.format(space=space.name, fingerprint=space.fingerprint(), script=SCRIPT_NAME))
+    atomic_write_text(out_dir / "README.txt",
+                      README.format(space=space.name, fingerprint=space.fingerprint(), script=SCRIPT_NAME))
     manifest = {"format": "spnas-bundle/1", "target": target_name, "space": space.to_dict(),
                 "space_fingerprint": space.fingerprint(), "models": models}
     write_json(out_dir / "manifest.json", manifest)

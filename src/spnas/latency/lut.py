@@ -14,6 +14,8 @@ from spnas.latency.parts import layer_key
 from spnas.space import MBCONV_OPS, SearchSpace, get_space
 
 LUT_FORMAT = "spnas-lut/1"
+#: the search computes latency in float32; a table whose sums overflow it would turn the loss into inf
+FLOAT32_MAX = 3.0e38
 
 
 @dataclass
@@ -56,11 +58,11 @@ class LatencyTable:
         were timed cold. Re-measurements that are compared with this table must use the same state."""
         return self.protocol.get("cache", "cold")
 
-    def search_space(self) -> SearchSpace:
+    def search_space(self, source: str = "LUT") -> SearchSpace:
         """The space this table was measured for (width, input size, classes included)."""
         if not self.space_def:
             return get_space(self.space)
-        return SearchSpace.from_dict(self.space_def)
+        return SearchSpace.from_dict(self.space_def, f"{source}: field 'space_def'")
 
     # ------------------------------------------------------------------ compatibility
     def check(self, space: SearchSpace, source: str = "LUT") -> None:
@@ -113,12 +115,44 @@ class LatencyTable:
                 _check_ms(row[op], f"{source}: layers[{i}].{op}")
         known = {f for f in cls.__dataclass_fields__}
         kwargs = {k: v for k, v in data.items() if k in known}
+        for key, kind in (("threads", int), ("input_size", int), ("space", str), ("target", str)):
+            if not isinstance(data[key], kind) or isinstance(data[key], bool):
+                raise SpnasError(f"{source}: field '{key}' must be {kind.__name__}, got {data[key]!r}")
+        for key, kind in (("protocol", dict), ("device", dict), ("space_def", dict)):
+            if key in data and not isinstance(data[key], kind):
+                raise SpnasError(f"{source}: field '{key}' must be a JSON object")
         cal = kwargs.get("calibration")
         if cal is not None:
-            if not isinstance(cal, dict) or not {"a", "b"} <= set(cal):
-                raise SpnasError(f"{source}: field 'calibration' needs numbers 'a' and 'b'")
+            if not isinstance(cal, dict) or not {"a", "b"} <= set(cal) or set(cal) - {"a", "b", "fitted_on", "note"}:
+                raise SpnasError(f"{source}: field 'calibration' needs numbers 'a' and 'b' (and nothing else "
+                                 "but 'fitted_on', 'note')")
+            for key in ("a", "b"):
+                _check_number(cal[key], f"{source}: field 'calibration.{key}'")
             kwargs["calibration"] = Calibration(**cal)
-        return cls(**kwargs)
+        lut = cls(**kwargs)
+        space = lut.search_space(source)  # a malformed space definition is refused here, not mid-search
+        if len(lut.layers) != space.num_layers:
+            raise SpnasError(f"{source}: has {len(lut.layers)} layers, its space has {space.num_layers}")
+        fastest = lut.constant_ms + sum(0.0 if spec.skippable else min(row[op] for op in MBCONV_OPS)
+                                        for spec, row in zip(space.layers(), lut.layers))
+        slowest = lut.constant_ms + sum(max(row[op] for op in MBCONV_OPS) for row in lut.layers)
+        if lut.calibration and lut.calibration.a <= 0:
+            raise SpnasError(f"{source}: field 'calibration.a' must be > 0 (a larger net must predict slower), "
+                             f"got {lut.calibration.a}")
+        lowest = lut.calibration.apply(fastest) if lut.calibration else fastest
+        if not lowest > 0:
+            raise SpnasError(f"{source}: predicts {lowest:.4g} ms for the fastest network (constant_ms "
+                             f"{lut.constant_ms}{', calibration' if lut.calibration else ''}); latencies must be > 0: "
+                             "re-profile or re-calibrate the table")
+        if not (lut.calibration.apply(slowest) if lut.calibration else slowest) < FLOAT32_MAX:
+            raise SpnasError(f"{source}: predicts more than {FLOAT32_MAX:.3g} ms for the slowest network, "
+                             "beyond float32; check the table's units")
+        return lut
+
+
+def _check_number(value: Any, where: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise SpnasError(f"{where} must be a finite number, got {value!r}")
 
 
 def _check_ms(value: Any, where: str) -> None:

@@ -83,6 +83,10 @@ class ValidationResult:
     calibration: Calibration
 
 
+#: what :func:`validate` writes into its output directory
+VALIDATION_FILES = ("validation.json", "validation.csv", "validation.png")
+
+
 def validate(
     lut: LatencyTable, space: SearchSpace, target: Target, n: int, seed: int, protocol: Protocol,
     out_dir: Path,
@@ -118,9 +122,10 @@ def validate(
         for i, a in enumerate(archs)
     ]
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_json(out_dir / "validation.json", report)
-    _write_csv(out_dir / "validation.csv", rows)
-    _scatter(out_dir / "validation.png", raw, calibrated, measured, test_idx, report)
+    json_file, csv_file, png_file = (out_dir / name for name in VALIDATION_FILES)
+    write_json(json_file, report)
+    _write_csv(csv_file, rows)
+    _scatter(png_file, raw, calibrated, measured, test_idx, report)
     return ValidationResult(report, calibration)
 
 

@@ -5,7 +5,6 @@ Read top to bottom: set-up, resume, the step, the epoch end, the result.
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,15 +14,17 @@ import torch
 from spnas.arch import Architecture
 from spnas.data.datasets import DataSplits, load_data
 from spnas.data.loader import eval_source, train_source
-from spnas.engine import check_finite, run_steps
+from spnas.divergence import DivergenceGuard
+from spnas.engine import run_steps
 from spnas.errors import SpnasError
 from spnas.evaluate import accuracy, recalibrated_batchnorm
 from spnas.io import write_json
 from spnas.latency.lut import LatencyTable
 from spnas.latency.predict import differentiable_ms, lut_tensor, predict_ms
-from spnas.nn.network import INDICATOR_SCALES, SinglePathNet
+from spnas.nn.network import SinglePathNet
 from spnas.optim import make_optimizer, staircase_schedule
-from spnas.runs import (CHECKPOINT, METRICS, MetricsLog, load_run_config, prepare_run_dir, restore_checkpoint,
+from spnas.rundir import check_new_run_dir, run_directory
+from spnas.runs import (CHECKPOINT, METRICS, MetricsLog, apply_threads, new_config, restore_checkpoint, resumed_config,
                         save_checkpoint, save_config)
 from spnas.search.config import SearchConfig
 from spnas.search.objective import TargetController, search_loss
@@ -58,23 +59,33 @@ def load_lut_for(space: SearchSpace, path: str | None) -> LatencyTable:
     return lut
 
 
-def run_search(cfg: SearchConfig, resume_dir: str | None = None, force: bool = False) -> SearchResult:
+def run_search(cfg: SearchConfig, resume_dir: str | None = None, force: bool = False,
+               overrides: dict | None = None) -> SearchResult:
+    """Search into a new run directory, or resume ``resume_dir`` (``overrides``: the options given
+    with ``--resume``; only ``max_steps`` and ``threads`` may change)."""
     if resume_dir is not None:
-        run_dir = Path(resume_dir)
-        cfg = load_run_config(SearchConfig, run_dir)
+        cfg = resumed_config(SearchConfig, Path(resume_dir), overrides or {})
     else:
-        _check(cfg)
+        cfg.check()
+        check_new_run_dir(cfg.out, force)
     data = load_data(cfg.data, cfg.data_dir, cfg.val_fraction, cfg.seed, cfg.train_subset)
     space = space_for_data(cfg.space, data, cfg.width)
     lut = load_lut_for(space, cfg.lut)  # refused before any training starts
+    if len(data.train) < cfg.batch_size:
+        raise SpnasError(f"--batch-size {cfg.batch_size} is larger than the {len(data.train)} training images")
     if resume_dir is None:
-        run_dir = prepare_run_dir(cfg.out, force)
-        save_config(run_dir, cfg)
+        cfg = new_config(cfg)
+    apply_threads(cfg)
+    with run_directory(resume_dir or cfg.out, resume=resume_dir is not None, force=force) as run_dir:
+        if resume_dir is None:
+            save_config(run_dir, cfg)
+        return _search(cfg, data, space, lut, run_dir, resumed=resume_dir is not None)
 
+
+def _search(cfg: SearchConfig, data: DataSplits, space: SearchSpace, lut: LatencyTable, run_dir: Path,
+            resumed: bool) -> SearchResult:
     torch.manual_seed(cfg.seed)
     source = train_source(data, cfg.batch_size, cfg.seed)
-    if source.steps_per_epoch == 0:
-        raise SpnasError(f"--batch-size {cfg.batch_size} is larger than the {len(data.train)} training images")
     steps_per_epoch, total = source.steps_per_epoch, cfg.epochs * source.steps_per_epoch
     warmup_steps = round(cfg.warmup_fraction * total)
     net = SinglePathNet(space)
@@ -85,15 +96,20 @@ def run_search(cfg: SearchConfig, resume_dir: str | None = None, force: bool = F
                                    cfg.lambda_gain)
                   if cfg.target_ms else None)
     parts = {"model": net, "optimizer": optimizer, "schedule": schedule, "controller": controller}
-    start, wall_before = restore_checkpoint(run_dir / CHECKPOINT, parts) if resume_dir else (0, 0.0)
+    start, wall_before = restore_checkpoint(run_dir / CHECKPOINT, parts, "search") if resumed else (0, 0.0)
+    guard = DivergenceGuard(run_dir, total, data.num_classes,
+                            f"--lr-per-256 {cfg.lr_per_256:g}, LR {cfg.lr:g} at batch {cfg.batch_size}", start or None)
 
     def checkpoint(step: int) -> None:
-        save_checkpoint(run_dir / CHECKPOINT, step, wall_before + time.monotonic() - t0, parts)
+        guard.check_state(step, parts)
+        save_checkpoint(run_dir / CHECKPOINT, step, wall_before + time.monotonic() - t0, parts, "search")
+        guard.saved(step)
 
     table = lut_tensor(lut)
-    log = MetricsLog(run_dir / METRICS, resume_step=start if resume_dir else None)
+    log = MetricsLog(run_dir / METRICS, resume_step=start if resumed else None)
     t0 = time.monotonic()
     val = eval_source(data, data.val)
+
     def step_fn(step: int) -> dict:
         epoch, in_epoch = divmod(step, steps_per_epoch)
         warm = step < warmup_steps
@@ -105,9 +121,10 @@ def run_search(cfg: SearchConfig, resume_dir: str | None = None, force: bool = F
         latency = differentiable_ms(lut, net.indicators(), cfg.runtime_formula, table=table)
         lam = 0.0 if warm else (controller.lam if controller else cfg.lambda_)
         loss = search_loss(logits, y, net, latency, lam, cfg.label_smoothing, cfg.weight_decay)
-        check_finite(loss.total, step, run_dir, f" (ce {loss.ce.item():.4g})")
+        guard.check_loss(step, loss.ce, loss.total, latency_ms=latency, runtime=loss.runtime, lam=lam)
         optimizer.zero_grad(set_to_none=True)
         loss.total.backward()
+        grad_norm = guard.check_gradients(step, net)
         optimizer.step()
         schedule.step()
 
@@ -119,7 +136,7 @@ def run_search(cfg: SearchConfig, resume_dir: str | None = None, force: bool = F
             log.write({
                 "step": step, "epoch": step / steps_per_epoch, "loss": loss.total.item(),
                 "ce": loss.ce.item(), "l2": loss.l2.item(), "runtime_term": loss.runtime.item(),
-                "predicted_ms": hard_ms, "lambda": lam, "lr": schedule.get_last_lr()[0],
+                "predicted_ms": hard_ms, "lambda": lam, "lr": schedule.get_last_lr()[0], "grad_norm": grad_norm,
                 "warmup": warm, "batch_acc": (logits.argmax(1) == y).float().mean().item(),
                 "ops": list(arch.ops), "thresholds": net.thresholds(), "norms": net.group_norms(),
             })
@@ -159,19 +176,3 @@ def run_search(cfg: SearchConfig, resume_dir: str | None = None, force: bool = F
         "steps": total, "wall_s": wall, "thresholds": net.thresholds(), "norms": net.group_norms()})
     plot_search_progress(run_dir / METRICS, run_dir / "progress.png", space, cfg.target_ms, warmup_steps)
     return result
-
-
-def _check(cfg: SearchConfig) -> None:
-    for name in ("epochs", "batch_size"):
-        if getattr(cfg, name) < 1:
-            raise SpnasError(f"--{name.replace('_', '-')} must be >= 1")
-    if not 0 <= cfg.warmup_fraction <= 1:
-        raise SpnasError("--warmup-fraction must be in [0, 1]")
-    if not 0 < cfg.indicator_keep <= 1:
-        raise SpnasError("--indicator-keep must be in (0, 1]")
-    if cfg.target_ms is not None and not (cfg.target_ms > 0 and math.isfinite(cfg.target_ms)):
-        raise SpnasError("--target-ms must be a positive number of ms")
-    if cfg.indicator_scale not in INDICATOR_SCALES:
-        raise SpnasError(f"--indicator-scale must be one of: {', '.join(INDICATOR_SCALES)}")
-    if cfg.runtime_formula not in ("exact", "paper"):
-        raise SpnasError("--runtime-formula must be 'exact' or 'paper'")

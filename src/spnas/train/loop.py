@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass
@@ -16,13 +17,15 @@ from torch.optim.swa_utils import AveragedModel
 from spnas.arch import Architecture, resolve_arch
 from spnas.data.datasets import DataSplits, load_data
 from spnas.data.loader import eval_source, train_source
-from spnas.engine import check_finite, run_steps
+from spnas.divergence import DivergenceGuard
+from spnas.engine import run_steps
 from spnas.errors import SpnasError
 from spnas.evaluate import evaluate, recalibrated_batchnorm, reestimate_batchnorm
 from spnas.io import atomic_path, write_json
 from spnas.nn.network import SinglePathNet
 from spnas.optim import make_optimizer, staircase_schedule
-from spnas.runs import (CHECKPOINT, METRICS, MetricsLog, load_run_config, prepare_run_dir, restore_checkpoint,
+from spnas.rundir import check_new_run_dir, run_directory
+from spnas.runs import (CHECKPOINT, METRICS, MetricsLog, apply_threads, new_config, restore_checkpoint, resumed_config,
                         save_checkpoint, save_config)
 from spnas.search.loop import space_for_data
 from spnas.search.objective import l2_penalty
@@ -75,29 +78,37 @@ def param_groups(net: nn.Module, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def run_train(cfg: TrainConfig, resume_dir: str | None = None, force: bool = False) -> TrainResult:
+def run_train(cfg: TrainConfig, resume_dir: str | None = None, force: bool = False,
+              overrides: dict | None = None) -> TrainResult:
+    """Train ``cfg.arch`` into a new run directory, or resume ``resume_dir`` (``overrides``: the
+    options given with ``--resume``; only ``max_steps`` and ``threads`` may change)."""
     if resume_dir is not None:
-        run_dir = Path(resume_dir)
-        cfg = load_run_config(TrainConfig, run_dir)
+        cfg = resumed_config(TrainConfig, Path(resume_dir), overrides or {})
     else:
-        cfg = cfg.resolved()
+        cfg = cfg.check().resolved().check()
         if not cfg.arch:
             raise SpnasError("no architecture: give ARCH (a preset, arch.json, or a string)")
-        if cfg.epochs < 1 or cfg.batch_size < 1:
-            raise SpnasError("--epochs and --batch-size must be >= 1")
+        check_new_run_dir(cfg.out, force)
     arch = resolve_arch(cfg.arch, cfg.space)
     data = load_data(cfg.data, cfg.data_dir, cfg.val_fraction, cfg.seed, cfg.train_subset)
     space = space_for_data(arch.space, data, cfg.width)
-    if resume_dir is None:
-        run_dir = prepare_run_dir(cfg.out, force)
-        save_config(run_dir, cfg)
+    if len(data.train) < cfg.batch_size:
+        raise SpnasError(f"--batch-size {cfg.batch_size} is larger than the {len(data.train)} training images")
+    if resume_dir is None:  # stored with the architecture itself, so resume does not need the ARCH file
+        cfg = new_config(dataclasses.replace(cfg, arch=arch.to_string(), space=arch.space))
+    apply_threads(cfg)
+    with run_directory(resume_dir or cfg.out, resume=resume_dir is not None, force=force) as run_dir:
+        if resume_dir is None:
+            save_config(run_dir, cfg)
+        return _train(cfg, arch, space, data, run_dir, resumed=resume_dir is not None)
 
+
+def _train(cfg: TrainConfig, arch: Architecture, space: SearchSpace, data: DataSplits, run_dir: Path,
+           resumed: bool) -> TrainResult:
     torch.manual_seed(cfg.seed)
     net = SinglePathNet(space, arch)
     source = train_source(data, cfg.batch_size, cfg.seed)
     steps_per_epoch = source.steps_per_epoch
-    if steps_per_epoch == 0:
-        raise SpnasError(f"--batch-size {cfg.batch_size} is larger than the {len(data.train)} training images")
     total = cfg.epochs * steps_per_epoch
     # tf-rmsprop: the paper's L2 term in the loss; sgd/adamw: decoupled decay in the optimiser
     in_loss = cfg.optimizer == "tf-rmsprop"
@@ -109,13 +120,17 @@ def run_train(cfg: TrainConfig, resume_dir: str | None = None, force: bool = Fal
                                       cfg.warmup_epochs)
     ema = AveragedModel(net, avg_fn=ema_with_warmup(cfg.ema_decay), use_buffers=True)
     parts = {"model": net, "ema": ema, "optimizer": optimizer, "schedule": schedule}
-    start, wall_before = restore_checkpoint(run_dir / CHECKPOINT, parts) if resume_dir else (0, 0.0)
+    start, wall_before = restore_checkpoint(run_dir / CHECKPOINT, parts, "train") if resumed else (0, 0.0)
+    guard = DivergenceGuard(run_dir, total, data.num_classes,
+                            f"--lr-per-256 {cfg.lr_per_256:g}, LR {cfg.lr:g} at batch {cfg.batch_size}", start or None)
     t0 = time.monotonic()
 
     def save(step: int) -> None:
-        save_checkpoint(run_dir / CHECKPOINT, step, wall_before + time.monotonic() - t0, parts)
+        guard.check_state(step, parts)
+        save_checkpoint(run_dir / CHECKPOINT, step, wall_before + time.monotonic() - t0, parts, "train")
+        guard.saved(step)
 
-    log = MetricsLog(run_dir / METRICS, resume_step=start if resume_dir else None)
+    log = MetricsLog(run_dir / METRICS, resume_step=start if resumed else None)
     val = eval_source(data, data.val)
     precise_bn = cfg.precise_bn_batches or 0  # configs from before the option: 0
     bn_source = train_source(data, cfg.batch_size, cfg.seed + 1)
@@ -128,15 +143,16 @@ def run_train(cfg: TrainConfig, resume_dir: str | None = None, force: bool = Fal
         logits = net(x)
         ce = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
         loss = ce + cfg.weight_decay * l2_penalty(net) if in_loss else ce
-        check_finite(loss, step, run_dir)
+        guard.check_loss(step, ce, loss)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        grad_norm = guard.check_gradients(step, net)
         optimizer.step()
         schedule.step()
         ema.update_parameters(net)
         if step % cfg.log_every == 0:
             log.write({"step": step, "epoch": step / steps_per_epoch, "loss": loss.item(), "ce": ce.item(),
-                       "lr": schedule.get_last_lr()[0],
+                       "grad_norm": grad_norm, "lr": schedule.get_last_lr()[0],
                        "batch_acc": (logits.argmax(1) == y).float().mean().item()})
         return {"loss": f"{loss.item():.3f}"}
 
@@ -157,6 +173,7 @@ def run_train(cfg: TrainConfig, resume_dir: str | None = None, force: bool = Fal
     if precise_bn:
         reestimate_batchnorm(net, bn_source, precise_bn)
         reestimate_batchnorm(ema.module, bn_source, precise_bn)
+    guard.check_state(total + 1, {"model": net, "ema": ema.module})  # what model.pt would hold
     metrics = final_metrics(net, ema.module, data)
     metrics["precise_bn_batches"] = precise_bn
     metrics["train_wall_s"] = wall_before + time.monotonic() - t0
