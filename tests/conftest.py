@@ -31,6 +31,14 @@ def randomize_batchnorm(model: torch.nn.Module, seed: int = 0) -> None:
                 m.running_var.copy_(torch.rand(n, generator=g) * 1.5 + 0.5)
 
 
+@pytest.fixture(autouse=True)
+def _keep_torch_threads():
+    """Jobs set torch's thread count from their config; give it back so tests do not leak it."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def small_space():
     return get_space("small", width=0.35)

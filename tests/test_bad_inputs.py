@@ -3,7 +3,8 @@ traceback, and leaves the file system as it was (nothing created, nothing delete
 
 Cases run in-process through ``spnas.cli.main.main`` (a traceback would surface as an exception and
 fail the case); ``{w}`` in an argument is the shared directory of prepared files, ``{cwd}`` the
-current directory of the case, which holds one file of the user's.
+current directory of the case, which holds one file of the user's; ``~`` and ``{home}`` a home
+directory with a file of its own.
 """
 
 from __future__ import annotations
@@ -291,7 +292,8 @@ CASES = {
     "out/current-dir-slash-force": ([*TRAIN, "--out", "{cwd}/", "--force"], "it is the current directory"),
     "out/parent-force": ([*TRAIN, "--out", "..", "--force"], "it contains the current directory"),
     "out/root-force": ([*TRAIN, "--out", "/", "--force"], "contains the current directory"),
-    "out/home-force": ([*TRAIN, "--out", "~", "--force"], "cannot be a run directory"),
+    "out/home-force": ([*TRAIN, "--out", "~", "--force"], "it is your home directory"),
+    "out/home-spelled-out-force": ([*TRAIN, "--out", "{home}", "--force"], "it is your home directory"),
     "out/not-spnas-force": ([*TRAIN, "--out", "{w}/notmine", "--force"], "spnas did not create this directory"),
     "out/not-empty": ([*TRAIN, "--out", "{w}/notmine"], "run directory is not empty"),
     "out/is-a-file": ([*TRAIN, "--out", "{w}/afile.txt"], "exists and is not a directory"),
@@ -355,11 +357,15 @@ def test_bad_input_is_one_line_exit_2_and_touches_nothing(case, world, tmp_path,
     cwd.mkdir(parents=True)
     (cwd / "precious.txt").write_text("the user's own file")
     monkeypatch.chdir(cwd)
-    monkeypatch.setenv("HOME", str(cwd))  # '~' is then the current directory: must be refused too
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / ".bashrc").write_text("the user's settings")
+    monkeypatch.setenv("HOME", str(home))
     monkeypatch.setenv("SPNAS_CACHE", str(tmp_path / "cache"))
     before = snapshot(world, tmp_path)
     try:
-        code = main([a.replace("{w}", str(world)).replace("{cwd}", str(cwd)) for a in argv])
+        code = main([a.replace("{w}", str(world)).replace("{cwd}", str(cwd)).replace("{home}", str(home))
+                     for a in argv])
     except SystemExit as exit_:  # argparse
         code = exit_.code
     err = capfd.readouterr().err
@@ -370,6 +376,7 @@ def test_bad_input_is_one_line_exit_2_and_touches_nothing(case, world, tmp_path,
     assert expected in lines[0], lines[0]
     assert snapshot(world, tmp_path) == before
     assert (cwd / "precious.txt").read_text() == "the user's own file"
+    assert (home / ".bashrc").read_text() == "the user's settings"
 
 
 def test_there_are_at_least_68_cases_in_every_kind():

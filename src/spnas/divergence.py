@@ -76,9 +76,11 @@ class DivergenceGuard:
     def fail(self, step: int, what: str, cause: str) -> Diverged:
         if self.last_checkpoint:
             disk = (f"the last checkpoint ({self.run_dir}/checkpoint.pt, step {self.last_checkpoint}) is finite, "
-                    "but resuming repeats the same settings: start a new run with the cause fixed")
+                    "but resuming repeats the same settings: start a new run with the cause fixed "
+                    "(another --out, or --force to replace this one)")
         else:
-            disk = f"no checkpoint was written in {self.run_dir}: start a new run with the cause fixed"
+            disk = (f"no checkpoint was written in {self.run_dir}: start a new run with the cause fixed "
+                    "(another --out, or --force to replace this one)")
         return Diverged(f"step {step + 1}/{self.total}: diverged, {what}; likely cause: {cause}; {disk}")
 
     def check_loss(self, step: int, ce: torch.Tensor, total: torch.Tensor, *,

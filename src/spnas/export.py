@@ -52,16 +52,21 @@ def export_model(net: torch.nn.Module, meta: dict, fmt: str, out: Path, data_dir
             model.metadata_props.append(onnx.StringStringEntryProto(key=key, value=json.dumps(value)))
         blob = model.SerializeToString()
         got = ort.InferenceSession(blob, providers=["CPUExecutionProvider"]).run(None, {"input": x.numpy()})[0]
+        _check_close(got, expected, fmt)  # before writing: a failed export never replaces a file
         with atomic_path(out) as tmp:
             tmp.write_bytes(blob)
     else:
         traced = torch.jit.trace(net, x[:1])
         with torch.no_grad():
             got = traced(x).numpy()
+        _check_close(got, expected, fmt)
         with atomic_path(out) as tmp:
             torch.jit.save(traced, str(tmp), _extra_files={"spnas.json": json.dumps(info)})
     diff = float(np.abs(got - expected).max())
-    if not diff < TOLERANCE:
-        out.unlink(missing_ok=True)
-        raise SpnasError(f"{fmt} export differs from PyTorch by {diff:.2e} (> {TOLERANCE}); nothing written")
     return {"format": fmt, "path": str(out), "max_abs_diff": diff, "checked_on": int(x.shape[0]), **info}
+
+
+def _check_close(got: np.ndarray, expected: np.ndarray, fmt: str) -> None:
+    diff = float(np.abs(got - expected).max())
+    if not diff < TOLERANCE:
+        raise SpnasError(f"{fmt} export differs from PyTorch by {diff:.2e} (> {TOLERANCE}); nothing written")

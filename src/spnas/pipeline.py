@@ -10,6 +10,7 @@ import dataclasses
 import math
 import os
 import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -106,7 +107,7 @@ def _run_stages(run_dir: Path, state: dict, preset_name: str, data_name: str, da
 
     def make_lut() -> dict:
         cached = lut_cache_dir() / f"{target.name}-t{threads}-{Protocol.cache}-{space.fingerprint()}.json"
-        if cache and cached.is_file():
+        if cache and _usable_cache(cached, space):
             shutil.copyfile(cached, lut_path)
             return {"source": str(cached), "cached": True}
         lut = profile_space(space, target, Protocol(warmup=5, repeats=preset.lut_repeats))
@@ -178,6 +179,19 @@ def _run_stages(run_dir: Path, state: dict, preset_name: str, data_name: str, da
                "settings": dataclasses.asdict(preset), "threads": threads}
     write_report(run_dir, summary, space)
     return summary
+
+
+def _usable_cache(path: Path, space) -> bool:
+    """Whether a cached LUT loads and fits ``space``; a broken one is re-profiled (with a note), not
+    copied into the run where it would fail every resume."""
+    if not path.is_file():
+        return False
+    try:
+        LatencyTable.load(path).check(space, str(path))
+    except SpnasError as err:
+        print(f"spnas: note: ignoring the cached latency table ({err}); profiling a new one", file=sys.stderr)
+        return False
+    return True
 
 
 def _open_state(run_dir: Path, preset: str, data: str, resume: bool) -> dict:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+import sys
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -46,10 +47,11 @@ def _protected(path: Path) -> str | None:
 
 
 def checked_out_path(out: str | os.PathLike, what: str = "--out") -> Path:
-    """``out`` as a Path, refusing an empty name (which would mean the current directory)."""
+    """``out`` as a Path (``~`` expanded, as in a config file), refusing an empty name (which would
+    mean the current directory)."""
     if not str(out).strip():
         raise SpnasError(f"{what} is empty; name a new directory, e.g. {what} runs/my-run")
-    return Path(out)
+    return Path(out).expanduser()
 
 
 def check_new_run_dir(out: str | os.PathLike, force: bool) -> Path:
@@ -83,7 +85,7 @@ def run_directory(out: str | os.PathLike, *, resume: bool = False, force: bool =
     New run: created (or, with ``force``, emptied if spnas made it) and marked. Resume: it must
     exist; files a killed process left half-written are removed.
     """
-    out = Path(out) if resume else check_new_run_dir(out, force)
+    out = Path(out).expanduser() if resume else check_new_run_dir(out, force)
     if resume and not out.is_dir():
         raise SpnasError(f"{out}: no such run directory to resume")
     if not resume:
@@ -92,7 +94,11 @@ def run_directory(out: str | os.PathLike, *, resume: bool = False, force: bool =
         if resume:
             remove_stale_tmp(out)
         else:
-            for entry in _entries(out):  # checked above: only spnas's own directories get here
+            entries = _entries(out)  # checked above: only spnas's own directories get here
+            if entries:
+                print(f"spnas: note: --force: emptied {out} ({len(entries)} entries of an earlier spnas run)",
+                      file=sys.stderr)
+            for entry in entries:
                 shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
             (out / MARKER).write_text("created by spnas; 'spnas ... --force' may empty this directory\n")
         yield out

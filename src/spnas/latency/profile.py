@@ -30,15 +30,18 @@ def profile_space(space: SearchSpace, target: Target, protocol: Protocol) -> Lat
 
 def lut_from_bundle_results(results: dict[str, Any], source: str) -> LatencyTable:
     """Turn a bundle's results.json (written on the device) back into a LUT."""
+    if not isinstance(results, dict) or not isinstance(results.get("manifest"), dict):
+        raise SpnasError(f"{source}: not a bundle results file (expected a JSON object with 'manifest', "
+                         "'runtime', 'stats' and 'protocol', as profile_device.py writes it)")
     try:
         manifest = results["manifest"]
-        space = SearchSpace.from_dict(manifest["space"])
+        space = SearchSpace.from_dict(manifest["space"], f"{source}: field 'manifest.space'")
         info = {"target": manifest.get("target", "onnxruntime-device"), "runtime": results["runtime"],
                 "runtime_version": results["runtime_version"], "threads": results["threads"],
                 "device": results.get("device", {}), "date": results.get("date", "")}
         stats, protocol = results["stats"], results["protocol"]
-    except (KeyError, TypeError) as err:
-        raise SpnasError(f"{source}: not a bundle results file (missing {err})") from None
+    except KeyError as err:
+        raise SpnasError(f"{source}: not a bundle results file (field {err} is missing)") from None
     if space.fingerprint() != manifest.get("space_fingerprint"):
         raise SpnasError(f"{source}: field 'space_fingerprint' does not match the space it describes")
     return lut_from_stats(space, stats, info, protocol)

@@ -88,8 +88,9 @@ def run_train(cfg: TrainConfig, resume_dir: str | None = None, force: bool = Fal
         cfg = cfg.check().resolved().check()
         if not cfg.arch:
             raise SpnasError("no architecture: give ARCH (a preset, arch.json, or a string)")
-        check_new_run_dir(cfg.out, force)
     arch = resolve_arch(cfg.arch, cfg.space)
+    if resume_dir is None:
+        check_new_run_dir(cfg.out, force)
     data = load_data(cfg.data, cfg.data_dir, cfg.val_fraction, cfg.seed, cfg.train_subset)
     space = space_for_data(arch.space, data, cfg.width)
     if len(data.train) < cfg.batch_size:
@@ -173,7 +174,7 @@ def _train(cfg: TrainConfig, arch: Architecture, space: SearchSpace, data: DataS
     if precise_bn:
         reestimate_batchnorm(net, bn_source, precise_bn)
         reestimate_batchnorm(ema.module, bn_source, precise_bn)
-    guard.check_state(total + 1, {"model": net, "ema": ema.module})  # what model.pt would hold
+    guard.check_state(total, {"model": net, "ema": ema.module})  # what model.pt would hold
     metrics = final_metrics(net, ema.module, data)
     metrics["precise_bn_batches"] = precise_bn
     metrics["train_wall_s"] = wall_before + time.monotonic() - t0
