@@ -7,8 +7,9 @@ import json
 import os
 import signal
 import sys
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Iterator, TypeVar
 
 import torch
 import yaml
@@ -17,6 +18,7 @@ from spnas.errors import SpnasError
 from spnas.io import atomic_path, read_json, write_json
 from spnas.data.datasets import DATA_DIR_ENV
 from spnas.limits import option_name
+from spnas.rundir import run_directory
 
 CHECKPOINT = "checkpoint.pt"
 CONFIG = "config.json"
@@ -232,6 +234,13 @@ def new_config(cfg: Any) -> Any:
     return dataclasses.replace(cfg, **changes)
 
 
-def apply_threads(cfg: Any) -> None:
+@contextmanager
+def job_directory(cfg: Any, resume_dir: str | None, force: bool) -> Iterator[Path]:
+    """The locked run directory of a job, with the run's torch thread count set: a new run's
+    (``cfg`` from :func:`new_config`, written as config.json) or the one being resumed."""
     if cfg.threads and cfg.threads != torch.get_num_threads():
         torch.set_num_threads(cfg.threads)
+    with run_directory(resume_dir or cfg.out, resume=resume_dir is not None, force=force) as run_dir:
+        if resume_dir is None:
+            save_config(run_dir, cfg)
+        yield run_dir

@@ -23,9 +23,9 @@ from spnas.latency.lut import LatencyTable
 from spnas.latency.predict import differentiable_ms, lut_tensor, predict_ms
 from spnas.nn.network import SinglePathNet
 from spnas.optim import make_optimizer, staircase_schedule
-from spnas.rundir import check_new_run_dir, run_directory
-from spnas.runs import (CHECKPOINT, METRICS, MetricsLog, apply_threads, new_config, restore_checkpoint, resumed_config,
-                        save_checkpoint, save_config)
+from spnas.rundir import check_new_run_dir
+from spnas.runs import (CHECKPOINT, METRICS, MetricsLog, job_directory, new_config, restore_checkpoint, resumed_config,
+                        save_checkpoint)
 from spnas.search.config import SearchConfig
 from spnas.search.objective import TargetController, search_loss
 from spnas.search.plots import plot_search_progress
@@ -75,10 +75,7 @@ def run_search(cfg: SearchConfig, resume_dir: str | None = None, force: bool = F
         raise SpnasError(f"--batch-size {cfg.batch_size} is larger than the {len(data.train)} training images")
     if resume_dir is None:
         cfg = new_config(cfg)
-    apply_threads(cfg)
-    with run_directory(resume_dir or cfg.out, resume=resume_dir is not None, force=force) as run_dir:
-        if resume_dir is None:
-            save_config(run_dir, cfg)
+    with job_directory(cfg, resume_dir, force) as run_dir:
         return _search(cfg, data, space, lut, run_dir, resumed=resume_dir is not None)
 
 

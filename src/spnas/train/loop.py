@@ -24,9 +24,9 @@ from spnas.evaluate import evaluate, recalibrated_batchnorm, reestimate_batchnor
 from spnas.io import atomic_path, write_json
 from spnas.nn.network import SinglePathNet
 from spnas.optim import make_optimizer, staircase_schedule
-from spnas.rundir import check_new_run_dir, run_directory
-from spnas.runs import (CHECKPOINT, METRICS, MetricsLog, apply_threads, new_config, restore_checkpoint, resumed_config,
-                        save_checkpoint, save_config)
+from spnas.rundir import check_new_run_dir
+from spnas.runs import (CHECKPOINT, METRICS, MetricsLog, job_directory, new_config, restore_checkpoint, resumed_config,
+                        save_checkpoint)
 from spnas.search.loop import space_for_data
 from spnas.search.objective import l2_penalty
 from spnas.space import SearchSpace
@@ -97,10 +97,7 @@ def run_train(cfg: TrainConfig, resume_dir: str | None = None, force: bool = Fal
         raise SpnasError(f"--batch-size {cfg.batch_size} is larger than the {len(data.train)} training images")
     if resume_dir is None:  # stored with the architecture itself, so resume does not need the ARCH file
         cfg = new_config(dataclasses.replace(cfg, arch=arch.to_string(), space=arch.space))
-    apply_threads(cfg)
-    with run_directory(resume_dir or cfg.out, resume=resume_dir is not None, force=force) as run_dir:
-        if resume_dir is None:
-            save_config(run_dir, cfg)
+    with job_directory(cfg, resume_dir, force) as run_dir:
         return _train(cfg, arch, space, data, run_dir, resumed=resume_dir is not None)
 
 
