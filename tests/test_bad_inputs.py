@@ -267,6 +267,8 @@ CASES = {
     "options/recipe": ([*TRAIN, "--recipe", "magic", "--out", "r"], "--recipe must be one of"),
     "options/seed-negative": ([*TRAIN, "--seed", "-3", "--out", "r"], "--seed must be >= 0"),
     "options/threads-zero": ([*TRAIN, "--threads", "0", "--out", "r"], "--threads must be >= 1"),
+    "options/checkpoint-minutes-zero": ([*SEARCH, "--checkpoint-minutes", "0", "--out", "r"],
+                                        "--checkpoint-minutes must be > 0"),
     "options/not-a-number": ([*TRAIN, "--epochs", "ten", "--out", "r"], "invalid int value"),
     "options/unknown-option": ([*TRAIN, "--epoch", "3", "--out", "r"], "unrecognized arguments"),
     "options/config-missing": ([*TRAIN, "--config", "{w}/nope.yaml", "--out", "r"], "no such config file"),

@@ -168,3 +168,35 @@ def test_new_search_config_stores_absolute_paths(tmp_path, monkeypatch):
                                 out="s", max_steps=1, eval_every_epoch=False))
     config = json.loads((tmp_path / "s" / "config.json").read_text())
     assert config["lut"] == str(tmp_path / "lut.json") and config["out"] == str(tmp_path / "s")
+
+
+def test_a_time_based_mid_epoch_checkpoint_resumes_exactly(tmp_path, monkeypatch):
+    """The machine dies in the middle of epoch 2 (no signal, no final save): the timed checkpoint of
+    step 17 (of 14-step epochs) resumes to the same weights as a run that never stopped."""
+    import torch
+
+    from spnas.data.loader import BatchSource
+
+    def cfg(name):
+        return TrainConfig(arch="uniform-k3e3", data="synthetic:256:1:16:4", width=0.25, epochs=2, batch_size=16,
+                           out=str(tmp_path / name), log_every=1, threads=1, checkpoint_minutes=1e-9)
+
+    run_train(cfg("whole"))
+    real_batch = BatchSource.batch
+
+    def power_cut(self, epoch, step):
+        if self.augment and (epoch, step) == (1, 3):
+            raise RuntimeError("power cut")
+        return real_batch(self, epoch, step)
+
+    monkeypatch.setattr(BatchSource, "batch", power_cut)
+    with pytest.raises(RuntimeError, match="power cut"):
+        run_train(cfg("cut"))
+    monkeypatch.setattr(BatchSource, "batch", real_batch)
+    assert torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=False)["step"] == 17  # mid-epoch
+    run_train(TrainConfig(), resume_dir=str(tmp_path / "cut"))
+    a = torch.load(tmp_path / "whole" / "model.pt", weights_only=True)["state_dict"]
+    b = torch.load(tmp_path / "cut" / "model.pt", weights_only=True)["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    steps = [r["step"] for r in read_metrics(tmp_path / "cut" / "metrics.jsonl") if "loss" in r]
+    assert steps == list(range(28))

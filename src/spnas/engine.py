@@ -1,12 +1,15 @@
 """The step loop shared by search and training: progress, epoch ends, checkpoints, stopping.
 
 Each job supplies ``step(step) -> postfix`` (one optimisation step) and ``epoch_end(step)``; this
-module decides when to checkpoint and how to stop cleanly on Ctrl-C, SIGTERM or ``max_steps``.
+module decides when to checkpoint (every epoch end, and every ``checkpoint_s`` seconds in between,
+so a long epoch on a machine that may vanish is never lost whole) and how to stop cleanly on Ctrl-C,
+SIGTERM or ``max_steps``.
 """
 
 from __future__ import annotations
 
 import signal
+import time
 from typing import Callable
 
 from spnas.errors import SpnasError
@@ -26,8 +29,9 @@ class Interrupted(SpnasError):
 def run_steps(
     *, start: int, total: int, steps_per_epoch: int, desc: str,
     step: Callable[[int], dict], epoch_end: Callable[[int], None], save: Callable[[int], None],
-    max_steps: int | None, resume_hint: str,
+    max_steps: int | None, resume_hint: str, checkpoint_s: float | None = None,
 ) -> None:
+    last_save = time.monotonic()
     with StopFlag() as flag, bar(total, desc, "step", initial=start) as progress:
         for i in range(start, total):
             postfix = step(i)
@@ -37,9 +41,12 @@ def run_steps(
             epoch_done = (i + 1) % steps_per_epoch == 0 or last
             if epoch_done:
                 epoch_end(i)
+            saved = epoch_done or (checkpoint_s is not None and time.monotonic() - last_save >= checkpoint_s)
+            if saved:
                 save(i + 1)
+                last_save = time.monotonic()
             if flag.stop or (max_steps is not None and i + 1 >= max_steps and not last):
-                if not epoch_done:
+                if not saved:
                     save(i + 1)
                 why = f"on {signal.Signals(flag.signum).name}" if flag.stop else "as asked (--max-steps)"
                 raise Interrupted(f"stopped {why} at step {i + 1}/{total}; checkpoint saved, continue with: "

@@ -11,6 +11,7 @@ import math
 from typing import Iterable
 
 import torch
+from torch import nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 
@@ -57,6 +58,13 @@ def staircase_schedule(optimizer: Optimizer, steps_per_epoch: int, decay: float 
         return decay ** math.floor(step / decay_steps)
 
     return LambdaLR(optimizer, factor)
+
+
+def l2_penalty(model: nn.Module) -> torch.Tensor:
+    """sum 0.5·||v||² over every parameter that is not BatchNorm, thresholds included (TF l2_loss)."""
+    bn_params = {id(p) for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+                 for p in m.parameters(recurse=False)}
+    return sum(0.5 * p.pow(2).sum() for p in model.parameters() if id(p) not in bn_params)
 
 
 OPTIMIZERS = ("tf-rmsprop", "sgd", "adamw")

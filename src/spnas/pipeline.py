@@ -30,7 +30,8 @@ from spnas.report import write_report
 from spnas.rundir import check_new_run_dir, run_directory
 from spnas.runs import CHECKPOINT
 from spnas.search.config import SearchConfig
-from spnas.search.loop import run_search, space_for_data
+from spnas.search.loop import run_search
+from spnas.space import space_for_data
 from spnas.train.config import TrainConfig
 from spnas.train.loop import load_model, run_train
 

@@ -192,7 +192,7 @@ class StopFlag:
 
 
 #: options that may be given with --resume: they change when or how fast a run goes, not what it computes
-RESUME_OPTIONS = ("max_steps", "threads")
+RESUME_OPTIONS = ("max_steps", "threads", "checkpoint_minutes")
 
 
 def note(message: str) -> None:
@@ -213,7 +213,8 @@ def resumed_config(cls: type, run_dir: Path, overrides: dict) -> Any:
     cfg = load_run_config(cls, run_dir)
     recorded = cfg.threads or checkpoint_threads(run_dir / CHECKPOINT)
     cfg = dataclasses.replace(cfg, max_steps=overrides.get("max_steps"),
-                              threads=overrides.get("threads") or recorded)
+                              threads=overrides.get("threads") or recorded,
+                              checkpoint_minutes=overrides.get("checkpoint_minutes", cfg.checkpoint_minutes))
     if recorded and cfg.threads != recorded:
         note(f"resuming with {cfg.threads} torch threads where the run used {recorded}: "
              "it will not reproduce an uninterrupted run bit for bit")

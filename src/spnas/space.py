@@ -10,8 +10,12 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass, replace
+from typing import TYPE_CHECKING
 
 from spnas.errors import SpnasError
+
+if TYPE_CHECKING:  # only for the annotation: the space does not depend on how data is loaded
+    from spnas.data.datasets import DataSplits
 
 #: Candidate MBConv ops of every searchable layer, in the order of the paper's runtime table.
 MBCONV_OPS: tuple[str, ...] = ("k3e3", "k3e6", "k5e3", "k5e6")
@@ -264,3 +268,9 @@ def get_space(name: str, **overrides) -> SearchSpace:
                              f"{high:g}], got {value!r}")
     base = PRESETS[name]()
     return base.with_overrides(**overrides) if overrides else base
+
+
+def space_for_data(name: str, data: "DataSplits", width: float | None) -> SearchSpace:
+    """Preset ``name`` adapted to a dataset's classes, image size and channels (and an optional width)."""
+    return get_space(name, num_classes=data.num_classes, input_size=data.input_size,
+                     in_channels=data.in_channels, width=width)

@@ -40,6 +40,8 @@ HELPS = {
     "log_every": "steps between metrics.jsonl records",
     "eval_every_epoch": "validation accuracy of the supernet after each epoch (eval-mode BN; low during warm-up, whose BN statistics include indicator dropout)",
     "max_steps": "stop (with a checkpoint) after this many steps; allowed with --resume",
+    "checkpoint_minutes": "also checkpoint mid-epoch every this many minutes (resume is exact from any step); "
+                          "allowed with --resume",
     "threads": "torch CPU threads (default: torch's); a resume reuses the run's count, as results depend on it",
 }
 

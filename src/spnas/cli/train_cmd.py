@@ -35,6 +35,8 @@ HELPS = {
     "val_fraction": "share of the training images held out for validation",
     "seed": "random seed (init, data order, augmentation)",
     "log_every": "write a metrics.jsonl line every this many steps",
+    "checkpoint_minutes": "also checkpoint mid-epoch every this many minutes (resume is exact from any step); "
+                          "allowed with --resume",
     "threads": "torch CPU threads (default: torch's); a resume reuses the run's count, as results depend on it",
 }
 # the hyper-parameters a recipe fills in show each recipe's value instead of a default

@@ -53,6 +53,8 @@ class SearchConfig:
     max_steps: int | None = None
     #: torch CPU threads (None: torch's default); recorded, since results depend on it bit for bit
     threads: int | None = None
+    #: also checkpoint mid-epoch every this many minutes (epoch ends always checkpoint)
+    checkpoint_minutes: float = 10.0
 
     def check(self, source: str = "") -> "SearchConfig":
         """Refuse any value outside :data:`SEARCH_LIMITS` (one line naming the option)."""
@@ -74,5 +76,5 @@ SEARCH_LIMITS: dict[str, Limit] = {
     "target_ms": positive(), "target_margin": Limit(low=0, high=0.5, high_open=True),
     "lambda_rate": at_least(0), "lambda_gain": at_least(0), "runtime_formula": one_of(*FORMULAS),
     "val_fraction": fraction(), "train_subset": at_least(1), "seed": at_least(0), "log_every": at_least(1),
-    "max_steps": at_least(1), "threads": at_least(1),
+    "max_steps": at_least(1), "threads": at_least(1), "checkpoint_minutes": positive(),
 }

@@ -30,7 +30,7 @@ from spnas.search.config import SearchConfig
 from spnas.search.objective import TargetController, search_loss
 from spnas.search.plots import plot_search_progress
 from spnas.search.repair import repair_to_budget
-from spnas.space import SearchSpace, get_space
+from spnas.space import SearchSpace, space_for_data
 
 
 @dataclass
@@ -43,11 +43,6 @@ class SearchResult:
     last_step: Architecture
     last_step_ms: float
     repair_flips: list
-
-
-def space_for_data(name: str, data: DataSplits, width: float | None) -> SearchSpace:
-    return get_space(name, num_classes=data.num_classes, input_size=data.input_size,
-                     in_channels=data.in_channels, width=width)
 
 
 def load_lut_for(space: SearchSpace, path: str | None) -> LatencyTable:
@@ -151,7 +146,7 @@ def _search(cfg: SearchConfig, data: DataSplits, space: SearchSpace, lut: Latenc
     try:
         run_steps(start=start, total=total, steps_per_epoch=steps_per_epoch, desc="search", step=step_fn,
                   epoch_end=epoch_end, save=checkpoint, max_steps=cfg.max_steps,
-                  resume_hint=f"spnas search --resume {run_dir}")
+                  checkpoint_s=cfg.checkpoint_minutes * 60, resume_hint=f"spnas search --resume {run_dir}")
     finally:
         log.close()
 

@@ -9,12 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-
-def l2_penalty(model: nn.Module) -> torch.Tensor:
-    """sum 0.5·||v||² over every parameter that is not BatchNorm, thresholds included (TF l2_loss)."""
-    bn_params = {id(p) for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
-                 for p in m.parameters(recurse=False)}
-    return sum(0.5 * p.pow(2).sum() for p in model.parameters() if id(p) not in bn_params)
+from spnas.optim import l2_penalty
 
 
 @dataclass

@@ -50,6 +50,8 @@ class TrainConfig:
     max_steps: int | None = None
     #: torch CPU threads (None: torch's default); recorded, since results depend on it bit for bit
     threads: int | None = None
+    #: also checkpoint mid-epoch every this many minutes (epoch ends always checkpoint)
+    checkpoint_minutes: float = 10.0
 
     def check(self, source: str = "") -> "TrainConfig":
         """Refuse any value outside :data:`TRAIN_LIMITS` (one line naming the option)."""
@@ -76,5 +78,5 @@ TRAIN_LIMITS: dict[str, Limit] = {
     "lr_decay": fraction(low_open=True, high_open=False), "lr_decay_epochs": positive(),
     "weight_decay": at_least(0), "label_smoothing": fraction(), "ema_decay": fraction(),
     "precise_bn_batches": at_least(0), "val_fraction": fraction(), "train_subset": at_least(1),
-    "seed": at_least(0), "log_every": at_least(1), "max_steps": at_least(1), "threads": at_least(1),
+    "seed": at_least(0), "log_every": at_least(1), "max_steps": at_least(1), "threads": at_least(1), "checkpoint_minutes": positive(),
 }

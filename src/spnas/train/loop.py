@@ -23,13 +23,11 @@ from spnas.errors import SpnasError
 from spnas.evaluate import evaluate, recalibrated_batchnorm, reestimate_batchnorm
 from spnas.io import atomic_path, write_json
 from spnas.nn.network import SinglePathNet
-from spnas.optim import make_optimizer, staircase_schedule
+from spnas.optim import l2_penalty, make_optimizer, staircase_schedule
 from spnas.rundir import check_new_run_dir
 from spnas.runs import (CHECKPOINT, METRICS, MetricsLog, job_directory, new_config, restore_checkpoint, resumed_config,
                         save_checkpoint)
-from spnas.search.loop import space_for_data
-from spnas.search.objective import l2_penalty
-from spnas.space import SearchSpace
+from spnas.space import SearchSpace, space_for_data
 from spnas.train.config import TrainConfig
 
 MODEL_FILE = "model.pt"
@@ -164,7 +162,7 @@ def _train(cfg: TrainConfig, arch: Architecture, space: SearchSpace, data: DataS
     try:
         run_steps(start=start, total=total, steps_per_epoch=steps_per_epoch, desc=f"train {arch.space}",
                   step=step_fn, epoch_end=epoch_end, save=save, max_steps=cfg.max_steps,
-                  resume_hint=f"spnas train --resume {run_dir}")
+                  checkpoint_s=cfg.checkpoint_minutes * 60, resume_hint=f"spnas train --resume {run_dir}")
     finally:
         log.close()
 
