@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from conftest import fake_lut
 from spnas.cli.main import main
@@ -267,6 +268,13 @@ CASES = {
     "options/recipe": ([*TRAIN, "--recipe", "magic", "--out", "r"], "--recipe must be one of"),
     "options/seed-negative": ([*TRAIN, "--seed", "-3", "--out", "r"], "--seed must be >= 0"),
     "options/threads-zero": ([*TRAIN, "--threads", "0", "--out", "r"], "--threads must be >= 1"),
+    "options/amp-fp16-on-cpu": ([*TRAIN, "--device", "cpu", "--amp", "fp16", "--out", "r"],
+                                "--amp fp16 needs a CUDA device"),
+    "options/amp-unknown": ([*SEARCH, "--amp", "half", "--out", "r"], "--amp must be one of: off, bf16, fp16"),
+    "options/device-unknown": ([*TRAIN, "--device", "tpu", "--out", "r"], "--device must be auto"),
+    "options/device-garbage": ([*SEARCH, "--device", "cuda:x", "--out", "r"], "--device must be auto"),
+    "options/run-amp-fp16-on-cpu": (["run", "--preset", "smoke", "--device", "cpu", "--amp", "fp16", "--out", "r"],
+                                    "--amp fp16 needs a CUDA device"),
     "options/checkpoint-minutes-zero": ([*SEARCH, "--checkpoint-minutes", "0", "--out", "r"],
                                         "--checkpoint-minutes must be > 0"),
     "options/not-a-number": ([*TRAIN, "--epochs", "ten", "--out", "r"], "invalid int value"),
@@ -379,6 +387,16 @@ def test_bad_input_is_one_line_exit_2_and_touches_nothing(case, world, tmp_path,
     assert snapshot(world, tmp_path) == before
     assert (cwd / "precious.txt").read_text() == "the user's own file"
     assert (home / ".bashrc").read_text() == "the user's settings"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+@pytest.mark.parametrize("device", ["cuda", "cuda:1"])
+def test_cuda_without_cuda_is_refused_before_anything_is_written(device, tmp_path, monkeypatch, capfd):
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", ARCH, *TINY, "--device", device, "--out", "r"]) == 2
+    err = capfd.readouterr().err
+    assert err.count("\n") == 1 and "CUDA is not available here" in err
+    assert not (tmp_path / "r").exists()
 
 
 def test_there_are_at_least_68_cases_in_every_kind():

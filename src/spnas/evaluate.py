@@ -18,7 +18,9 @@ def evaluate(model: nn.Module, source: BatchSource, topk: tuple[int, ...] = (1, 
     model.eval()
     correct = {k: 0 for k in topk}
     seen = 0
+    device = _device_of(model)
     for x, y in source.epoch_batches(0):
+        x, y = x.to(device), y.to(device)  # no-op when the source already lives there
         logits = model(x)
         ranked = logits.topk(min(max(topk), logits.shape[1]), dim=1).indices
         for k in topk:
@@ -53,12 +55,17 @@ def reestimate_batchnorm(model: nn.Module, source, num_batches: int) -> None:
         m.momentum = None  # cumulative average over the batches below
     model.train()
     try:
+        device = _device_of(model)
         for step in range(min(num_batches, source.steps_per_epoch)):
-            model(source.batch(0, step)[0])
+            model(source.batch(0, step)[0].to(device))
     finally:
         for m, momentum in zip(bns, momenta):
             m.momentum = momentum
         model.train(was_training)
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
 
 
 @contextmanager

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from spnas.arch import Architecture, uniform
 from spnas.data.datasets import load_data
+from spnas.device import Precision, resolve_device
 from spnas.errors import SpnasError
 from spnas.export import export_model
 from spnas.io import read_json, write_json
@@ -72,11 +73,13 @@ def lut_cache_dir() -> Path:
 
 def run_pipeline(preset_name: str, out: str, data: str | None = None, data_dir: str | None = None,
                  target_ms: float | None = None, threads: int = 1, force: bool = False,
-                 cache: bool = True) -> dict:
+                 cache: bool = True, device: str = "auto", amp: str = "off") -> dict:
     if preset_name not in PRESETS:
         raise SpnasError(f"unknown preset {preset_name!r}; choose one of: {', '.join(PRESETS)}")
     if target_ms is not None and not (math.isfinite(target_ms) and target_ms > 0):
         raise SpnasError(f"--target-ms must be a positive number of ms, got {target_ms!r}")
+    Precision(resolve_device(device), amp)  # refused here, before any stage starts
+    jobs = {"device": device, "amp": amp}
     preset = PRESETS[preset_name]
     data_name = data or preset.data
     resume = (Path(out) / STATE).is_file() and not force
@@ -90,11 +93,11 @@ def run_pipeline(preset_name: str, out: str, data: str | None = None, data_dir: 
     space = space_for_data("small", splits, preset.width)
     with run_directory(out, resume=resume, force=force) as run_dir:
         state = _open_state(run_dir, preset_name, data_name, resume)
-        return _run_stages(run_dir, state, preset_name, data_name, data_dir, space, target, target_ms, cache)
+        return _run_stages(run_dir, state, preset_name, data_name, data_dir, space, target, target_ms, cache, jobs)
 
 
 def _run_stages(run_dir: Path, state: dict, preset_name: str, data_name: str, data_dir: str | None,
-                space, target, target_ms: float | None, cache: bool) -> dict:
+                space, target, target_ms: float | None, cache: bool, jobs: dict) -> dict:
     """Every stage not yet recorded in ``state``, in order; then the report."""
     preset, threads = PRESETS[preset_name], target.threads
 
@@ -132,7 +135,7 @@ def _run_stages(run_dir: Path, state: dict, preset_name: str, data_name: str, da
         cfg = SearchConfig(data=data_name, data_dir=data_dir, lut=str(lut_path), width=preset.width,
                            epochs=preset.search_epochs, batch_size=preset.batch_size,
                            train_subset=preset.search_subset, target_ms=target_ms,
-                           indicator_scale="init-norm", out=str(run_dir / "search"), eval_every_epoch=False)
+                           indicator_scale="init-norm", out=str(run_dir / "search"), eval_every_epoch=False, **jobs)
         resume = str(run_dir / "search") if (run_dir / "search" / CHECKPOINT).is_file() else None
         result = run_search(cfg, resume_dir=resume, force=resume is None)
         return {"arch": result.arch.to_string(), "predicted_ms": result.predicted_ms, "target_ms": target_ms,
@@ -147,7 +150,7 @@ def _run_stages(run_dir: Path, state: dict, preset_name: str, data_name: str, da
             tdir = run_dir / "train" / name
             cfg = TrainConfig(arch=arch_text, data=data_name, data_dir=data_dir, width=preset.width,
                               epochs=preset.train_epochs, batch_size=preset.batch_size,
-                              train_subset=preset.train_subset, out=str(tdir))
+                              train_subset=preset.train_subset, out=str(tdir), **jobs)
             resume = str(tdir) if (tdir / CHECKPOINT).is_file() else None
             result = run_train(cfg, resume_dir=resume, force=resume is None)
             net, meta = load_model(tdir)

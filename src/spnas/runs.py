@@ -17,6 +17,7 @@ import yaml
 from spnas.errors import SpnasError
 from spnas.io import atomic_path, read_json, write_json
 from spnas.data.datasets import DATA_DIR_ENV
+from spnas.jobconfig import RESUME_OPTIONS
 from spnas.limits import option_name
 from spnas.rundir import run_directory
 
@@ -75,6 +76,10 @@ def save_checkpoint(path: Path, step: int, wall_s: float, parts: dict[str, Any],
         torch.save(state, tmp)
 
 
+#: parts that checkpoints written before they existed lack (their defaults are right for such runs)
+OPTIONAL_PARTS = ("precision",)
+
+
 def restore_checkpoint(path: Path, parts: dict[str, Any], kind: str) -> tuple[int, float]:
     """Load every non-None part's state from the checkpoint; return (step, wall seconds so far).
 
@@ -89,7 +94,7 @@ def restore_checkpoint(path: Path, parts: dict[str, Any], kind: str) -> tuple[in
     if bad:
         raise SpnasError(f"{path}: checkpoint holds non-finite values ({bad}); it cannot be resumed")
     for name, obj in parts.items():
-        if obj is None:
+        if obj is None or (name in OPTIONAL_PARTS and name not in state):
             continue
         try:
             obj.load_state_dict(state[name])
@@ -191,8 +196,6 @@ class StopFlag:
             signal.signal(sig, old)
 
 
-#: options that may be given with --resume: they change when or how fast a run goes, not what it computes
-RESUME_OPTIONS = ("max_steps", "threads", "checkpoint_minutes")
 
 
 def note(message: str) -> None:
@@ -214,10 +217,14 @@ def resumed_config(cls: type, run_dir: Path, overrides: dict) -> Any:
     recorded = cfg.threads or checkpoint_threads(run_dir / CHECKPOINT)
     cfg = dataclasses.replace(cfg, max_steps=overrides.get("max_steps"),
                               threads=overrides.get("threads") or recorded,
-                              checkpoint_minutes=overrides.get("checkpoint_minutes", cfg.checkpoint_minutes))
+                              checkpoint_minutes=overrides.get("checkpoint_minutes", cfg.checkpoint_minutes),
+                              device=overrides.get("device", cfg.device))
     if recorded and cfg.threads != recorded:
         note(f"resuming with {cfg.threads} torch threads where the run used {recorded}: "
              "it will not reproduce an uninterrupted run bit for bit")
+    if "device" in overrides and overrides["device"] != load_run_config(cls, run_dir).device:
+        note(f"resuming on --device {overrides['device']}: another device does not reproduce an uninterrupted "
+             "run bit for bit")
     return cfg.check(str(run_dir / CONFIG))
 
 

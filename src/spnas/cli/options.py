@@ -7,6 +7,7 @@ import dataclasses
 import typing
 
 from spnas.errors import SpnasError
+from spnas.jobconfig import JobSettings
 from spnas.limits import option_name
 from spnas.runs import build_config, load_config_file
 
@@ -15,7 +16,8 @@ def add_config_options(parser: argparse.ArgumentParser, cls: type, helps: dict[s
     """One option per field (default None = 'not given', so config files and defaults show through)."""
     hints = typing.get_type_hints(cls)
     group = parser.add_argument_group("settings (also accepted as keys of --config FILE)")
-    for f in dataclasses.fields(cls):
+    shared = {f.name for f in dataclasses.fields(JobSettings)}
+    for f in sorted(dataclasses.fields(cls), key=lambda f: f.name in shared):  # the job's own settings first
         kind = hints[f.name]
         base = next((t for t in typing.get_args(kind) if t is not type(None)), kind)
         default = f.default if f.default is not dataclasses.MISSING else None

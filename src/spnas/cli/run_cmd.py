@@ -22,6 +22,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--target-ms", type=float,
                    help="latency budget (default: halfway between the all-k3e3 and all-k3e6 nets)")
     p.add_argument("--threads", type=int, default=1, help="onnxruntime threads for latency (default 1)")
+    p.add_argument("--device", default="auto", help="where search and training run: auto (CUDA when present), "
+                   "cpu, cuda or cuda:N (default auto)")
+    p.add_argument("--amp", default="off", choices=("off", "bf16", "fp16"),
+                   help="mixed precision of search and training (fp16: CUDA only; default off)")
     p.add_argument("--no-cache", action="store_true", help="profile a new latency table even if one is cached")
     p.add_argument("--force", action="store_true", help="start over in a non-empty --out that spnas created")
     p.set_defaults(func=run)
@@ -30,7 +34,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     try:
         summary = run_pipeline(args.preset, args.out, args.data, args.data_dir, args.target_ms, args.threads,
-                               args.force, cache=not args.no_cache)
+                               args.force, cache=not args.no_cache, device=args.device, amp=args.amp)
     except Interrupted as stop:
         raise Interrupted(f"stopped; finished stages are kept: run the same command "
                           f"(spnas run --preset {args.preset} --out {args.out}) to resume", stop.exit_code) from None

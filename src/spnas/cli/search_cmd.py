@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 
+from spnas.jobconfig import JOB_HELPS
 from spnas.cli.options import add_run_options, config_from_args, resume_overrides
 from spnas.data.datasets import DATASETS
 from spnas.search.config import SearchConfig
 from spnas.search.loop import run_search
 
 HELPS = {
+    **JOB_HELPS,
     "space": "search space preset (small, imagenet)",
     "data": f"dataset: {', '.join(DATASETS)} (synthetic:N:C:SIZE:CLASSES)",
     "data_dir": "directory with the dataset files (env SPNAS_DATA_DIR)",
@@ -39,10 +41,6 @@ HELPS = {
     "seed": "random seed (data order, init, dropout)",
     "log_every": "steps between metrics.jsonl records",
     "eval_every_epoch": "validation accuracy of the supernet after each epoch (eval-mode BN; low during warm-up, whose BN statistics include indicator dropout)",
-    "max_steps": "stop (with a checkpoint) after this many steps; allowed with --resume",
-    "checkpoint_minutes": "also checkpoint mid-epoch every this many minutes (resume is exact from any step); "
-                          "allowed with --resume",
-    "threads": "torch CPU threads (default: torch's); a resume reuses the run's count, as results depend on it",
 }
 
 

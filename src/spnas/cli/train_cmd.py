@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 
 from spnas.cli.arch_cmd import ARCH_HELP
+from spnas.jobconfig import JOB_HELPS
 from spnas.cli.options import add_run_options, config_from_args, resume_overrides
 from spnas.train.config import RECIPES, TrainConfig
 from spnas.train.loop import run_train
 
 HELPS = {
+    **JOB_HELPS,
     "arch": "the architecture, as an option (or give it as ARCH)",
     "space": "space the architecture belongs to (default: the one it names)",
     "data": "dataset (see 'spnas search --help')",
@@ -31,13 +33,9 @@ HELPS = {
     "precise_bn_batches": "re-estimate BatchNorm statistics on this many training batches before every "
                           "evaluation and for the saved model (0 = keep the running averages)",
     "train_subset": "use only this many (seeded, random) training images",
-    "max_steps": "stop (with a checkpoint) after this many steps; allowed with --resume",
     "val_fraction": "share of the training images held out for validation",
     "seed": "random seed (init, data order, augmentation)",
     "log_every": "write a metrics.jsonl line every this many steps",
-    "checkpoint_minutes": "also checkpoint mid-epoch every this many minutes (resume is exact from any step); "
-                          "allowed with --resume",
-    "threads": "torch CPU threads (default: torch's); a resume reuses the run's count, as results depend on it",
 }
 # the hyper-parameters a recipe fills in show each recipe's value instead of a default
 for _key in RECIPES["paper"]:

@@ -2,7 +2,8 @@
 
 Every batch is a pure function of (seed, epoch, step): the order is a seeded permutation per epoch
 and augmentation draws from a generator seeded per step. Resuming mid-run therefore replays exactly
-the batches an uninterrupted run would have seen.
+the batches an uninterrupted run would have seen. With a ``device``, the images live there and are
+augmented there; the random draws stay on the CPU generator, so a batch is the same on every device.
 """
 
 from __future__ import annotations
@@ -27,10 +28,14 @@ class BatchSource:
     flip: bool = True
     crop_padding: int = 2
     drop_last: bool = True
+    device: torch.device | None = None
 
     def __post_init__(self) -> None:
-        self._mean = torch.tensor(self.mean).view(1, -1, 1, 1)
-        self._std = torch.tensor(self.std).view(1, -1, 1, 1)
+        self._device = self.device or self.split.images.device
+        if self.split.images.device != self._device:
+            self.split = TensorSplit(self.split.images.to(self._device), self.split.labels.to(self._device))
+        self._mean = torch.tensor(self.mean, device=self._device).view(1, -1, 1, 1)
+        self._std = torch.tensor(self.std, device=self._device).view(1, -1, 1, 1)
         self._perm_epoch, self._perm = -1, None
 
     @property
@@ -46,6 +51,7 @@ class BatchSource:
 
     def batch(self, epoch: int, step_in_epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
         index = self._order(epoch)[step_in_epoch * self.batch_size : (step_in_epoch + 1) * self.batch_size]
+        index = index.to(self._device)
         x = self.split.images[index].float().div_(255)
         if self.augment:
             x = self._augment(x, torch.Generator().manual_seed((self.seed * 1_000_003 + epoch) * 100_003 + step_in_epoch))
@@ -56,14 +62,16 @@ class BatchSource:
         if self.crop_padding:
             p = self.crop_padding
             padded = F.pad(x, (p, p, p, p))
-            dy = torch.randint(0, 2 * p + 1, (n,), generator=g)
-            dx = torch.randint(0, 2 * p + 1, (n,), generator=g)
-            rows = (dy.view(n, 1) + torch.arange(h).view(1, h)).view(n, 1, h, 1).expand(n, x.shape[1], h, w + 2 * p)
+            dy = torch.randint(0, 2 * p + 1, (n,), generator=g).to(x.device)
+            dx = torch.randint(0, 2 * p + 1, (n,), generator=g).to(x.device)
+            rows = (dy.view(n, 1) + torch.arange(h, device=x.device).view(1, h)).view(n, 1, h, 1).expand(
+                n, x.shape[1], h, w + 2 * p)
             padded = padded.gather(2, rows)
-            cols = (dx.view(n, 1) + torch.arange(w).view(1, w)).view(n, 1, 1, w).expand(n, x.shape[1], h, w)
+            cols = (dx.view(n, 1) + torch.arange(w, device=x.device).view(1, w)).view(n, 1, 1, w).expand(
+                n, x.shape[1], h, w)
             x = padded.gather(3, cols)
         if self.flip:
-            flip = torch.rand(n, generator=g) < 0.5
+            flip = (torch.rand(n, generator=g) < 0.5).to(x.device)
             x = torch.where(flip.view(n, 1, 1, 1), x.flip(3), x)
         return x
 
@@ -72,14 +80,18 @@ class BatchSource:
             yield self.batch(epoch, step)
 
 
-def train_source(data: DataSplits, batch_size: int, seed: int) -> BatchSource | FolderBatchSource:
+def train_source(data: DataSplits, batch_size: int, seed: int,
+                 device: torch.device | None = None) -> BatchSource | FolderBatchSource:
+    """Augmented training batches; in-memory images are moved to ``device`` once (folders stream
+    from disk on the CPU and the step moves each batch)."""
     if isinstance(data.train, FolderSplit):
         return FolderBatchSource(data.train, batch_size, seed)
     return BatchSource(data.train, batch_size, data.mean, data.std, seed, augment=True, flip=data.flip,
-                       crop_padding=data.crop_padding)
+                       crop_padding=data.crop_padding, device=device)
 
 
-def eval_source(data: DataSplits, split, batch_size: int = 500) -> BatchSource | FolderBatchSource:
+def eval_source(data: DataSplits, split, batch_size: int = 500,
+                device: torch.device | None = None) -> BatchSource | FolderBatchSource:
     if isinstance(split, FolderSplit):
         return FolderBatchSource(split, min(batch_size, 100), augment=False, drop_last=False)
-    return BatchSource(split, batch_size, data.mean, data.std, augment=False, drop_last=False)
+    return BatchSource(split, batch_size, data.mean, data.std, augment=False, drop_last=False, device=device)

@@ -3,16 +3,33 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from spnas.latency.predict import FORMULAS
-from spnas.limits import Limit, at_least, check_limits, fraction, one_of, positive
+from spnas.jobconfig import JobSettings
+from spnas.limits import Limit, at_least, fraction, one_of, positive
 from spnas.nn.network import INDICATOR_SCALES
 from spnas.optim import OPTIMIZERS
 from spnas.space import PRESETS as SPACES
 
 
+#: what every field may be; shared by options, --config files and a resumed config.json
+SEARCH_LIMITS: dict[str, Limit] = {
+    "space": one_of(*SPACES), "width": Limit(low=0, high=4, low_open=True), "epochs": at_least(1),
+    "batch_size": at_least(1), "lr_per_256": positive(), "lr_decay": fraction(low_open=True, high_open=False),
+    "lr_decay_epochs": positive(), "optimizer": one_of(*OPTIMIZERS), "warmup_fraction": fraction(high_open=False),
+    "indicator_keep": fraction(low_open=True, high_open=False), "indicator_scale": one_of(*INDICATOR_SCALES),
+    "label_smoothing": fraction(), "weight_decay": at_least(0), "lambda_": at_least(0),
+    "target_ms": positive(), "target_margin": Limit(low=0, high=0.5, high_open=True),
+    "lambda_rate": at_least(0), "lambda_gain": at_least(0), "runtime_formula": one_of(*FORMULAS),
+    "val_fraction": fraction(), "train_subset": at_least(1), "seed": at_least(0), "log_every": at_least(1),
+}
+
+
 @dataclass
-class SearchConfig:
+class SearchConfig(JobSettings):
+    LIMITS: ClassVar[dict[str, Limit]] = SEARCH_LIMITS
+
     space: str = "small"
     data: str = "fashion-mnist"
     data_dir: str | None = None
@@ -49,32 +66,7 @@ class SearchConfig:
     seed: int = 0
     log_every: int = 10
     eval_every_epoch: bool = True
-    #: stop after this many steps (for tests of kill-and-resume); None = run to the end
-    max_steps: int | None = None
-    #: torch CPU threads (None: torch's default); recorded, since results depend on it bit for bit
-    threads: int | None = None
-    #: also checkpoint mid-epoch every this many minutes (epoch ends always checkpoint)
-    checkpoint_minutes: float = 10.0
-
-    def check(self, source: str = "") -> "SearchConfig":
-        """Refuse any value outside :data:`SEARCH_LIMITS` (one line naming the option)."""
-        check_limits(self, SEARCH_LIMITS, source)
-        return self
 
     @property
     def lr(self) -> float:
         return self.lr_per_256 * self.batch_size / 256
-
-
-#: what every field may be; shared by options, --config files and a resumed config.json
-SEARCH_LIMITS: dict[str, Limit] = {
-    "space": one_of(*SPACES), "width": Limit(low=0, high=4, low_open=True), "epochs": at_least(1),
-    "batch_size": at_least(1), "lr_per_256": positive(), "lr_decay": fraction(low_open=True, high_open=False),
-    "lr_decay_epochs": positive(), "optimizer": one_of(*OPTIMIZERS), "warmup_fraction": fraction(high_open=False),
-    "indicator_keep": fraction(low_open=True, high_open=False), "indicator_scale": one_of(*INDICATOR_SCALES),
-    "label_smoothing": fraction(), "weight_decay": at_least(0), "lambda_": at_least(0),
-    "target_ms": positive(), "target_margin": Limit(low=0, high=0.5, high_open=True),
-    "lambda_rate": at_least(0), "lambda_gain": at_least(0), "runtime_formula": one_of(*FORMULAS),
-    "val_fraction": fraction(), "train_subset": at_least(1), "seed": at_least(0), "log_every": at_least(1),
-    "max_steps": at_least(1), "threads": at_least(1), "checkpoint_minutes": positive(),
-}

@@ -14,6 +14,7 @@ import torch
 from spnas.arch import Architecture
 from spnas.data.datasets import DataSplits, load_data
 from spnas.data.loader import eval_source, train_source
+from spnas.device import Precision, resolve_device
 from spnas.divergence import DivergenceGuard
 from spnas.engine import run_steps
 from spnas.errors import SpnasError
@@ -62,6 +63,8 @@ def run_search(cfg: SearchConfig, resume_dir: str | None = None, force: bool = F
         cfg = resumed_config(SearchConfig, Path(resume_dir), overrides or {})
     else:
         cfg.check()
+    precision = Precision(resolve_device(cfg.device), cfg.amp)
+    if resume_dir is None:
         check_new_run_dir(cfg.out, force)
     data = load_data(cfg.data, cfg.data_dir, cfg.val_fraction, cfg.seed, cfg.train_subset)
     space = space_for_data(cfg.space, data, cfg.width)
@@ -71,23 +74,25 @@ def run_search(cfg: SearchConfig, resume_dir: str | None = None, force: bool = F
     if resume_dir is None:
         cfg = new_config(cfg)
     with job_directory(cfg, resume_dir, force) as run_dir:
-        return _search(cfg, data, space, lut, run_dir, resumed=resume_dir is not None)
+        return _search(cfg, data, space, lut, run_dir, resumed=resume_dir is not None, precision=precision)
 
 
 def _search(cfg: SearchConfig, data: DataSplits, space: SearchSpace, lut: LatencyTable, run_dir: Path,
-            resumed: bool) -> SearchResult:
+            resumed: bool, precision: Precision) -> SearchResult:
     torch.manual_seed(cfg.seed)
-    source = train_source(data, cfg.batch_size, cfg.seed)
+    source = train_source(data, cfg.batch_size, cfg.seed, precision.device)
     steps_per_epoch, total = source.steps_per_epoch, cfg.epochs * source.steps_per_epoch
     warmup_steps = round(cfg.warmup_fraction * total)
     net = SinglePathNet(space)
     net.set_indicator_scale(cfg.indicator_scale)
+    net = precision.prepare(net)
     optimizer = make_optimizer(cfg.optimizer, net.parameters(), cfg.lr)
     schedule = staircase_schedule(optimizer, steps_per_epoch, cfg.lr_decay, cfg.lr_decay_epochs)
     controller = (TargetController(cfg.target_ms, cfg.lambda_, cfg.target_margin, cfg.lambda_rate,
                                    cfg.lambda_gain)
                   if cfg.target_ms else None)
-    parts = {"model": net, "optimizer": optimizer, "schedule": schedule, "controller": controller}
+    parts = {"model": net, "optimizer": optimizer, "schedule": schedule, "controller": controller,
+             "precision": precision}
     start, wall_before = restore_checkpoint(run_dir / CHECKPOINT, parts, "search") if resumed else (0, 0.0)
     guard = DivergenceGuard(run_dir, total, data.num_classes,
                             f"--lr-per-256 {cfg.lr_per_256:g}, LR {cfg.lr:g} at batch {cfg.batch_size}", start or None)
@@ -97,10 +102,10 @@ def _search(cfg: SearchConfig, data: DataSplits, space: SearchSpace, lut: Latenc
         save_checkpoint(run_dir / CHECKPOINT, step, wall_before + time.monotonic() - t0, parts, "search")
         guard.saved(step)
 
-    table = lut_tensor(lut)
+    table = lut_tensor(lut, precision.device)
     log = MetricsLog(run_dir / METRICS, resume_step=start if resumed else None)
     t0 = time.monotonic()
-    val = eval_source(data, data.val)
+    val = eval_source(data, data.val, device=precision.device)
 
     def step_fn(step: int) -> dict:
         epoch, in_epoch = divmod(step, steps_per_epoch)
@@ -108,16 +113,15 @@ def _search(cfg: SearchConfig, data: DataSplits, space: SearchSpace, lut: Latenc
         net.train()
         net.set_indicator_keep(cfg.indicator_keep if warm else None)
         torch.manual_seed(cfg.seed * 1_000_003 + step)  # dropout draws depend on the step only
-        x, y = source.batch(epoch, in_epoch)
-        logits = net(x)
-        latency = differentiable_ms(lut, net.indicators(), cfg.runtime_formula, table=table)
+        x, y = precision.batch(*source.batch(epoch, in_epoch))
+        with precision.autocast():
+            logits = net(x)
+        logits = logits.float()  # the loss, latency term and thresholds stay float32
+        latency = differentiable_ms(lut, net.indicators().float(), cfg.runtime_formula, table=table)
         lam = 0.0 if warm else (controller.lam if controller else cfg.lambda_)
         loss = search_loss(logits, y, net, latency, lam, cfg.label_smoothing, cfg.weight_decay)
         guard.check_loss(step, loss.ce, loss.total, latency_ms=latency, runtime=loss.runtime, lam=lam)
-        optimizer.zero_grad(set_to_none=True)
-        loss.total.backward()
-        grad_norm = guard.check_gradients(step, net)
-        optimizer.step()
+        grad_norm = precision.backward_and_step(loss.total, optimizer, net, guard, step)
         schedule.step()
 
         arch = net.architecture()

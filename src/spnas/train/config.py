@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from spnas.errors import SpnasError
-from spnas.limits import Limit, at_least, check_limits, fraction, one_of, positive
+from spnas.jobconfig import JobSettings
+from spnas.limits import Limit, at_least, fraction, one_of, positive
 from spnas.optim import OPTIMIZERS
 from spnas.space import PRESETS as SPACES
 
@@ -22,8 +24,22 @@ RECIPES: dict[str, dict] = {
 }
 
 
+#: what every field may be (None = unset, filled from the recipe); shared by options, --config and resume
+TRAIN_LIMITS: dict[str, Limit] = {
+    "space": one_of(*SPACES), "width": Limit(low=0, high=4, low_open=True), "recipe": one_of(*RECIPES),
+    "epochs": at_least(1), "batch_size": at_least(1), "optimizer": one_of(*OPTIMIZERS),
+    "lr_per_256": positive(), "schedule": one_of("staircase", "cosine"), "warmup_epochs": at_least(0),
+    "lr_decay": fraction(low_open=True, high_open=False), "lr_decay_epochs": positive(),
+    "weight_decay": at_least(0), "label_smoothing": fraction(), "ema_decay": fraction(),
+    "precise_bn_batches": at_least(0), "val_fraction": fraction(), "train_subset": at_least(1),
+    "seed": at_least(0), "log_every": at_least(1),
+}
+
+
 @dataclass
-class TrainConfig:
+class TrainConfig(JobSettings):
+    LIMITS: ClassVar[dict[str, Limit]] = TRAIN_LIMITS
+
     arch: str = ""
     space: str | None = None
     data: str = "fashion-mnist"
@@ -47,16 +63,6 @@ class TrainConfig:
     train_subset: int | None = None
     seed: int = 0
     log_every: int = 20
-    max_steps: int | None = None
-    #: torch CPU threads (None: torch's default); recorded, since results depend on it bit for bit
-    threads: int | None = None
-    #: also checkpoint mid-epoch every this many minutes (epoch ends always checkpoint)
-    checkpoint_minutes: float = 10.0
-
-    def check(self, source: str = "") -> "TrainConfig":
-        """Refuse any value outside :data:`TRAIN_LIMITS` (one line naming the option)."""
-        check_limits(self, TRAIN_LIMITS, source)
-        return self
 
     def resolved(self) -> "TrainConfig":
         """Fill every None hyper-parameter from the recipe (the stored config is the resolved one)."""
@@ -68,15 +74,3 @@ class TrainConfig:
     @property
     def lr(self) -> float:
         return self.lr_per_256 * self.batch_size / 256
-
-
-#: what every field may be (None = unset, filled from the recipe); shared by options, --config and resume
-TRAIN_LIMITS: dict[str, Limit] = {
-    "space": one_of(*SPACES), "width": Limit(low=0, high=4, low_open=True), "recipe": one_of(*RECIPES),
-    "epochs": at_least(1), "batch_size": at_least(1), "optimizer": one_of(*OPTIMIZERS),
-    "lr_per_256": positive(), "schedule": one_of("staircase", "cosine"), "warmup_epochs": at_least(0),
-    "lr_decay": fraction(low_open=True, high_open=False), "lr_decay_epochs": positive(),
-    "weight_decay": at_least(0), "label_smoothing": fraction(), "ema_decay": fraction(),
-    "precise_bn_batches": at_least(0), "val_fraction": fraction(), "train_subset": at_least(1),
-    "seed": at_least(0), "log_every": at_least(1), "max_steps": at_least(1), "threads": at_least(1), "checkpoint_minutes": positive(),
-}

@@ -17,6 +17,7 @@ from torch.optim.swa_utils import AveragedModel
 from spnas.arch import Architecture, resolve_arch
 from spnas.data.datasets import DataSplits, load_data
 from spnas.data.loader import eval_source, train_source
+from spnas.device import Precision, resolve_device
 from spnas.divergence import DivergenceGuard
 from spnas.engine import run_steps
 from spnas.errors import SpnasError
@@ -87,6 +88,7 @@ def run_train(cfg: TrainConfig, resume_dir: str | None = None, force: bool = Fal
         if not cfg.arch:
             raise SpnasError("no architecture: give ARCH (a preset, arch.json, or a string)")
     arch = resolve_arch(cfg.arch, cfg.space)
+    precision = Precision(resolve_device(cfg.device), cfg.amp)
     if resume_dir is None:
         check_new_run_dir(cfg.out, force)
     data = load_data(cfg.data, cfg.data_dir, cfg.val_fraction, cfg.seed, cfg.train_subset)
@@ -96,14 +98,15 @@ def run_train(cfg: TrainConfig, resume_dir: str | None = None, force: bool = Fal
     if resume_dir is None:  # stored with the architecture itself, so resume does not need the ARCH file
         cfg = new_config(dataclasses.replace(cfg, arch=arch.to_string(), space=arch.space))
     with job_directory(cfg, resume_dir, force) as run_dir:
-        return _train(cfg, arch, space, data, run_dir, resumed=resume_dir is not None)
+        return _train(cfg, arch, space, data, run_dir, resumed=resume_dir is not None, precision=precision)
 
 
 def _train(cfg: TrainConfig, arch: Architecture, space: SearchSpace, data: DataSplits, run_dir: Path,
-           resumed: bool) -> TrainResult:
+           resumed: bool, precision: Precision) -> TrainResult:
     torch.manual_seed(cfg.seed)
-    net = SinglePathNet(space, arch)
-    source = train_source(data, cfg.batch_size, cfg.seed)
+    device = precision.device
+    net = precision.prepare(SinglePathNet(space, arch))
+    source = train_source(data, cfg.batch_size, cfg.seed, device)
     steps_per_epoch = source.steps_per_epoch
     total = cfg.epochs * steps_per_epoch
     # tf-rmsprop: the paper's L2 term in the loss; sgd/adamw: decoupled decay in the optimiser
@@ -115,7 +118,7 @@ def _train(cfg: TrainConfig, arch: Architecture, space: SearchSpace, data: DataS
         schedule = staircase_schedule(optimizer, steps_per_epoch, cfg.lr_decay, cfg.lr_decay_epochs,
                                       cfg.warmup_epochs)
     ema = AveragedModel(net, avg_fn=ema_with_warmup(cfg.ema_decay), use_buffers=True)
-    parts = {"model": net, "ema": ema, "optimizer": optimizer, "schedule": schedule}
+    parts = {"model": net, "ema": ema, "optimizer": optimizer, "schedule": schedule, "precision": precision}
     start, wall_before = restore_checkpoint(run_dir / CHECKPOINT, parts, "train") if resumed else (0, 0.0)
     guard = DivergenceGuard(run_dir, total, data.num_classes,
                             f"--lr-per-256 {cfg.lr_per_256:g}, LR {cfg.lr:g} at batch {cfg.batch_size}", start or None)
@@ -127,23 +130,22 @@ def _train(cfg: TrainConfig, arch: Architecture, space: SearchSpace, data: DataS
         guard.saved(step)
 
     log = MetricsLog(run_dir / METRICS, resume_step=start if resumed else None)
-    val = eval_source(data, data.val)
+    val = eval_source(data, data.val, device=device)
     precise_bn = cfg.precise_bn_batches or 0  # configs from before the option: 0
-    bn_source = train_source(data, cfg.batch_size, cfg.seed + 1)
+    bn_source = train_source(data, cfg.batch_size, cfg.seed + 1, device)
 
     def step_fn(step: int) -> dict:
         epoch, in_epoch = divmod(step, steps_per_epoch)
         net.train()
         torch.manual_seed(cfg.seed * 1_000_003 + step)
-        x, y = source.batch(epoch, in_epoch)
-        logits = net(x)
+        x, y = precision.batch(*source.batch(epoch, in_epoch))
+        with precision.autocast():
+            logits = net(x)
+        logits = logits.float()  # the loss in float32 whatever the forward ran in
         ce = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
         loss = ce + cfg.weight_decay * l2_penalty(net) if in_loss else ce
         guard.check_loss(step, ce, loss)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = guard.check_gradients(step, net)
-        optimizer.step()
+        grad_norm = precision.backward_and_step(loss, optimizer, net, guard, step)
         schedule.step()
         ema.update_parameters(net)
         if step % cfg.log_every == 0:
@@ -170,7 +172,7 @@ def _train(cfg: TrainConfig, arch: Architecture, space: SearchSpace, data: DataS
         reestimate_batchnorm(net, bn_source, precise_bn)
         reestimate_batchnorm(ema.module, bn_source, precise_bn)
     guard.check_state(total, {"model": net, "ema": ema.module})  # what model.pt would hold
-    metrics = final_metrics(net, ema.module, data)
+    metrics = final_metrics(net, ema.module, data, device)
     metrics["precise_bn_batches"] = precise_bn
     metrics["train_wall_s"] = wall_before + time.monotonic() - t0
     metrics["epochs"], metrics["steps"] = cfg.epochs, total
@@ -188,13 +190,13 @@ def _val_accuracy(model: nn.Module, val, bn_source, precise_bn: int) -> float:
         return evaluate(calibrated, val, (1,))["top1"]
 
 
-def final_metrics(net: nn.Module, ema_net: nn.Module, data: DataSplits) -> dict:
+def final_metrics(net: nn.Module, ema_net: nn.Module, data: DataSplits, device: torch.device | None = None) -> dict:
     """Test accuracy with and without EMA; the one with the better validation accuracy is exported."""
-    test = eval_source(data, data.test)
+    test = eval_source(data, data.test, device=device)
     raw, ema = evaluate(net, test), evaluate(ema_net, test)
     choice = "raw"
     if len(data.val):
-        val = eval_source(data, data.val)
+        val = eval_source(data, data.val, device=device)
         choice = "ema" if evaluate(ema_net, val, (1,))["top1"] >= evaluate(net, val, (1,))["top1"] else "raw"
     chosen = ema if choice == "ema" else raw
     return {"test_top1": chosen["top1"], "test_top5": chosen.get("top5"), "test_top1_raw": raw["top1"],

@@ -1,0 +1,119 @@
+"""Where a job runs and in what precision: one place for device choice, autocast, loss scaling and the
+optimiser step, so search and training (and their tests on CPU) share every device code path.
+
+Why a GradScaler only for fp16: fp16's range underflows small gradients (the superkernel's threshold
+gradients start around 1e-5 and smaller), so the loss is scaled up and steps whose scaled gradients
+overflow are skipped, as torch.amp intends. bf16 has float32's range and needs no scaling. The latency
+term and the thresholds stay float32 either way: autocast covers the network's forward only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from spnas.divergence import DivergenceGuard, gradient_norm
+from spnas.errors import SpnasError
+
+DEVICES_HELP = "auto (CUDA when present), cpu, cuda or cuda:N"
+AMP_MODES = ("off", "bf16", "fp16")
+#: an fp16 run whose scaler skips this many steps in a row is diverging, not just finding its scale
+MAX_SKIPPED_STEPS = 20
+
+
+def resolve_device(spec: str) -> torch.device:
+    """``auto``, ``cpu``, ``cuda`` or ``cuda:N`` as a device that exists here, or one line saying why not."""
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(spec)
+    except (RuntimeError, ValueError):
+        raise SpnasError(f"--device must be {DEVICES_HELP}, got {spec!r}") from None
+    if device.type == "cpu":
+        return device
+    if device.type != "cuda":
+        raise SpnasError(f"--device must be {DEVICES_HELP}, got {spec!r}")
+    if not torch.cuda.is_available():
+        raise SpnasError(f"--device {spec}: CUDA is not available here (torch {torch.__version__}); "
+                         "use --device cpu, or install a CUDA build of torch")
+    if device.index is not None and device.index >= torch.cuda.device_count():
+        raise SpnasError(f"--device {spec}: this machine has {torch.cuda.device_count()} CUDA device(s), "
+                         f"numbered from 0")
+    return device
+
+
+def check_amp(amp: str, device: torch.device) -> None:
+    if amp not in AMP_MODES:
+        raise SpnasError(f"--amp must be one of: {', '.join(AMP_MODES)}, got {amp!r}")
+    if amp == "fp16" and device.type != "cuda":
+        raise SpnasError("--amp fp16 needs a CUDA device (fp16 autocast with loss scaling); on the CPU use "
+                         "--amp bf16 or --amp off")
+
+
+@dataclass
+class Precision:
+    """Autocast for the forward pass and, for fp16, a GradScaler around backward and the step."""
+
+    device: torch.device
+    amp: str = "off"
+    scaler: Any = field(default=None, init=False)
+    skipped_in_a_row: int = field(default=0, init=False)
+
+    def __post_init__(self) -> None:
+        check_amp(self.amp, self.device)
+        if self.amp == "fp16":
+            self.scaler = torch.amp.GradScaler(self.device.type)
+
+    @property
+    def channels_last(self) -> bool:
+        """NHWC is what cuDNN's fast convolution kernels want; on the CPU it was not faster here."""
+        return self.device.type == "cuda"
+
+    def prepare(self, module: torch.nn.Module) -> torch.nn.Module:
+        module = module.to(self.device)
+        return module.to(memory_format=torch.channels_last) if self.channels_last else module
+
+    def batch(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+        return (x.contiguous(memory_format=torch.channels_last) if self.channels_last else x), y
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        if self.amp == "off":
+            return contextlib.nullcontext()
+        dtype = torch.bfloat16 if self.amp == "bf16" else torch.float16
+        return torch.autocast(self.device.type, dtype=dtype)
+
+    def backward_and_step(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer, model: torch.nn.Module,
+                          guard: DivergenceGuard, step: int) -> float:
+        """Backward, gradient check, optimiser step; returns the (unscaled) gradient norm.
+
+        With fp16 a non-finite gradient is the scaler's business (the step is skipped and the scale
+        lowered) until :data:`MAX_SKIPPED_STEPS` in a row say the run itself diverged.
+        """
+        optimizer.zero_grad(set_to_none=True)
+        if self.scaler is None:
+            loss.backward()
+            norm = guard.check_gradients(step, model)
+            optimizer.step()
+            return norm
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(optimizer)
+        norm = gradient_norm(model.parameters()).item()
+        self.scaler.step(optimizer)  # skips the update when the unscaled gradients are not finite
+        self.scaler.update()
+        self.skipped_in_a_row = 0 if torch.isfinite(torch.tensor(norm)) else self.skipped_in_a_row + 1
+        if self.skipped_in_a_row >= MAX_SKIPPED_STEPS:
+            raise guard.fail(step, f"fp16 gradients overflowed {MAX_SKIPPED_STEPS} steps in a row "
+                             f"(loss scale {self.scaler.get_scale():.3g})", guard.lr_cause)
+        return norm
+
+    def state_dict(self) -> dict:
+        return {"scaler": self.scaler.state_dict() if self.scaler else None, "skipped": self.skipped_in_a_row}
+
+    def load_state_dict(self, state: dict) -> None:
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        self.skipped_in_a_row = state.get("skipped", 0)

@@ -1,0 +1,54 @@
+"""Settings every long job shares: where and how it runs, not what it computes.
+
+Search and training configs inherit them, so each is declared, limited and explained once; most may
+change on ``--resume`` (:data:`RESUME_OPTIONS`), since they decide when a run stops or checkpoints and
+on what hardware, not its recipe.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from spnas.device import AMP_MODES
+from spnas.limits import Limit, at_least, check_limits, one_of, positive
+
+
+@dataclass
+class JobSettings:
+    #: stop (with a checkpoint) after this many steps; a one-time stop, not kept for a resume
+    max_steps: int | None = None
+    #: torch CPU threads (None: torch's default); recorded, since results depend on it bit for bit
+    threads: int | None = None
+    #: also checkpoint mid-epoch every this many minutes (epoch ends always checkpoint)
+    checkpoint_minutes: float = 10.0
+    #: auto (CUDA when present), cpu, cuda or cuda:N; checked when the job starts
+    device: str = "auto"
+    #: autocast of the forward pass: off, bf16 or fp16 (CUDA only, with loss scaling)
+    amp: str = "off"
+
+    #: the job's own limits, beside :data:`JOB_LIMITS`
+    LIMITS: ClassVar[dict[str, Limit]] = {}
+
+    def check(self, source: str = ""):
+        """Refuse any value outside the limits (one line naming the option); returns ``self``."""
+        check_limits(self, {**JOB_LIMITS, **self.LIMITS}, source)
+        return self
+
+
+JOB_LIMITS: dict[str, Limit] = {"max_steps": at_least(1), "threads": at_least(1),
+                                "checkpoint_minutes": positive(), "amp": one_of(*AMP_MODES)}
+
+#: options that may be given with --resume: they change when, where or how fast a run goes
+RESUME_OPTIONS = ("max_steps", "threads", "checkpoint_minutes", "device")
+
+JOB_HELPS = {
+    "max_steps": "stop (with a checkpoint) after this many steps; allowed with --resume",
+    "checkpoint_minutes": "also checkpoint mid-epoch every this many minutes (resume is exact from any step); "
+                          "allowed with --resume",
+    "device": "auto (CUDA when present), cpu, cuda or cuda:N; allowed with --resume (another device does not "
+              "reproduce bit for bit)",
+    "amp": "mixed precision of the forward pass: off, bf16, or fp16 (CUDA only, with loss scaling); the loss, "
+           "latency term and thresholds stay float32",
+    "threads": "torch CPU threads (default: torch's); a resume reuses the run's count, as results depend on it",
+}
