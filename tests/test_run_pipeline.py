@@ -33,3 +33,31 @@ def test_run_refuses_a_foreign_directory(tmp_path):
                           capture_output=True, text=True)
     assert done.returncode == 2 and "not empty" in done.stderr
     assert (tmp_path / "x.txt").read_text() == "keep"
+
+
+def test_preset_budgets_keep_fashion_mnist_epochs_and_grow_for_small_data():
+    from spnas.pipeline import PRESETS
+
+    # Fashion-MNIST: 54,000 training images after validation; quick uses 20,000 of them
+    assert PRESETS["quick"].epochs(20000) == (5, 3) and PRESETS["full"].epochs(54000) == (8, 15)
+    search, train = PRESETS["quick"].epochs(1260)  # a small image folder: 9 steps an epoch
+    assert search * (1260 // 128) >= 460 and train * (1260 // 128) >= 460
+    assert (search - 1) * (1260 // 128) < 460  # no more than needed
+
+
+def test_near_chance_accuracy_is_flagged_in_the_report():
+    from spnas.report import _markdown, comparison_warnings
+    from spnas.space import get_space
+
+    rows = [{"model": m, "arch": "small:" + ",".join(["k3e3"] * 20), "test_top1": acc, "measured_ms": ms,
+             "measured_iqr_ms": 0.01, "predicted_ms": ms, "train_wall_s": 60}
+            for m, acc, ms in (("searched", 0.24, 0.2), ("uniform-k3e3", 0.15, 0.16), ("uniform-k3e6", 0.5, 0.25))]
+    warnings = comparison_warnings(rows, 10)
+    assert len(warnings) == 1 and "2 of 3 models scored near chance" in warnings[0]
+    assert "searched 24.0%" in warnings[0] and "uniform-k3e6" not in warnings[0]
+    assert "3 of 3 models" in comparison_warnings(rows, 2)[0]  # with 2 classes 50% is a coin toss
+    summary = {"preset": "quick", "data": "imagefolder:28", "target_ms": 0.2, "threads": 1, "models": rows,
+               "warnings": warnings, "searched_dominated_by": [],
+               "lut": {"source": "cache"}, "search": {"predicted_ms": 0.2, "wall_s": 60,
+                                                      "last_step_predicted_ms": 0.2, "repair_flips": []}}
+    assert "**Warning:** 2 of 3 models scored near chance" in _markdown(summary, get_space("small"))

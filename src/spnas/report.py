@@ -21,6 +21,23 @@ def dominated_by(rows: list[dict], name: str) -> list[str]:
             and r["measured_ms"] <= me["measured_ms"] and r["test_top1"] >= me["test_top1"]]
 
 
+#: a top-1 below this share of the way from chance to 100% is "near chance" (10 classes: 32.5%)
+NEAR_CHANCE = 0.25
+
+
+def comparison_warnings(rows: list[dict], num_classes: int) -> list[str]:
+    """Why the accuracy comparison may say little: models that barely beat a uniform guess."""
+    chance = 1 / num_classes
+    bar = chance + NEAR_CHANCE * (1 - chance)
+    weak = [r for r in rows if r["test_top1"] < bar]
+    if not weak:
+        return []
+    names = ", ".join(f"{r['model']} {r['test_top1'] * 100:.1f}%" for r in weak)
+    return [f"{len(weak)} of {len(rows)} models scored near chance ({names}; chance is {chance * 100:.1f}% for "
+            f"{num_classes} classes): the accuracy comparison and the domination verdict say little; train "
+            "longer (a larger preset), or check the data"]
+
+
 def write_report(run_dir: Path, summary: dict, space: SearchSpace) -> None:
     rows = summary["models"]
     summary = {**summary, "searched_dominated_by": dominated_by(rows, "searched")}
@@ -48,6 +65,7 @@ def _markdown(summary: dict, space: SearchSpace) -> str:
     lut = summary["lut"]
     verdict = ("not dominated by any baseline" if not summary["searched_dominated_by"]
                else f"dominated by {', '.join(summary['searched_dominated_by'])}")
+    warnings = "".join(f"\n> **Warning:** {w}\n" for w in summary.get("warnings", []))
     validation = lut.get("validation")
     lut_line = (f"held-out MAPE {validation['mape_pct']:.2f}%, {validation['within_5pct'] * 100:.0f}% within ±5%"
                 if validation else f"reused from {lut['source']}")
@@ -58,7 +76,7 @@ search returned a net predicted at **{s['predicted_ms']:.3f} ms** in {s['wall_s'
 (its last-step decisions: {s['last_step_predicted_ms']:.3f} ms; {len(s['repair_flips'])} least-confident
 decisions flipped to meet the budget band).
 Latency table: {lut_line}.
-
+{warnings}
 The searched network is **{verdict}** (baselines at or below its measured latency with at least
 its accuracy).
 
