@@ -10,8 +10,6 @@ import torch
 
 from conftest import fake_lut
 from spnas.divergence import GROWTH, Diverged, DivergenceGuard, first_non_finite
-from spnas.search.config import SearchConfig
-from spnas.search.loop import run_search
 from spnas.space import get_space
 from spnas.train.config import TrainConfig
 from spnas.train.loop import run_train

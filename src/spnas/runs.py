@@ -17,6 +17,7 @@ import yaml
 from spnas.errors import SpnasError
 from spnas.io import atomic_path, read_json, write_json
 from spnas.data.datasets import DATA_DIR_ENV
+from spnas.divergence import first_non_finite
 from spnas.jobconfig import RESUME_OPTIONS
 from spnas.limits import option_name
 from spnas.rundir import run_directory
@@ -85,8 +86,6 @@ def restore_checkpoint(path: Path, parts: dict[str, Any], kind: str) -> tuple[in
 
     A checkpoint of another job kind or architecture, or one holding nan/inf, is refused in one line.
     """
-    from spnas.divergence import first_non_finite
-
     state = load_checkpoint(path)
     if state.get("kind", kind) != kind:
         raise SpnasError(f"{path}: checkpoint of a {state['kind']} run, not of a {kind} run")
@@ -196,8 +195,6 @@ class StopFlag:
             signal.signal(sig, old)
 
 
-
-
 def note(message: str) -> None:
     """A one-line note on stderr (not an error: the job goes on)."""
     print(f"spnas: note: {message}", file=sys.stderr)
@@ -214,7 +211,7 @@ def resumed_config(cls: type, run_dir: Path, overrides: dict) -> Any:
                          f"{run_dir / CONFIG}); allowed with --resume: "
                          f"{', '.join(option_name(o) for o in RESUME_OPTIONS)}")
     cfg = load_run_config(cls, run_dir)
-    recorded = cfg.threads or checkpoint_threads(run_dir / CHECKPOINT)
+    recorded, run_device = cfg.threads or checkpoint_threads(run_dir / CHECKPOINT), cfg.device
     cfg = dataclasses.replace(cfg, max_steps=overrides.get("max_steps"),
                               threads=overrides.get("threads") or recorded,
                               checkpoint_minutes=overrides.get("checkpoint_minutes", cfg.checkpoint_minutes),
@@ -222,7 +219,7 @@ def resumed_config(cls: type, run_dir: Path, overrides: dict) -> Any:
     if recorded and cfg.threads != recorded:
         note(f"resuming with {cfg.threads} torch threads where the run used {recorded}: "
              "it will not reproduce an uninterrupted run bit for bit")
-    if "device" in overrides and overrides["device"] != load_run_config(cls, run_dir).device:
+    if "device" in overrides and overrides["device"] != run_device:
         note(f"resuming on --device {overrides['device']}: another device does not reproduce an uninterrupted "
              "run bit for bit")
     return cfg.check(str(run_dir / CONFIG))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 from spnas.arch import resolve_arch
 from spnas.cli.arch_cmd import ARCH_HELP
