@@ -136,3 +136,15 @@ def test_warm_protocol_times_each_model_with_its_own_caches_and_cold_does_not():
     assert all(s.median == 2.0 and s.n == 20 for s in cold.values())
     with pytest.raises(ValueError, match="cache"):
         Protocol(cache="lukewarm")
+
+
+def test_a_table_that_could_not_be_loaded_back_is_never_written(tmp_path):
+    from conftest import fake_lut
+    from spnas.latency.lut import Calibration
+    from spnas.space import get_space
+
+    lut = fake_lut(get_space("small", width=0.25, input_size=16, num_classes=4))
+    lut.calibration = Calibration(a=-0.5, b=0.1)  # a fit to pure noise
+    with pytest.raises(SpnasError, match=r"lut.json \(not written\): field 'calibration.a' must be > 0"):
+        lut.save(tmp_path / "lut.json")
+    assert not (tmp_path / "lut.json").exists()

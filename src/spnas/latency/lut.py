@@ -85,7 +85,11 @@ class LatencyTable:
         return asdict(self)
 
     def save(self, path: str | Path) -> None:
-        write_json(path, self.to_dict())
+        """Write the table, after checking it loads back: a table that every later load would refuse
+        (e.g. a calibration fitted to noise with slope <= 0) is never written."""
+        data = self.to_dict()
+        LatencyTable.from_dict(data, source=f"{path} (not written)")
+        write_json(path, data)
 
     @classmethod
     def load(cls, path: str | Path) -> "LatencyTable":
