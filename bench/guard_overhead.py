@@ -26,7 +26,7 @@ from spnas.latency.parts import layer_key
 from spnas.latency.predict import differentiable_ms
 from spnas.nn.network import SinglePathNet
 from spnas.optim import make_optimizer
-from spnas.search.objective import search_loss
+from spnas.search.objective import regularisers
 from spnas.space import MBCONV_OPS, SearchSpace, get_space
 
 
@@ -51,10 +51,11 @@ def make_step(kind: str, guarded: bool, batch: int):
         logits = net(x)
         if kind == "search":
             latency = differentiable_ms(lut, net.indicators())
-            loss = search_loss(logits, y, net, latency, 0.02, 0.1, 1e-5)
-            total, ce = loss.total, loss.ce
+            reg = regularisers(net, latency, 0.02, 1e-5)
+            ce = F.cross_entropy(logits, y, label_smoothing=0.1)
+            total = ce + reg.total
             if guarded:
-                guard.check_loss(i, ce, total, latency_ms=latency, runtime=loss.runtime, lam=0.02)
+                guard.check_loss(i, ce, total, latency_ms=latency, runtime=reg.runtime, lam=0.02)
         else:
             ce = total = F.cross_entropy(logits, y, label_smoothing=0.1)
             if guarded:

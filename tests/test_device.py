@@ -51,6 +51,12 @@ def _fp16_on_cpu(monkeypatch) -> Precision:
     return Precision(torch.device("cpu"), "fp16")
 
 
+def _backward_and_step(precision, loss, optimizer, model, guard, step) -> float:
+    optimizer.zero_grad(set_to_none=True)
+    precision.backward(loss)
+    return precision.step(optimizer, model, guard, step)
+
+
 def test_fp16_scaler_skips_overflowing_steps_and_then_calls_it_divergence(tmp_path, monkeypatch):
     precision = _fp16_on_cpu(monkeypatch)
     model = torch.nn.Linear(3, 1)
@@ -58,14 +64,14 @@ def test_fp16_scaler_skips_overflowing_steps_and_then_calls_it_divergence(tmp_pa
     guard = DivergenceGuard(tmp_path, 100, 2, "--lr-per-256 1")
     before = model.weight.detach().clone()
     loss = model(torch.full((1, 3), float("inf"))).sum()  # an overflow: the scaler skips the step
-    assert not math.isfinite(precision.backward_and_step(loss, optimizer, model, guard, 0))
+    assert not math.isfinite(_backward_and_step(precision, loss, optimizer, model, guard, 0))
     assert torch.equal(model.weight, before) and precision.skipped_in_a_row == 1
     good = model(torch.ones(1, 3)).sum()
-    precision.backward_and_step(good, optimizer, model, guard, 1)
+    _backward_and_step(precision, good, optimizer, model, guard, 1)
     assert precision.skipped_in_a_row == 0 and not torch.equal(model.weight, before)
     with pytest.raises(Diverged, match=f"overflowed {MAX_SKIPPED_STEPS} steps in a row"):
         for step in range(MAX_SKIPPED_STEPS):
-            precision.backward_and_step(model(torch.full((1, 3), float("inf"))).sum(), optimizer, model, guard, step)
+            _backward_and_step(precision, model(torch.full((1, 3), float("inf"))).sum(), optimizer, model, guard, step)
 
 
 def test_scaler_state_round_trips_through_a_checkpoint(monkeypatch):

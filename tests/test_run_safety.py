@@ -184,10 +184,10 @@ def test_a_time_based_mid_epoch_checkpoint_resumes_exactly(tmp_path, monkeypatch
     run_train(cfg("whole"))
     real_batch = BatchSource.batch
 
-    def power_cut(self, epoch, step):
+    def power_cut(self, epoch, step, *part):
         if self.augment and (epoch, step) == (1, 3):
             raise RuntimeError("power cut")
-        return real_batch(self, epoch, step)
+        return real_batch(self, epoch, step, *part)
 
     monkeypatch.setattr(BatchSource, "batch", power_cut)
     with pytest.raises(RuntimeError, match="power cut"):

@@ -86,20 +86,21 @@ class Precision:
         dtype = torch.bfloat16 if self.amp == "bf16" else torch.float16
         return torch.autocast(self.device.type, dtype=dtype)
 
-    def backward_and_step(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer, model: torch.nn.Module,
-                          guard: DivergenceGuard, step: int) -> float:
-        """Backward, gradient check, optimiser step; returns the (unscaled) gradient norm.
+    def backward(self, loss: torch.Tensor) -> None:
+        """Accumulate the gradients of ``loss`` (scaled for fp16)."""
+        (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
+
+    def step(self, optimizer: torch.optim.Optimizer, model: torch.nn.Module, guard: DivergenceGuard,
+             step: int) -> float:
+        """Gradient check and optimiser step; returns the (unscaled) gradient norm.
 
         With fp16 a non-finite gradient is the scaler's business (the step is skipped and the scale
         lowered) until :data:`MAX_SKIPPED_STEPS` in a row say the run itself diverged.
         """
-        optimizer.zero_grad(set_to_none=True)
         if self.scaler is None:
-            loss.backward()
             norm = guard.check_gradients(step, model)
             optimizer.step()
             return norm
-        self.scaler.scale(loss).backward()
         self.scaler.unscale_(optimizer)
         norm = gradient_norm(model.parameters()).item()
         self.scaler.step(optimizer)  # skips the update when the unscaled gradients are not finite

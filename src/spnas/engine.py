@@ -1,20 +1,33 @@
-"""The step loop shared by search and training: progress, epoch ends, checkpoints, stopping.
+"""What search and training share: one optimisation step over a global batch, and the step loop.
 
-Each job supplies ``step(step) -> postfix`` (one optimisation step) and ``epoch_end(step)``; this
-module decides when to checkpoint (every epoch end, and every ``checkpoint_s`` seconds in between,
-so a long epoch on a machine that may vanish is never lost whole) and how to stop cleanly on Ctrl-C,
-SIGTERM or ``max_steps``.
+:class:`GlobalBatchStep` runs this rank's parts of a global batch (see :mod:`spnas.replicas`),
+accumulates their gradients, checks the loss and the gradients, and steps the optimiser, on any device
+and any number of ranks. :func:`run_steps` drives the steps: progress, epoch ends, checkpoints (every
+epoch end, and every ``checkpoint_s`` seconds in between, so a long epoch on a machine that may
+vanish is never lost whole) and clean stops on Ctrl-C, SIGTERM or ``max_steps``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import time
+from dataclasses import dataclass
 from typing import Callable
 
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from spnas.device import Precision
+from spnas.divergence import DivergenceGuard
 from spnas.errors import SpnasError
 from spnas.progress import bar
+from spnas.replicas import Replicas, part_seed
 from spnas.runs import StopFlag
+
+#: ``batch(part) -> (images, labels)``: one part of the current step's global batch
+PartBatch = Callable[[int], "tuple[torch.Tensor, torch.Tensor]"]
 
 
 class Interrupted(SpnasError):
@@ -26,13 +39,74 @@ class Interrupted(SpnasError):
         self.exit_code = exit_code
 
 
+@dataclass
+class StepStats:
+    """Means over the whole global batch, the same on every rank."""
+
+    ce: float
+    loss: float
+    batch_acc: float
+    grad_norm: float
+
+
+@dataclass
+class GlobalBatchStep:
+    """One optimisation step of a global batch cut into ``num_parts`` parts (one forward pass each).
+
+    ``model`` is what forward passes go through (DDP around ``net`` on several ranks); gradients of the
+    parts are accumulated without synchronising until the last, where DDP averages them over ranks.
+    A part's loss is (cross-entropy + ``regulariser()``) over the number of parts this rank runs, so
+    the averaged gradient is the mean over all parts of the global batch. The regulariser (L2, the
+    runtime term) is called after each part's forward pass, as the runtime term uses the indicators
+    of that pass (with its own dropout draw, as each of the paper's TPU cores had).
+    """
+
+    model: nn.Module
+    net: nn.Module
+    optimizer: torch.optim.Optimizer
+    precision: Precision
+    replicas: Replicas
+    num_parts: int
+    label_smoothing: float
+
+    def __call__(self, step: int, batch: PartBatch, *, step_seed: int, guard: DivergenceGuard,
+                 regulariser: Callable[[], torch.Tensor] | None = None,
+                 check_loss: Callable[[torch.Tensor, torch.Tensor], None] | None = None) -> StepStats:
+        self.optimizer.zero_grad(set_to_none=True)
+        mine = self.replicas.parts(self.num_parts)
+        sums = torch.zeros(3, device=self.precision.device)  # cross-entropy, loss, batch accuracy
+        for j, part in enumerate(mine):
+            torch.manual_seed(part_seed(step_seed, part))  # indicator dropout: one draw per part
+            x, y = self.precision.batch(*batch(part))
+            with self._sync(last=j + 1 == len(mine)):
+                with self.precision.autocast():
+                    logits = self.model(x)
+                logits = logits.float()  # the loss, latency term and thresholds stay float32
+                ce = F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
+                loss = ce + regulariser() if regulariser is not None else ce
+                self.precision.backward(loss / len(mine) if len(mine) > 1 else loss)
+            sums += torch.stack([ce.detach(), loss.detach(), (logits.detach().argmax(1) == y).float().mean()])
+        ce_mean, loss_mean, acc = self.replicas.mean(sums / len(mine)).unbind()
+        (check_loss or (lambda c, t: guard.check_loss(step, c, t)))(ce_mean, loss_mean)
+        grad_norm = self.precision.step(self.optimizer, self.net, guard, step)
+        return StepStats(ce_mean.item(), loss_mean.item(), acc.item(), grad_norm)
+
+    def _sync(self, last: bool) -> contextlib.AbstractContextManager:
+        if last or not isinstance(self.model, nn.parallel.DistributedDataParallel):
+            return contextlib.nullcontext()
+        return self.model.no_sync()
+
+
 def run_steps(
     *, start: int, total: int, steps_per_epoch: int, desc: str,
     step: Callable[[int], dict], epoch_end: Callable[[int], None], save: Callable[[int], None],
     max_steps: int | None, resume_hint: str, checkpoint_s: float | None = None,
+    replicas: Replicas = Replicas(),
 ) -> None:
+    """The step loop. On several ranks every rank calls it; ``save`` and ``epoch_end`` decide themselves
+    what only rank 0 does, and a stop signal seen by any rank stops all of them at the same step."""
     last_save = time.monotonic()
-    with StopFlag() as flag, bar(total, desc, "step", initial=start) as progress:
+    with StopFlag() as flag, bar(total, desc, "step", initial=start, disable=not replicas.main) as progress:
         for i in range(start, total):
             postfix = step(i)
             progress.update()
@@ -41,13 +115,17 @@ def run_steps(
             epoch_done = (i + 1) % steps_per_epoch == 0 or last
             if epoch_done:
                 epoch_end(i)
-            saved = epoch_done or (checkpoint_s is not None and time.monotonic() - last_save >= checkpoint_s)
+            # any rank's clock or signal counts, so that all ranks save and stop at the same step
+            due, stop = replicas.any(checkpoint_s is not None and time.monotonic() - last_save >= checkpoint_s,
+                                     flag.stop)
+            saved = epoch_done or due
             if saved:
                 save(i + 1)
                 last_save = time.monotonic()
-            if flag.stop or (max_steps is not None and i + 1 >= max_steps and not last):
+            if stop or (max_steps is not None and i + 1 >= max_steps and not last):
                 if not saved:
                     save(i + 1)
-                why = f"on {signal.Signals(flag.signum).name}" if flag.stop else "as asked (--max-steps)"
+                signum = flag.signum or signal.SIGTERM
+                why = f"on {signal.Signals(signum).name}" if stop else "as asked (--max-steps)"
                 raise Interrupted(f"stopped {why} at step {i + 1}/{total}; checkpoint saved, continue with: "
-                                  f"{resume_hint}", 128 + flag.signum if flag.stop else 0)
+                                  f"{resume_hint}", 128 + signum if stop else 0)

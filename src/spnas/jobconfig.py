@@ -26,6 +26,11 @@ class JobSettings:
     device: str = "auto"
     #: autocast of the forward pass: off, bf16 or fp16 (CUDA only, with loss scaling)
     amp: str = "off"
+    #: images per forward pass and per BatchNorm statistic (None: the global batch over the number of
+    #: processes); fixed when the run starts, so it resumes identically on any number of processes
+    micro_batch: int | None = None
+    #: BatchNorm statistics over the whole global batch across GPUs (torch's SyncBatchNorm; CUDA only)
+    sync_bn: bool = False
 
     #: the job's own limits, beside :data:`JOB_LIMITS`
     LIMITS: ClassVar[dict[str, Limit]] = {}
@@ -37,7 +42,8 @@ class JobSettings:
 
 
 JOB_LIMITS: dict[str, Limit] = {"max_steps": at_least(1), "threads": at_least(1),
-                                "checkpoint_minutes": positive(), "amp": one_of(*AMP_MODES)}
+                                "checkpoint_minutes": positive(), "amp": one_of(*AMP_MODES),
+                                "micro_batch": at_least(1)}
 
 #: options that may be given with --resume: they change when, where or how fast a run goes
 RESUME_OPTIONS = ("max_steps", "threads", "checkpoint_minutes", "device")
@@ -50,5 +56,10 @@ JOB_HELPS = {
               "reproduce bit for bit)",
     "amp": "mixed precision of the forward pass: off, bf16, or fp16 (CUDA only, with loss scaling); the loss, "
            "latency term and thresholds stay float32",
+    "micro_batch": "images per forward pass and per BatchNorm statistic: the global --batch-size is cut into "
+                   "parts of this size whose gradients are summed (default: --batch-size / number of processes); "
+                   "fixed for the run, so it resumes identically on any number of processes",
+    "sync_bn": "under torchrun on GPUs: BatchNorm statistics over the whole global batch (SyncBatchNorm) instead "
+               "of each process's own part",
     "threads": "torch CPU threads (default: torch's); a resume reuses the run's count, as results depend on it",
 }

@@ -123,10 +123,13 @@ def load_checkpoint(path: Path) -> dict:
 
 class MetricsLog:
     """Append-only JSON lines. On resume, records of steps the checkpoint has not seen (step >= the
-    resume step: they will be written again) and a line torn by a kill are dropped."""
+    resume step: they will be written again) and a line torn by a kill are dropped. A log that is not
+    ``enabled`` (on ranks other than 0) writes nothing."""
 
-    def __init__(self, path: Path, resume_step: int | None = None) -> None:
-        self.path = path
+    def __init__(self, path: Path, resume_step: int | None = None, enabled: bool = True) -> None:
+        self.path, self.file, self.tb = path, None, None
+        if not enabled:
+            return
         if resume_step is not None and path.exists():
             kept = [json.dumps(r) for r in read_metrics(path) if r.get("step", 0) < resume_step]
             with atomic_path(path) as tmp:
@@ -135,6 +138,8 @@ class MetricsLog:
         self.tb = _tensorboard(path.parent)
 
     def write(self, record: dict) -> None:
+        if self.file is None:
+            return
         self.file.write(json.dumps(record) + "\n")
         self.file.flush()
         if self.tb is not None:
@@ -143,7 +148,8 @@ class MetricsLog:
                     self.tb.add_scalar(key, value, record.get("step", 0))
 
     def close(self) -> None:
-        self.file.close()
+        if self.file is not None:
+            self.file.close()
         if self.tb is not None:
             self.tb.close()
 
@@ -196,7 +202,9 @@ class StopFlag:
 
 
 def note(message: str) -> None:
-    """A one-line note on stderr (not an error: the job goes on)."""
+    """A one-line note on stderr (not an error: the job goes on); under torchrun, from rank 0 only."""
+    if os.environ.get("RANK", "0") != "0":
+        return
     print(f"spnas: note: {message}", file=sys.stderr)
 
 
@@ -241,10 +249,8 @@ def new_config(cfg: Any) -> Any:
 
 @contextmanager
 def job_directory(cfg: Any, resume_dir: str | None, force: bool) -> Iterator[Path]:
-    """The locked run directory of a job, with the run's torch thread count set: a new run's
-    (``cfg`` from :func:`new_config`, written as config.json) or the one being resumed."""
-    if cfg.threads and cfg.threads != torch.get_num_threads():
-        torch.set_num_threads(cfg.threads)
+    """The locked run directory of a job: a new run's (``cfg`` from :func:`new_config`, written as
+    config.json) or the one being resumed."""
     with run_directory(resume_dir or cfg.out, resume=resume_dir is not None, force=force) as run_dir:
         if resume_dir is None:
             save_config(run_dir, cfg)

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
+import os
 import sys
 from typing import NoReturn
 
 from spnas import __version__
 from spnas.cli import arch_cmd, export_cmd, latency_cmd, run_cmd, search_cmd, space_cmd, train_cmd
 from spnas.engine import Interrupted
-from spnas.errors import SpnasError
+from spnas.errors import RankLocalError, SpnasError
+from spnas.replicas import RANK_ENV, is_main_process
 
 COMMANDS = (run_cmd, search_cmd, train_cmd, export_cmd, latency_cmd, space_cmd, arch_cmd)
 
@@ -42,13 +46,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    main_process = is_main_process()
     try:
-        return int(args.func(args) or 0)
+        with contextlib.redirect_stdout(io.StringIO()) if not main_process else contextlib.nullcontext():
+            return int(args.func(args) or 0)
     except Interrupted as stop:  # planned: a note, not an error
-        print(f"spnas: {stop}", file=sys.stderr)
+        if main_process:
+            print(f"spnas: {stop}", file=sys.stderr)
         return stop.exit_code
     except SpnasError as err:
-        print(f"spnas: error: {err}", file=sys.stderr)
+        # under torchrun every rank meets the same refusal or divergence: rank 0 says it once
+        if main_process:
+            print(f"spnas: error: {err}", file=sys.stderr)
+        elif isinstance(err, RankLocalError):
+            print(f"spnas: error: [rank {os.environ.get(RANK_ENV)}] {err}", file=sys.stderr)
         return err.exit_code
     except OSError as err:  # permissions, a full disk, a name too long, ...: name the file, not a traceback
         where = f"{err.filename}: " if err.filename else ""

@@ -19,8 +19,9 @@ HELPS = {
     "out": "run directory to create",
     "width": "width multiplier of the space's body",
     "epochs": "search epochs (the paper: 8)",
-    "batch_size": "images per step",
-    "lr_per_256": "learning rate per 256 images, scaled linearly with the batch",
+    "batch_size": "images per step, the global batch: under torchrun each of N processes computes 1/N of it",
+    "lr_per_256": "learning rate per 256 images: LR = this x --batch-size / 256 (the global batch, whatever the "
+                  "number of processes)",
     "lr_decay": "LR multiplier every --lr-decay-epochs",
     "lr_decay_epochs": "epochs between LR decays (staircase)",
     "optimizer": "tf-rmsprop (the paper's), sgd or adamw",

@@ -6,6 +6,7 @@ import argparse
 
 from spnas.cli.arch_cmd import ARCH_HELP
 from spnas.jobconfig import JOB_HELPS
+from spnas.replicas import is_main_process
 from spnas.cli.options import add_run_options, config_from_args, resume_overrides
 from spnas.train.config import RECIPES, TrainConfig
 from spnas.train.loop import run_train
@@ -20,9 +21,9 @@ HELPS = {
     "out": "run directory to create",
     "recipe": f"named defaults: {', '.join(RECIPES)} (paper = SPEC §6)",
     "epochs": "training epochs",
-    "batch_size": "images per step",
+    "batch_size": "images per step, the global batch: under torchrun each of N processes computes 1/N of it",
     "optimizer": "tf-rmsprop, sgd or adamw",
-    "lr_per_256": "learning rate per 256 images",
+    "lr_per_256": "learning rate per 256 images (LR = this x --batch-size / 256, the global batch)",
     "schedule": "staircase (x lr-decay every lr-decay-epochs) or cosine",
     "lr_decay": "staircase: multiply the LR by this",
     "lr_decay_epochs": "staircase: every this many epochs",
@@ -59,6 +60,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         extra = {"arch": args.arch_arg} if args.arch_arg else {}
         result = run_train(config_from_args(args, TrainConfig, extra), force=args.force)
+    if not is_main_process():  # under torchrun rank 0 measured the model and reports it
+        return 0
     m = result.metrics
     top5 = f", top-5 {m['test_top5'] * 100:.2f}%" if m.get("test_top5") is not None else ""
     print(f"{result.arch.to_string()}\ntest top-1 {m['test_top1'] * 100:.2f}%{top5} ({m['exported']} weights; "

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from spnas.errors import SpnasError
+from spnas.errors import RankLocalError, SpnasError
 
 EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -132,7 +132,7 @@ class FolderBatchSource:
         except SpnasError:
             raise
         except Exception as err:  # a file that broke after the scan, or whose pixels are corrupt
-            raise SpnasError(f"{self.split.paths[index]}: cannot decode image ({err}); remove or replace it "
+            raise RankLocalError(f"{self.split.paths[index]}: cannot decode image ({err}); remove or replace it "
                              "(the run can be resumed)") from None
         size = self.split.input_size
         if self.augment:
@@ -144,10 +144,14 @@ class FolderBatchSource:
             img = _center_crop(img, size)
         return np.asarray(img, dtype=np.uint8)
 
-    def batch(self, epoch: int, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def batch(self, epoch: int, step: int, part: int = 0, parts: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+        """One step's images, or ``part`` of ``parts`` equal slices of them (each image's augmentation
+        depends on its index, not on the slice, so the parts put together are the step's batch)."""
         g = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
         order = torch.randperm(len(self.split), generator=g) if self.augment else torch.arange(len(self.split))
         index = order[step * self.batch_size : (step + 1) * self.batch_size]
+        if parts > 1:
+            index = index[part * len(index) // parts : (part + 1) * len(index) // parts]
         arrays = list(self._pool.map(self._load, [(i, epoch, step) for i in index.tolist()]))
         x = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float().div_(255)
         return (x - self._mean) / self._std, self.split.labels[index]

@@ -49,21 +49,39 @@ class BatchSource:
             self._perm, self._perm_epoch = torch.randperm(len(self.split), generator=g), epoch
         return self._perm
 
-    def batch(self, epoch: int, step_in_epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def batch(self, epoch: int, step_in_epoch: int, part: int = 0, parts: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images and labels of one step, or of ``part`` of ``parts`` equal slices of it: the augmentation
+        is drawn for the whole batch first, so the parts of a step put together are the step's batch."""
         index = self._order(epoch)[step_in_epoch * self.batch_size : (step_in_epoch + 1) * self.batch_size]
+        draws = None
+        if self.augment:
+            g = torch.Generator().manual_seed((self.seed * 1_000_003 + epoch) * 100_003 + step_in_epoch)
+            draws = self._draws(len(index), g)
+        if parts > 1:
+            share = slice(part * len(index) // parts, (part + 1) * len(index) // parts)
+            index = index[share]
+            draws = tuple(d[share] for d in draws) if draws else None
         index = index.to(self._device)
         x = self.split.images[index].float().div_(255)
-        if self.augment:
-            x = self._augment(x, torch.Generator().manual_seed((self.seed * 1_000_003 + epoch) * 100_003 + step_in_epoch))
+        if draws:
+            x = self._augment(x, *draws)
         return (x - self._mean) / self._std, self.split.labels[index]
 
-    def _augment(self, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    def _draws(self, n: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per image: crop offsets (dy, dx) and whether to flip, drawn on the CPU in a fixed order."""
+        p = self.crop_padding
+        zero = torch.zeros(n, dtype=torch.long)
+        dy = torch.randint(0, 2 * p + 1, (n,), generator=g) if p else zero
+        dx = torch.randint(0, 2 * p + 1, (n,), generator=g) if p else zero
+        flip = torch.rand(n, generator=g) < 0.5 if self.flip else torch.zeros(n, dtype=torch.bool)
+        return dy, dx, flip
+
+    def _augment(self, x: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
         n, _, h, w = x.shape
         if self.crop_padding:
             p = self.crop_padding
             padded = F.pad(x, (p, p, p, p))
-            dy = torch.randint(0, 2 * p + 1, (n,), generator=g).to(x.device)
-            dx = torch.randint(0, 2 * p + 1, (n,), generator=g).to(x.device)
+            dy, dx = dy.to(x.device), dx.to(x.device)
             rows = (dy.view(n, 1) + torch.arange(h, device=x.device).view(1, h)).view(n, 1, h, 1).expand(
                 n, x.shape[1], h, w + 2 * p)
             padded = padded.gather(2, rows)
@@ -71,7 +89,7 @@ class BatchSource:
                 n, x.shape[1], h, w)
             x = padded.gather(3, cols)
         if self.flip:
-            flip = (torch.rand(n, generator=g) < 0.5).to(x.device)
+            flip = flip.to(x.device)
             x = torch.where(flip.view(n, 1, 1, 1), x.flip(3), x)
         return x
 

@@ -5,18 +5,14 @@ Read top to bottom: set-up, resume, the step, the epoch end, the result.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from spnas.arch import Architecture
-from spnas.data.datasets import DataSplits, load_data
 from spnas.data.loader import eval_source, train_source
-from spnas.device import Precision, resolve_device
-from spnas.divergence import DivergenceGuard
-from spnas.engine import run_steps
+from spnas.engine import GlobalBatchStep, run_steps
 from spnas.errors import SpnasError
 from spnas.evaluate import accuracy, recalibrated_batchnorm
 from spnas.io import write_json
@@ -24,11 +20,10 @@ from spnas.latency.lut import LatencyTable
 from spnas.latency.predict import differentiable_ms, lut_tensor, predict_ms
 from spnas.nn.network import SinglePathNet
 from spnas.optim import make_optimizer, staircase_schedule
-from spnas.rundir import check_new_run_dir
-from spnas.runs import (CHECKPOINT, METRICS, MetricsLog, job_directory, new_config, restore_checkpoint, resumed_config,
-                        save_checkpoint)
+from spnas.job import Job
+from spnas.runs import METRICS, resumed_config
 from spnas.search.config import SearchConfig
-from spnas.search.objective import TargetController, search_loss
+from spnas.search.objective import Regularisers, TargetController, regularisers
 from spnas.search.plots import plot_search_progress
 from spnas.search.repair import repair_to_budget
 from spnas.space import SearchSpace, space_for_data
@@ -58,27 +53,21 @@ def load_lut_for(space: SearchSpace, path: str | None) -> LatencyTable:
 def run_search(cfg: SearchConfig, resume_dir: str | None = None, force: bool = False,
                overrides: dict | None = None) -> SearchResult:
     """Search into a new run directory, or resume ``resume_dir`` (``overrides``: the options given
-    with ``--resume``; only ``max_steps`` and ``threads`` may change)."""
+    with ``--resume``; only :data:`~spnas.jobconfig.RESUME_OPTIONS` may change). Under torchrun every
+    rank calls this; rank 0 writes the files."""
     if resume_dir is not None:
         cfg = resumed_config(SearchConfig, Path(resume_dir), overrides or {})
     else:
         cfg.check()
-    precision = Precision(resolve_device(cfg.device), cfg.amp)
-    if resume_dir is None:
-        check_new_run_dir(cfg.out, force)
-    data = load_data(cfg.data, cfg.data_dir, cfg.val_fraction, cfg.seed, cfg.train_subset)
-    space = space_for_data(cfg.space, data, cfg.width)
+    job = Job.prepare(cfg, resume_dir, force)
+    space = space_for_data(cfg.space, job.data, cfg.width)
     lut = load_lut_for(space, cfg.lut)  # refused before any training starts
-    if len(data.train) < cfg.batch_size:
-        raise SpnasError(f"--batch-size {cfg.batch_size} is larger than the {len(data.train)} training images")
-    if resume_dir is None:
-        cfg = new_config(cfg)
-    with job_directory(cfg, resume_dir, force) as run_dir:
-        return _search(cfg, data, space, lut, run_dir, resumed=resume_dir is not None, precision=precision)
+    with job.directory(force=force):
+        return _search(job, space, lut)
 
 
-def _search(cfg: SearchConfig, data: DataSplits, space: SearchSpace, lut: LatencyTable, run_dir: Path,
-            resumed: bool, precision: Precision) -> SearchResult:
+def _search(job: Job, space: SearchSpace, lut: LatencyTable) -> SearchResult:
+    cfg, data, precision, run_dir = job.cfg, job.data, job.precision, job.run_dir
     torch.manual_seed(cfg.seed)
     source = train_source(data, cfg.batch_size, cfg.seed, precision.device)
     steps_per_epoch, total = source.steps_per_epoch, cfg.epochs * source.steps_per_epoch
@@ -93,18 +82,12 @@ def _search(cfg: SearchConfig, data: DataSplits, space: SearchSpace, lut: Latenc
                   if cfg.target_ms else None)
     parts = {"model": net, "optimizer": optimizer, "schedule": schedule, "controller": controller,
              "precision": precision}
-    start, wall_before = restore_checkpoint(run_dir / CHECKPOINT, parts, "search") if resumed else (0, 0.0)
-    guard = DivergenceGuard(run_dir, total, data.num_classes,
-                            f"--lr-per-256 {cfg.lr_per_256:g}, LR {cfg.lr:g} at batch {cfg.batch_size}", start or None)
-
-    def checkpoint(step: int) -> None:
-        guard.check_state(step, parts)
-        save_checkpoint(run_dir / CHECKPOINT, step, wall_before + time.monotonic() - t0, parts, "search")
-        guard.saved(step)
-
+    start, wall_before = job.restore(parts, "search")
+    guard = job.guard(total, f"--lr-per-256 {cfg.lr_per_256:g}, LR {cfg.lr:g} at batch {cfg.batch_size}", start)
+    one_step = GlobalBatchStep(job.replicas.wrap(net, precision.device, cfg.sync_bn), net, optimizer, precision,
+                               job.replicas, job.num_parts, cfg.label_smoothing)
     table = lut_tensor(lut, precision.device)
-    log = MetricsLog(run_dir / METRICS, resume_step=start if resumed else None)
-    t0 = time.monotonic()
+    log = job.metrics_log(start)
     val = eval_source(data, data.val, device=precision.device)
 
     def step_fn(step: int) -> dict:
@@ -112,16 +95,22 @@ def _search(cfg: SearchConfig, data: DataSplits, space: SearchSpace, lut: Latenc
         warm = step < warmup_steps
         net.train()
         net.set_indicator_keep(cfg.indicator_keep if warm else None)
-        torch.manual_seed(cfg.seed * 1_000_003 + step)  # dropout draws depend on the step only
-        x, y = precision.batch(*source.batch(epoch, in_epoch))
-        with precision.autocast():
-            logits = net(x)
-        logits = logits.float()  # the loss, latency term and thresholds stay float32
-        latency = differentiable_ms(lut, net.indicators().float(), cfg.runtime_formula, table=table)
         lam = 0.0 if warm else (controller.lam if controller else cfg.lambda_)
-        loss = search_loss(logits, y, net, latency, lam, cfg.label_smoothing, cfg.weight_decay)
-        guard.check_loss(step, loss.ce, loss.total, latency_ms=latency, runtime=loss.runtime, lam=lam)
-        grad_norm = precision.backward_and_step(loss.total, optimizer, net, guard, step)
+        terms: list[tuple[torch.Tensor, Regularisers]] = []  # (latency, regularisers) of each part
+
+        def regulariser() -> torch.Tensor:  # after the part's forward pass: its indicators
+            latency = differentiable_ms(lut, net.indicators().float(), cfg.runtime_formula, table=table)
+            terms.append((latency, regularisers(net, latency, lam, cfg.weight_decay)))
+            return terms[-1][1].total
+
+        def check_loss(ce: torch.Tensor, total: torch.Tensor) -> None:
+            latency, reg = terms[-1]
+            guard.check_loss(step, ce, total, latency_ms=latency, runtime=reg.runtime, lam=lam)
+
+        stats = one_step(step, lambda part: source.batch(epoch, in_epoch, part, job.num_parts),
+                         step_seed=cfg.seed * 1_000_003 + step, guard=guard, regulariser=regulariser,
+                         check_loss=check_loss)
+        reg = terms[-1][1]
         schedule.step()
 
         arch = net.architecture()
@@ -130,15 +119,17 @@ def _search(cfg: SearchConfig, data: DataSplits, space: SearchSpace, lut: Latenc
             controller.update(hard_ms)
         if step % cfg.log_every == 0 or step + 1 == total:
             log.write({
-                "step": step, "epoch": step / steps_per_epoch, "loss": loss.total.item(),
-                "ce": loss.ce.item(), "l2": loss.l2.item(), "runtime_term": loss.runtime.item(),
-                "predicted_ms": hard_ms, "lambda": lam, "lr": schedule.get_last_lr()[0], "grad_norm": grad_norm,
-                "warmup": warm, "batch_acc": (logits.argmax(1) == y).float().mean().item(),
+                "step": step, "epoch": step / steps_per_epoch, "loss": stats.loss,
+                "ce": stats.ce, "l2": reg.l2.item(), "runtime_term": reg.runtime.item(),
+                "predicted_ms": hard_ms, "lambda": lam, "lr": schedule.get_last_lr()[0],
+                "grad_norm": stats.grad_norm, "warmup": warm, "batch_acc": stats.batch_acc,
                 "ops": list(arch.ops), "thresholds": net.thresholds(), "norms": net.group_norms(),
             })
-        return {"ce": f"{loss.ce.item():.3f}", "ms": f"{hard_ms:.3f}", "lam": f"{lam:.3g}"}
+        return {"ce": f"{stats.ce:.3f}", "ms": f"{hard_ms:.3f}", "lam": f"{lam:.3g}"}
 
     def epoch_end(step: int) -> None:
+        if not job.replicas.main:  # the others go on to the next step and wait for rank 0 there
+            return
         arch = net.architecture()
         record = {"step": step, "epoch_end": step // steps_per_epoch + 1,
                   "predicted_ms": predict_ms(lut, arch), "arch": arch.to_string()}
@@ -149,17 +140,20 @@ def _search(cfg: SearchConfig, data: DataSplits, space: SearchSpace, lut: Latenc
 
     try:
         run_steps(start=start, total=total, steps_per_epoch=steps_per_epoch, desc="search", step=step_fn,
-                  epoch_end=epoch_end, save=checkpoint, max_steps=cfg.max_steps,
-                  checkpoint_s=cfg.checkpoint_minutes * 60, resume_hint=f"spnas search --resume {run_dir}")
+                  epoch_end=epoch_end, save=lambda step: job.checkpoint(step, parts, "search", guard, wall_before),
+                  max_steps=cfg.max_steps, checkpoint_s=cfg.checkpoint_minutes * 60,
+                  resume_hint=f"spnas search --resume {run_dir}", replicas=job.replicas)
     finally:
         log.close()
 
     last_step = net.architecture()
     repair = repair_to_budget(net, lut, cfg.target_ms, cfg.target_margin) if cfg.target_ms else None
     arch = repair.arch if repair else last_step
-    wall = wall_before + time.monotonic() - t0
+    wall = job.wall_s(wall_before)
     result = SearchResult(arch, predict_ms(lut, arch), run_dir, wall, last_step, predict_ms(lut, last_step),
                           repair.flips if repair else [])
+    if not job.replicas.main:
+        return result
     arch.save(run_dir / "arch.json", predicted_ms=result.predicted_ms,
               predicted_raw_ms=predict_ms(lut, arch, calibrated=False), target_ms=cfg.target_ms,
               lambda_=controller.lam if controller else cfg.lambda_, lut=cfg.lut, lut_target=lut.target,

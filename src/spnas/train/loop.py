@@ -4,30 +4,25 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 from torch.optim.swa_utils import AveragedModel
 
 from spnas.arch import Architecture, resolve_arch
-from spnas.data.datasets import DataSplits, load_data
+from spnas.data.datasets import DataSplits
 from spnas.data.loader import eval_source, train_source
-from spnas.device import Precision, resolve_device
-from spnas.divergence import DivergenceGuard
-from spnas.engine import run_steps
+from spnas.engine import GlobalBatchStep, run_steps
 from spnas.errors import SpnasError
 from spnas.evaluate import evaluate, recalibrated_batchnorm, reestimate_batchnorm
 from spnas.io import atomic_path, write_json
 from spnas.nn.network import SinglePathNet
 from spnas.optim import l2_penalty, make_optimizer, staircase_schedule
-from spnas.rundir import check_new_run_dir
-from spnas.runs import (CHECKPOINT, METRICS, MetricsLog, job_directory, new_config, restore_checkpoint, resumed_config,
-                        save_checkpoint)
+from spnas.job import Job
+from spnas.runs import resumed_config
 from spnas.space import SearchSpace, space_for_data
 from spnas.train.config import TrainConfig
 
@@ -79,8 +74,9 @@ def param_groups(net: nn.Module, weight_decay: float) -> list[dict]:
 
 def run_train(cfg: TrainConfig, resume_dir: str | None = None, force: bool = False,
               overrides: dict | None = None) -> TrainResult:
-    """Train ``cfg.arch`` into a new run directory, or resume ``resume_dir`` (``overrides``: the
-    options given with ``--resume``; only ``max_steps`` and ``threads`` may change)."""
+    """Train ``cfg.arch`` into a new run directory, or resume ``resume_dir`` (``overrides``: the options
+    given with ``--resume``; only :data:`~spnas.jobconfig.RESUME_OPTIONS` may change). Under torchrun
+    every rank calls this; rank 0 writes the files and measures the model."""
     if resume_dir is not None:
         cfg = resumed_config(TrainConfig, Path(resume_dir), overrides or {})
     else:
@@ -88,21 +84,15 @@ def run_train(cfg: TrainConfig, resume_dir: str | None = None, force: bool = Fal
         if not cfg.arch:
             raise SpnasError("no architecture: give ARCH (a preset, arch.json, or a string)")
     arch = resolve_arch(cfg.arch, cfg.space)
-    precision = Precision(resolve_device(cfg.device), cfg.amp)
-    if resume_dir is None:
-        check_new_run_dir(cfg.out, force)
-    data = load_data(cfg.data, cfg.data_dir, cfg.val_fraction, cfg.seed, cfg.train_subset)
-    space = space_for_data(arch.space, data, cfg.width)
-    if len(data.train) < cfg.batch_size:
-        raise SpnasError(f"--batch-size {cfg.batch_size} is larger than the {len(data.train)} training images")
-    if resume_dir is None:  # stored with the architecture itself, so resume does not need the ARCH file
-        cfg = new_config(dataclasses.replace(cfg, arch=arch.to_string(), space=arch.space))
-    with job_directory(cfg, resume_dir, force) as run_dir:
-        return _train(cfg, arch, space, data, run_dir, resumed=resume_dir is not None, precision=precision)
+    job = Job.prepare(cfg, resume_dir, force)
+    space = space_for_data(arch.space, job.data, cfg.width)
+    # the architecture itself is stored in config.json, so resume does not need the ARCH file
+    with job.directory(dataclasses.replace(job.cfg, arch=arch.to_string(), space=arch.space), force):
+        return _train(job, arch, space)
 
 
-def _train(cfg: TrainConfig, arch: Architecture, space: SearchSpace, data: DataSplits, run_dir: Path,
-           resumed: bool, precision: Precision) -> TrainResult:
+def _train(job: Job, arch: Architecture, space: SearchSpace) -> TrainResult:
+    cfg, data, precision, run_dir = job.cfg, job.data, job.precision, job.run_dir
     torch.manual_seed(cfg.seed)
     device = precision.device
     net = precision.prepare(SinglePathNet(space, arch))
@@ -119,17 +109,12 @@ def _train(cfg: TrainConfig, arch: Architecture, space: SearchSpace, data: DataS
                                       cfg.warmup_epochs)
     ema = AveragedModel(net, avg_fn=ema_with_warmup(cfg.ema_decay), use_buffers=True)
     parts = {"model": net, "ema": ema, "optimizer": optimizer, "schedule": schedule, "precision": precision}
-    start, wall_before = restore_checkpoint(run_dir / CHECKPOINT, parts, "train") if resumed else (0, 0.0)
-    guard = DivergenceGuard(run_dir, total, data.num_classes,
-                            f"--lr-per-256 {cfg.lr_per_256:g}, LR {cfg.lr:g} at batch {cfg.batch_size}", start or None)
-    t0 = time.monotonic()
-
-    def save(step: int) -> None:
-        guard.check_state(step, parts)
-        save_checkpoint(run_dir / CHECKPOINT, step, wall_before + time.monotonic() - t0, parts, "train")
-        guard.saved(step)
-
-    log = MetricsLog(run_dir / METRICS, resume_step=start if resumed else None)
+    start, wall_before = job.restore(parts, "train")
+    guard = job.guard(total, f"--lr-per-256 {cfg.lr_per_256:g}, LR {cfg.lr:g} at batch {cfg.batch_size}", start)
+    one_step = GlobalBatchStep(job.replicas.wrap(net, device, cfg.sync_bn), net, optimizer, precision,
+                               job.replicas, job.num_parts, cfg.label_smoothing)
+    regulariser = (lambda: cfg.weight_decay * l2_penalty(net)) if in_loss else None
+    log = job.metrics_log(start)
     val = eval_source(data, data.val, device=device)
     precise_bn = cfg.precise_bn_batches or 0  # configs from before the option: 0
     bn_source = train_source(data, cfg.batch_size, cfg.seed + 1, device)
@@ -137,24 +122,19 @@ def _train(cfg: TrainConfig, arch: Architecture, space: SearchSpace, data: DataS
     def step_fn(step: int) -> dict:
         epoch, in_epoch = divmod(step, steps_per_epoch)
         net.train()
-        torch.manual_seed(cfg.seed * 1_000_003 + step)
-        x, y = precision.batch(*source.batch(epoch, in_epoch))
-        with precision.autocast():
-            logits = net(x)
-        logits = logits.float()  # the loss in float32 whatever the forward ran in
-        ce = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
-        loss = ce + cfg.weight_decay * l2_penalty(net) if in_loss else ce
-        guard.check_loss(step, ce, loss)
-        grad_norm = precision.backward_and_step(loss, optimizer, net, guard, step)
+        stats = one_step(step, lambda part: source.batch(epoch, in_epoch, part, job.num_parts),
+                         step_seed=cfg.seed * 1_000_003 + step, guard=guard, regulariser=regulariser)
         schedule.step()
         ema.update_parameters(net)
         if step % cfg.log_every == 0:
-            log.write({"step": step, "epoch": step / steps_per_epoch, "loss": loss.item(), "ce": ce.item(),
-                       "grad_norm": grad_norm, "lr": schedule.get_last_lr()[0],
-                       "batch_acc": (logits.argmax(1) == y).float().mean().item()})
-        return {"loss": f"{loss.item():.3f}"}
+            log.write({"step": step, "epoch": step / steps_per_epoch, "loss": stats.loss, "ce": stats.ce,
+                       "grad_norm": stats.grad_norm, "lr": schedule.get_last_lr()[0],
+                       "batch_acc": stats.batch_acc})
+        return {"loss": f"{stats.loss:.3f}"}
 
     def epoch_end(step: int) -> None:
+        if not job.replicas.main:  # the others go on to the next step and wait for rank 0 there
+            return
         record = {"step": step, "epoch_end": step // steps_per_epoch + 1}
         if len(data.val):
             record["val_top1"] = _val_accuracy(net, val, bn_source, min(precise_bn, EPOCH_VAL_BN_BATCHES))
@@ -163,10 +143,14 @@ def _train(cfg: TrainConfig, arch: Architecture, space: SearchSpace, data: DataS
 
     try:
         run_steps(start=start, total=total, steps_per_epoch=steps_per_epoch, desc=f"train {arch.space}",
-                  step=step_fn, epoch_end=epoch_end, save=save, max_steps=cfg.max_steps,
-                  checkpoint_s=cfg.checkpoint_minutes * 60, resume_hint=f"spnas train --resume {run_dir}")
+                  step=step_fn, epoch_end=epoch_end,
+                  save=lambda step: job.checkpoint(step, parts, "train", guard, wall_before),
+                  max_steps=cfg.max_steps, checkpoint_s=cfg.checkpoint_minutes * 60,
+                  resume_hint=f"spnas train --resume {run_dir}", replicas=job.replicas)
     finally:
         log.close()
+    if not job.replicas.main:  # rank 0 measures and writes the model; its weights are every rank's
+        return TrainResult(arch, run_dir, {})
 
     if precise_bn:
         reestimate_batchnorm(net, bn_source, precise_bn)
@@ -174,7 +158,7 @@ def _train(cfg: TrainConfig, arch: Architecture, space: SearchSpace, data: DataS
     guard.check_state(total, {"model": net, "ema": ema.module})  # what model.pt would hold
     metrics = final_metrics(net, ema.module, data, device)
     metrics["precise_bn_batches"] = precise_bn
-    metrics["train_wall_s"] = wall_before + time.monotonic() - t0
+    metrics["train_wall_s"] = job.wall_s(wall_before)
     metrics["epochs"], metrics["steps"] = cfg.epochs, total
     best = ema.module if metrics["exported"] == "ema" else net
     save_model(run_dir / MODEL_FILE, best, arch, space, data, metrics)

@@ -1,0 +1,109 @@
+"""The skeleton every long job shares (search and training): set-up, run directory, checkpoints.
+
+``Job.prepare`` checks everything and loads the data without writing anything (so a bad option or
+input costs nothing); the job then checks its own inputs (a LUT, an architecture); ``Job.directory``
+creates or locks the run directory on rank 0, joins the other ranks, and sets the thread count;
+``Job.checkpoint`` writes a checkpoint that is known finite. The device, the precision and the
+replicas live here, once, for both jobs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+
+from spnas.data.datasets import DataSplits, load_data
+from spnas.device import Precision, resolve_device
+from spnas.divergence import DivergenceGuard
+from spnas.errors import SpnasError
+from spnas.replicas import Replicas, check_parts
+from spnas.rundir import check_new_run_dir
+from spnas.runs import CHECKPOINT, METRICS, MetricsLog, job_directory, new_config, restore_checkpoint, save_checkpoint
+
+
+@dataclass
+class Job:
+    cfg: Any
+    resume_dir: str | None
+    replicas: Replicas
+    precision: Precision
+    data: DataSplits
+    #: parts of each global batch (one forward pass and one set of BN statistics each)
+    num_parts: int
+    run_dir: Path | None = None
+    _started: float = field(default_factory=time.monotonic)
+
+    @classmethod
+    def prepare(cls, cfg: Any, resume_dir: str | None, force: bool) -> "Job":
+        """Everything a job needs that can be refused, checked before anything is written."""
+        replicas = Replicas.from_env()
+        device = replicas.device(resolve_device(cfg.device))
+        replicas.check_sync_bn(cfg.sync_bn, device)
+        precision = Precision(device, cfg.amp)
+        micro_batch = cfg.micro_batch or cfg.batch_size // replicas.world
+        num_parts = check_parts(cfg.batch_size, micro_batch, replicas.world)
+        if resume_dir is None:
+            check_new_run_dir(cfg.out, force)
+        data = load_data(cfg.data, cfg.data_dir, cfg.val_fraction, cfg.seed, cfg.train_subset)
+        if len(data.train) < cfg.batch_size:
+            raise SpnasError(f"--batch-size {cfg.batch_size} is larger than the {len(data.train)} training images")
+        cfg = dataclasses.replace(cfg, micro_batch=micro_batch)
+        return cls(cfg, resume_dir, replicas, precision, data, num_parts)
+
+    @property
+    def resumed(self) -> bool:
+        return self.resume_dir is not None
+
+    @property
+    def device(self) -> torch.device:
+        return self.precision.device
+
+    @contextmanager
+    def directory(self, cfg: Any = None, force: bool = False) -> Iterator[Path]:
+        """The run directory, locked by rank 0 (a new run's ``cfg`` is stored as config.json), with the
+        replicas joined and the run's thread count set; the replicas part when the job ends."""
+        if cfg is not None:
+            self.cfg = dataclasses.replace(cfg, micro_batch=self.cfg.micro_batch)
+        if not self.resumed:
+            self.cfg = new_config(self.cfg)
+        if self.cfg.threads and self.cfg.threads != torch.get_num_threads():
+            torch.set_num_threads(self.cfg.threads)
+        self.replicas.start(self.device)
+        try:
+            with ExitStack() as stack:
+                self.replicas.on_main(lambda: stack.enter_context(job_directory(self.cfg, self.resume_dir, force)))
+                self.run_dir = Path(self.resume_dir or self.cfg.out).expanduser().absolute()
+                self._started = time.monotonic()
+                yield self.run_dir
+        finally:
+            self.replicas.stop()
+
+    def restore(self, parts: dict[str, Any], kind: str) -> tuple[int, float]:
+        """(step, wall seconds before this process) of a resumed run, (0, 0) for a new one."""
+        if not self.resumed:
+            return 0, 0.0
+        return restore_checkpoint(self.run_dir / CHECKPOINT, parts, kind)
+
+    def guard(self, total: int, lr_hint: str, start: int) -> DivergenceGuard:
+        return DivergenceGuard(self.run_dir, total, self.data.num_classes, lr_hint, start or None)
+
+    def metrics_log(self, start: int) -> MetricsLog:
+        return MetricsLog(self.run_dir / METRICS, resume_step=start if self.resumed else None,
+                          enabled=self.replicas.main)
+
+    def wall_s(self, before: float) -> float:
+        return before + time.monotonic() - self._started
+
+    def checkpoint(self, step: int, parts: dict[str, Any], kind: str, guard: DivergenceGuard,
+                   wall_before: float) -> None:
+        """Check every part is finite (on every rank, so all stop together), then write on rank 0."""
+        guard.check_state(step, parts)
+        if self.replicas.main:
+            save_checkpoint(self.run_dir / CHECKPOINT, step, self.wall_s(wall_before), parts, kind)
+        guard.saved(step)

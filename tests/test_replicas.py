@@ -1,0 +1,137 @@
+"""Data parallelism under torchrun (gloo, 2 CPU processes, one thread each) and its bad inputs.
+
+What must hold: the ranks end with identical weights and thresholds; a 2-rank run equals a 1-process
+run with the same parts (``--micro-batch``) up to the order of float additions; a 2-rank checkpoint
+resumes on 1 process to the same end; only rank 0 writes; a bad size is one line before anything runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import fake_lut
+from spnas.cli.main import main
+from spnas.space import get_space
+
+WORKER = Path(__file__).with_name("ddp_worker.py")
+DATA = ["--data", "synthetic:96:1:16:4", "--width", "0.25", "--batch-size", "16", "--threads", "1",
+        "--device", "cpu", "--log-every", "1"]
+#: 2 ranks average two gradients where one process sums two halves. Measured here: bit-identical (0.0),
+#: as halving is exact and a sum of two commutes; more ranks or other reduction algorithms add in
+#: another order, which this bound allows.
+TOLERANCE = 1e-5
+
+
+def torchrun(*args: str, ranks: int = 2) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(name, None)
+    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                           f"--nproc-per-node={ranks}", str(WORKER), *args],
+                          capture_output=True, text=True, env=env, timeout=600)
+
+
+def params(path: Path) -> dict[str, torch.Tensor]:
+    return torch.load(path, weights_only=True)["params"]
+
+
+def final_state(run_dir: Path) -> dict[str, torch.Tensor]:
+    """The network in a run's checkpoint, without the per-replica BatchNorm statistics."""
+    blob = torch.load(run_dir / "checkpoint.pt", weights_only=False)
+    return {k: v for k, v in blob["model"].items() if v.is_floating_point() and "running" not in k}
+
+
+def assert_close(a: dict, b: dict, tol: float) -> float:
+    """Every tensor of ``b`` (parameters) within ``tol`` of ``a``'s."""
+    assert b.keys() <= a.keys() and len(b) > 50
+    worst = max(float((a[k] - b[k]).abs().max()) for k in b)
+    assert worst <= tol, f"largest difference {worst:.3g} > {tol}"
+    return worst
+
+
+@pytest.fixture(scope="module")
+def lut(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("lut") / "lut.json"
+    fake_lut(get_space("small", width=0.25, input_size=16, num_classes=4)).save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def two_rank_search(tmp_path_factory, lut) -> Path:
+    out = tmp_path_factory.mktemp("ddp") / "search"
+    run = torchrun("search", *DATA, "--epochs", "2", "--lut", str(lut), "--out", str(out),
+                   "--warmup-fraction", "0.5", "--target-ms", "0.5")
+    assert run.returncode == 0, run.stderr[-3000:]
+    return out
+
+
+def test_two_rank_search_agrees_across_ranks_and_with_one_process(two_rank_search, lut, tmp_path):
+    out = two_rank_search
+    rank0, rank1 = params(Path(f"{out}.rank0.pt")), params(Path(f"{out}.rank1.pt"))
+    assert all(torch.equal(rank0[k], rank1[k]) for k in rank0)  # weights and thresholds, bit for bit
+    assert any(".superkernel.t_" in k for k in rank0)  # the thresholds
+    # one set of outputs: every logged step once, the files of a finished search
+    steps = [r["step"] for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()) if "loss" in r]
+    assert steps == sorted(set(steps)) and len(steps) == 2 * (86 // 16)
+    assert {"arch.json", "summary.json", "progress.png", "config.json"} <= {p.name for p in out.iterdir()}
+    config = json.loads((out / "config.json").read_text())
+    assert config["micro_batch"] == 8 and config["batch_size"] == 16
+    # the same run in one process: the two parts of each step in turn, gradients summed
+    single = tmp_path / "single"
+    assert main(["search", *DATA, "--epochs", "2", "--lut", str(lut), "--out", str(single), "--warmup-fraction",
+                 "0.5", "--target-ms", "0.5", "--micro-batch", "8"]) == 0
+    assert_close(final_state(single), rank0, TOLERANCE)
+    assert json.loads((single / "summary.json").read_text())["arch"] == json.loads(
+        (out / "summary.json").read_text())["arch"]
+
+
+def test_two_rank_training_checkpoint_resumes_on_one_process(tmp_path):
+    whole, cut = tmp_path / "whole", tmp_path / "cut"
+    train = ["train", "uniform-k3e3", *DATA, "--epochs", "2"]
+    done = torchrun(*train, "--out", str(whole))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "test top-1" in done.stdout and done.stdout.count("test top-1") == 1  # rank 0 reports once
+    stopped = torchrun(*train, "--out", str(cut), "--max-steps", "7")  # mid-epoch 2 of 5-step epochs
+    assert stopped.returncode == 0, stopped.stderr[-3000:]
+    assert stopped.stderr.count("checkpoint saved") == 1
+    assert torch.load(cut / "checkpoint.pt", weights_only=False)["step"] == 7
+    assert main(["train", "--resume", str(cut)]) == 0  # one process takes both parts of each step
+    assert_close(final_state(cut), final_state(whole), TOLERANCE)
+    a = torch.load(whole / "model.pt", weights_only=True)["state_dict"]
+    b = torch.load(cut / "model.pt", weights_only=True)["state_dict"]
+    assert_close({k: v for k, v in a.items() if v.is_floating_point() and "running" not in k},
+                 {k: v for k, v in b.items() if v.is_floating_point() and "running" not in k}, TOLERANCE)
+
+
+@pytest.mark.parametrize("env, options, message", [
+    ({"WORLD_SIZE": "2", "RANK": "0"}, ["--batch-size", "15"], "2 processes do not divide --batch-size 15"),
+    ({"WORLD_SIZE": "4", "RANK": "0"}, ["--micro-batch", "8"], "parts of 8 images per step cannot be shared by 4"),
+    ({}, ["--micro-batch", "5"], "--micro-batch 5 does not divide --batch-size 16"),
+    ({}, ["--micro-batch", "0"], "--micro-batch must be"),
+    ({}, ["--sync-bn"], "--sync-bn needs CUDA"),
+    ({"WORLD_SIZE": "2", "RANK": "2"}, [], "RANK=2 WORLD_SIZE=2: not a valid replica"),
+    ({"WORLD_SIZE": "two"}, [], "must be integers"),
+])
+def test_sizes_that_do_not_fit_are_one_line_before_anything_runs(env, options, message, tmp_path, monkeypatch,
+                                                                  capfd):
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    out = tmp_path / "run"
+    code = main(["train", "uniform-k3e3", *DATA, "--epochs", "1", "--out", str(out), *options])
+    err = capfd.readouterr().err.strip()
+    assert code == 2 and message in err and len(err.splitlines()) == 1, err
+    assert not out.exists()
+
+
+def test_only_rank_zero_prints_a_refusal_every_rank_meets(tmp_path, monkeypatch, capfd):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    assert main(["train", "uniform-k3e3", *DATA, "--batch-size", "15", "--out", str(tmp_path / "r")]) == 2
+    assert capfd.readouterr().err == ""
