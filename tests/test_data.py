@@ -97,6 +97,43 @@ def test_imagefolder_streams_with_paper_augmentation(tmp_path):
     assert xe.shape == (10, 3, 32, 32)
 
 
+def _folder(root, channels: int = 3, per_class: int = 6) -> None:
+    PIL = pytest.importorskip("PIL.Image")
+    rng = np.random.default_rng(0)
+    shape = (40, 60, 3) if channels == 3 else (40, 60)
+    for split in ("train", "val"):
+        for cls in ("cat", "dog"):
+            (root / split / cls).mkdir(parents=True)
+            for i in range(per_class):
+                PIL.fromarray(rng.integers(0, 255, shape, dtype=np.uint8)).save(root / split / cls / f"{i}.png")
+
+
+def test_folder_workers_prefetch_the_same_batches_and_resume_anywhere(tmp_path):
+    """DataLoader workers serve exactly what decoding in this process gives, in order, after a jump
+    (a resume mid-epoch) and part by part (a process's share of each step)."""
+    _folder(tmp_path)
+    data = load_data("imagefolder:24", str(tmp_path), val_fraction=0.0)
+    inline = train_source(data, 4, seed=3, workers=0)
+    workers = train_source(data, 4, seed=3, workers=2)
+    expected = {(e, s): inline.batch(e, s) for e in (0, 1) for s in range(inline.steps_per_epoch)}
+    for e, s in [(0, 0), (0, 1), (0, 2), (1, 1), (1, 2), (0, 1)]:  # in order, across an epoch, then jumps
+        x, y = workers.batch(e, s)
+        assert torch.equal(x, expected[e, s][0]) and torch.equal(y, expected[e, s][1])
+    second_half = train_source(data, 4, seed=3, workers=2, parts=2, mine=range(1, 2))
+    for s in range(inline.steps_per_epoch):
+        first, _ = inline.batch(1, s, 0, 2)
+        x, _ = second_half.batch(1, s, 1, 2)
+        assert torch.equal(torch.cat([first, x]), expected[1, s][0])
+
+
+def test_grey_folder_gives_one_channel(tmp_path):
+    _folder(tmp_path, channels=1)
+    data = load_data("imagefolder:24", str(tmp_path), val_fraction=0.0)
+    assert data.in_channels == 1 and len(data.mean) == 1
+    x, _ = train_source(data, 4, seed=0).batch(0, 0)
+    assert x.shape == (4, 1, 24, 24)
+
+
 def test_imagefolder_without_directory_is_a_clear_error(monkeypatch):
     monkeypatch.delenv("SPNAS_DATA_DIR", raising=False)
     with pytest.raises(SpnasError, match="imagefolder needs --data-dir"):

@@ -116,6 +116,7 @@ def test_two_rank_training_checkpoint_resumes_on_one_process(tmp_path):
     ({}, ["--micro-batch", "5"], "--micro-batch 5 does not divide --batch-size 16"),
     ({}, ["--micro-batch", "0"], "--micro-batch must be"),
     ({}, ["--sync-bn"], "--sync-bn needs CUDA"),
+    ({}, ["--workers", "-1"], "--workers must be"),
     ({"WORLD_SIZE": "2", "RANK": "2"}, [], "RANK=2 WORLD_SIZE=2: not a valid replica"),
     ({"WORLD_SIZE": "two"}, [], "must be integers"),
 ])

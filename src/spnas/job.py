@@ -19,9 +19,11 @@ from typing import Any, Iterator
 import torch
 
 from spnas.data.datasets import DataSplits, load_data
+from spnas.data.loader import train_source
 from spnas.device import Precision, resolve_device
 from spnas.divergence import DivergenceGuard
 from spnas.errors import SpnasError
+from spnas.jobconfig import default_workers
 from spnas.replicas import Replicas, check_parts
 from spnas.rundir import check_new_run_dir
 from spnas.runs import CHECKPOINT, METRICS, MetricsLog, job_directory, new_config, restore_checkpoint, save_checkpoint
@@ -89,6 +91,13 @@ class Job:
         if not self.resumed:
             return 0, 0.0
         return restore_checkpoint(self.run_dir / CHECKPOINT, parts, kind)
+
+    def train_source(self):
+        """This process's training batches: its parts of each step, decoded ahead for image folders."""
+        cfg = self.cfg
+        workers = default_workers() if cfg.workers is None else cfg.workers
+        return train_source(self.data, cfg.batch_size, cfg.seed, self.device, workers=workers,
+                            parts=self.num_parts, mine=self.replicas.parts(self.num_parts))
 
     def guard(self, total: int, lr_hint: str, start: int) -> DivergenceGuard:
         return DivergenceGuard(self.run_dir, total, self.data.num_classes, lr_hint, start or None)

@@ -7,6 +7,7 @@ on what hardware, not its recipe.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -31,6 +32,8 @@ class JobSettings:
     micro_batch: int | None = None
     #: BatchNorm statistics over the whole global batch across GPUs (torch's SyncBatchNorm; CUDA only)
     sync_bn: bool = False
+    #: DataLoader processes decoding image folders (None: from the CPU count; 0: in the job's process)
+    workers: int | None = None
 
     #: the job's own limits, beside :data:`JOB_LIMITS`
     LIMITS: ClassVar[dict[str, Limit]] = {}
@@ -43,10 +46,10 @@ class JobSettings:
 
 JOB_LIMITS: dict[str, Limit] = {"max_steps": at_least(1), "threads": at_least(1),
                                 "checkpoint_minutes": positive(), "amp": one_of(*AMP_MODES),
-                                "micro_batch": at_least(1)}
+                                "micro_batch": at_least(1), "workers": at_least(0)}
 
 #: options that may be given with --resume: they change when, where or how fast a run goes
-RESUME_OPTIONS = ("max_steps", "threads", "checkpoint_minutes", "device")
+RESUME_OPTIONS = ("max_steps", "threads", "checkpoint_minutes", "device", "workers")
 
 JOB_HELPS = {
     "max_steps": "stop (with a checkpoint) after this many steps; allowed with --resume",
@@ -61,5 +64,13 @@ JOB_HELPS = {
                    "fixed for the run, so it resumes identically on any number of processes",
     "sync_bn": "under torchrun on GPUs: BatchNorm statistics over the whole global batch (SyncBatchNorm) instead "
                "of each process's own part",
+    "workers": "processes decoding an image folder ahead of the model (default: the CPU cores per process, "
+               "at most 8; 0: decode in the job's own process); allowed with --resume",
     "threads": "torch CPU threads (default: torch's); a resume reuses the run's count, as results depend on it",
 }
+
+
+def default_workers() -> int:
+    """DataLoader processes per job process: the cores torchrun's processes on this node share, up to 8."""
+    per_node = int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)
+    return max(1, min(8, (os.cpu_count() or 1) // max(1, per_node)))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -16,7 +17,7 @@ import numpy as np
 import torch
 
 from spnas.data.idx import find_idx, read_idx
-from spnas.data.imagefolder import IMAGENET_MEAN, IMAGENET_STD, FolderSplit, scan
+from spnas.data.imagefolder import GREY_MEAN, GREY_STD, IMAGENET_MEAN, IMAGENET_STD, FolderSplit, scan
 from spnas.errors import SpnasError
 
 DATA_DIR_ENV = "SPNAS_DATA_DIR"
@@ -56,7 +57,7 @@ class DataSplits:
 
     @property
     def in_channels(self) -> int:
-        return 3 if isinstance(self.train, FolderSplit) else self.train.images.shape[1]
+        return self.train.channels if isinstance(self.train, FolderSplit) else self.train.images.shape[1]
 
     @property
     def input_size(self) -> int:
@@ -242,9 +243,13 @@ def _load_imagefolder(name: str, data_dir: str | None, val_fraction: float, seed
     root = Path(data_dir or os.environ[DATA_DIR_ENV])
     train, classes = scan(root, "train", size)
     test, _ = scan(root, "val", size, classes)
+    if train.channels != test.channels:  # grey training images, colour test images (or the reverse): RGB
+        train, test = (dataclasses.replace(s, channels=3) for s in (train, test))
     train, val = _split_and_subset(train, val_fraction, seed, train_subset)
-    return DataSplits(name=name, train=train, val=val, test=test, classes=tuple(classes), mean=IMAGENET_MEAN,
-                      std=IMAGENET_STD, flip=True, crop_padding=0, source=str(root))
+    grey = train.channels == 1
+    return DataSplits(name=name, train=train, val=val, test=test, classes=tuple(classes),
+                      mean=GREY_MEAN if grey else IMAGENET_MEAN, std=GREY_STD if grey else IMAGENET_STD,
+                      flip=True, crop_padding=0, source=str(root))
 
 
 def _split_and_subset(train, val_fraction: float, seed: int, train_subset: int | None):

@@ -98,18 +98,20 @@ class BatchSource:
             yield self.batch(epoch, step)
 
 
-def train_source(data: DataSplits, batch_size: int, seed: int,
-                 device: torch.device | None = None) -> BatchSource | FolderBatchSource:
-    """Augmented training batches; in-memory images are moved to ``device`` once (folders stream
-    from disk on the CPU and the step moves each batch)."""
+def train_source(data: DataSplits, batch_size: int, seed: int, device: torch.device | None = None, *,
+                 workers: int = 0, parts: int = 1, mine: range = range(0, 1)) -> BatchSource | FolderBatchSource:
+    """Augmented training batches; in-memory images are moved to ``device`` once. Folders stream from
+    disk through ``workers`` DataLoader processes, decoding ahead the ``mine`` of ``parts`` of each
+    step this process will ask for (pinned for a fast copy to CUDA); the step moves each batch."""
     if isinstance(data.train, FolderSplit):
-        return FolderBatchSource(data.train, batch_size, seed)
+        return FolderBatchSource(data.train, batch_size, seed, workers=workers, parts=parts, mine=mine,
+                                 pin_memory=device is not None and device.type == "cuda")
     return BatchSource(data.train, batch_size, data.mean, data.std, seed, augment=True, flip=data.flip,
                        crop_padding=data.crop_padding, device=device)
 
 
-def eval_source(data: DataSplits, split, batch_size: int = 500,
-                device: torch.device | None = None) -> BatchSource | FolderBatchSource:
+def eval_source(data: DataSplits, split, batch_size: int = 500, device: torch.device | None = None, *,
+                workers: int = 0) -> BatchSource | FolderBatchSource:
     if isinstance(split, FolderSplit):
-        return FolderBatchSource(split, min(batch_size, 100), augment=False, drop_last=False)
+        return FolderBatchSource(split, min(batch_size, 100), augment=False, drop_last=False, workers=workers)
     return BatchSource(split, batch_size, data.mean, data.std, augment=False, drop_last=False, device=device)

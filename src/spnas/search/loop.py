@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from spnas.arch import Architecture
-from spnas.data.loader import eval_source, train_source
+from spnas.data.loader import eval_source
 from spnas.engine import GlobalBatchStep, run_steps
 from spnas.errors import SpnasError
 from spnas.evaluate import accuracy, recalibrated_batchnorm
@@ -69,7 +69,7 @@ def run_search(cfg: SearchConfig, resume_dir: str | None = None, force: bool = F
 def _search(job: Job, space: SearchSpace, lut: LatencyTable) -> SearchResult:
     cfg, data, precision, run_dir = job.cfg, job.data, job.precision, job.run_dir
     torch.manual_seed(cfg.seed)
-    source = train_source(data, cfg.batch_size, cfg.seed, precision.device)
+    source = job.train_source()
     steps_per_epoch, total = source.steps_per_epoch, cfg.epochs * source.steps_per_epoch
     warmup_steps = round(cfg.warmup_fraction * total)
     net = SinglePathNet(space)

@@ -96,7 +96,7 @@ def _train(job: Job, arch: Architecture, space: SearchSpace) -> TrainResult:
     torch.manual_seed(cfg.seed)
     device = precision.device
     net = precision.prepare(SinglePathNet(space, arch))
-    source = train_source(data, cfg.batch_size, cfg.seed, device)
+    source = job.train_source()
     steps_per_epoch = source.steps_per_epoch
     total = cfg.epochs * steps_per_epoch
     # tf-rmsprop: the paper's L2 term in the loss; sgd/adamw: decoupled decay in the optimiser
