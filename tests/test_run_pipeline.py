@@ -61,3 +61,42 @@ def test_near_chance_accuracy_is_flagged_in_the_report():
                "lut": {"source": "cache"}, "search": {"predicted_ms": 0.2, "wall_s": 60,
                                                       "last_step_predicted_ms": 0.2, "repair_flips": []}}
     assert "**Warning:** 2 of 3 models scored near chance" in _markdown(summary, get_space("small"))
+
+
+def test_with_a_foreign_table_and_two_processes_the_report_compares_predictions(tmp_path):
+    """``--lut`` from another device: no profiling, no measuring here; search and trainings run under
+    torchrun with 2 gloo processes, and the report says its latencies are predictions."""
+    import os
+
+    from conftest import fake_lut
+    from spnas.space import get_space
+
+    lut = tmp_path / "phone.json"
+    fake_lut(get_space("small", width=0.25, input_size=16, num_classes=4)).save(lut)
+    out = tmp_path / "run"
+    env = {**os.environ, "SPNAS_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-m", "spnas", "run", "--preset", "smoke", "--lut", str(lut),
+                           "--nproc-per-node", "2", "--device", "cpu", "--out", str(out)],
+                          capture_output=True, text=True, env=env, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads((out / "results.json").read_text())
+    assert results["latency"] == "predicted" and results["processes"] == 2
+    assert all(r["measured_ms"] is None and r["latency_ms"] == r["predicted_ms"] for r in results["models"])
+    assert "measure" not in json.loads((out / "pipeline.json").read_text())["stages"]
+    assert not (tmp_path / "cache").exists()  # nothing profiled
+    assert json.loads((out / "search" / "config.json").read_text())["micro_batch"] == 16
+    assert "the comparison uses the table's predictions" in (out / "report.md").read_text()
+    assert done.stdout.count("report:") == 1
+
+
+def test_one_read_of_the_data_serves_every_subset():
+    import torch
+
+    from spnas.data.datasets import load_data, with_train_subset
+
+    full = load_data("synthetic:200:1:16:4", val_fraction=0.1, seed=0)
+    for n in (50, 120, 500):
+        direct, derived = load_data("synthetic:200:1:16:4", val_fraction=0.1, seed=0, train_subset=n), \
+            with_train_subset(full, n, 0)
+        assert torch.equal(direct.train.images, derived.train.images) and direct.mean == derived.mean
+        assert torch.equal(direct.val.images, derived.val.images)

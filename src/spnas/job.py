@@ -42,8 +42,9 @@ class Job:
     _started: float = field(default_factory=time.monotonic)
 
     @classmethod
-    def prepare(cls, cfg: Any, resume_dir: str | None, force: bool) -> "Job":
-        """Everything a job needs that can be refused, checked before anything is written."""
+    def prepare(cls, cfg: Any, resume_dir: str | None, force: bool, data: DataSplits | None = None) -> "Job":
+        """Everything a job needs that can be refused, checked before anything is written. ``data``:
+        the job's dataset when the caller has it loaded already (``spnas run``)."""
         replicas = Replicas.from_env()
         device = replicas.device(resolve_device(cfg.device))
         replicas.check_sync_bn(cfg.sync_bn, device)
@@ -52,7 +53,8 @@ class Job:
         num_parts = check_parts(cfg.batch_size, micro_batch, replicas.world)
         if resume_dir is None:
             check_new_run_dir(cfg.out, force)
-        data = load_data(cfg.data, cfg.data_dir, cfg.val_fraction, cfg.seed, cfg.train_subset)
+        if data is None:
+            data = load_data(cfg.data, cfg.data_dir, cfg.val_fraction, cfg.seed, cfg.train_subset)
         if len(data.train) < cfg.batch_size:
             raise SpnasError(f"--batch-size {cfg.batch_size} is larger than the {len(data.train)} training images")
         cfg = dataclasses.replace(cfg, micro_batch=micro_batch)

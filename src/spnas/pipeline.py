@@ -1,7 +1,10 @@
 """``spnas run``: profile -> search -> train the result and the baselines -> export -> measure -> report.
 
-Each stage records its outcome in ``pipeline.json``; running the same command again skips finished
-stages and resumes an interrupted search or training from its checkpoint.
+Each stage is one method of :class:`Pipeline` and records its outcome in ``pipeline.json``; running the
+same command again skips finished stages and resumes an interrupted search or training from its
+checkpoint. The dataset is read once; searches and trainings run in this process, or under torchrun
+with one process per GPU. With a latency table from another device (``--lut``), nothing is profiled
+or measured here and the report compares predicted latencies.
 """
 
 from __future__ import annotations
@@ -10,12 +13,17 @@ import dataclasses
 import math
 import os
 import shutil
+import signal
+import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from spnas.arch import Architecture, uniform
-from spnas.data.datasets import load_data
+from spnas.data.datasets import DataSplits, load_data, with_train_subset
+from spnas.engine import Interrupted
 from spnas.device import Precision, resolve_device
 from spnas.errors import SpnasError
 from spnas.export import export_model
@@ -24,7 +32,7 @@ from spnas.latency.device_profiler import Protocol, Stats, measure_interleaved, 
 from spnas.latency.lut import LatencyTable
 from spnas.latency.predict import predict_ms
 from spnas.latency.profile import profile_space
-from spnas.latency.targets import get_target
+from spnas.latency.targets import Target, get_target
 from spnas.latency.validate import validate
 from spnas.progress import RoundProgress
 from spnas.report import comparison_warnings, write_report
@@ -32,7 +40,7 @@ from spnas.rundir import check_new_run_dir, run_directory
 from spnas.runs import CHECKPOINT
 from spnas.search.config import SearchConfig
 from spnas.search.loop import run_search
-from spnas.space import space_for_data
+from spnas.space import SearchSpace, space_for_data
 from spnas.train.config import TrainConfig
 from spnas.train.loop import load_model, run_train
 
@@ -96,130 +104,233 @@ def lut_cache_dir() -> Path:
     return Path(os.environ.get("SPNAS_CACHE", Path.home() / ".cache" / "spnas")) / "luts"
 
 
-def run_pipeline(preset_name: str, out: str, data: str | None = None, data_dir: str | None = None,
-                 target_ms: float | None = None, threads: int = 1, force: bool = False,
-                 cache: bool = True, device: str = "auto", amp: str = "off") -> dict:
-    if preset_name not in PRESETS:
-        raise SpnasError(f"unknown preset {preset_name!r}; choose one of: {', '.join(PRESETS)}")
-    if target_ms is not None and not (math.isfinite(target_ms) and target_ms > 0):
-        raise SpnasError(f"--target-ms must be a positive number of ms, got {target_ms!r}")
-    Precision(resolve_device(device), amp)  # refused here, before any stage starts
-    jobs = {"device": device, "amp": amp}
-    preset = PRESETS[preset_name]
-    data_name = data or preset.data
-    resume = (Path(out) / STATE).is_file() and not force
+@dataclass(frozen=True)
+class PipelineOptions:
+    """What ``spnas run`` takes; everything else comes from the preset."""
+
+    preset: str = "quick"
+    out: str = "runs/spnas-run"
+    data: str | None = None
+    data_dir: str | None = None
+    space: str = "small"
+    target_ms: float | None = None
+    #: where the latency table is profiled and the models measured
+    target: str = "onnxruntime-cpu"
+    #: a latency table made elsewhere (a phone's, from a bundle): nothing is profiled or measured here
+    lut: str | None = None
+    threads: int = 1
+    force: bool = False
+    cache: bool = True
+    device: str = "auto"
+    amp: str = "off"
+    #: processes for search and training (torchrun); None: one per GPU on CUDA, else 1
+    nproc_per_node: int | None = None
+
+
+def run_pipeline(options: PipelineOptions) -> dict:
+    """Check every option and the data before anything is written, then run the stages not yet done."""
+    preset = PRESETS.get(options.preset)
+    if preset is None:
+        raise SpnasError(f"unknown preset {options.preset!r}; choose one of: {', '.join(PRESETS)}")
+    if options.target_ms is not None and not (math.isfinite(options.target_ms) and options.target_ms > 0):
+        raise SpnasError(f"--target-ms must be a positive number of ms, got {options.target_ms!r}")
+    device = resolve_device(options.device)
+    Precision(device, options.amp)  # refused here, before any stage starts
+    nproc = options.nproc_per_node or (torch.cuda.device_count() if device.type == "cuda" else 1)
+    if nproc < 1:
+        raise SpnasError(f"--nproc-per-node must be >= 1, got {nproc}")
+    if preset.batch_size % nproc:
+        raise SpnasError(f"--nproc-per-node {nproc} does not divide the {options.preset} preset's batch of "
+                         f"{preset.batch_size} (the global batch): use a divisor of it")
+    data_name = options.data or preset.data
+    resume = (Path(options.out) / STATE).is_file() and not options.force
     if not resume:
-        check_new_run_dir(out, force)
-    target = get_target("onnxruntime-cpu", threads)
-    splits = load_data(data_name, data_dir, 0.1, 0, preset.train_subset)
+        check_new_run_dir(options.out, options.force)
+    target = get_target(options.target, options.threads)
+    full = load_data(data_name, options.data_dir, 0.1, 0)  # once; each job takes its subset of it
+    splits = with_train_subset(full, preset.train_subset, 0)
     if len(splits.train) < preset.batch_size:
         raise SpnasError(f"{data_name}: {len(splits.train)} training images, fewer than one batch of "
                          f"{preset.batch_size}; use a larger dataset")
-    space = space_for_data("small", splits, preset.width)
+    space = space_for_data(options.space, splits, preset.width)
+    foreign_lut = _foreign_lut(options.lut, space) if options.lut else None
     search_epochs, train_epochs = preset.epochs(len(splits.train))
     if (search_epochs, train_epochs) != (preset.search_epochs, preset.train_epochs):
         print(f"spnas: note: {len(splits.train):,} training images make few steps an epoch at batch "
               f"{preset.batch_size}: searching {search_epochs} epochs and training {train_epochs} (the "
-              f"{preset_name} preset's minimum of {preset.search_min_steps} and {preset.train_min_steps} steps)",
+              f"{options.preset} preset's minimum of {preset.search_min_steps} and {preset.train_min_steps} steps)",
               file=sys.stderr)
-    jobs["epochs"] = {"search": search_epochs, "train": train_epochs}
-    with run_directory(out, resume=resume, force=force) as run_dir:
-        state = _open_state(run_dir, preset_name, data_name, resume)
-        return _run_stages(run_dir, state, preset_name, data_name, data_dir, space, target, target_ms, cache, jobs)
+    with run_directory(options.out, resume=resume, force=options.force) as run_dir:
+        pipeline = Pipeline(options, preset, run_dir, _open_state(run_dir, options.preset, data_name, resume),
+                            data_name, full, space, target, foreign_lut, nproc,
+                            {"search": search_epochs, "train": train_epochs})
+        return pipeline.run()
 
 
-def _run_stages(run_dir: Path, state: dict, preset_name: str, data_name: str, data_dir: str | None,
-                space, target, target_ms: float | None, cache: bool, jobs: dict) -> dict:
-    """Every stage not yet recorded in ``state``, in order; then the report."""
-    preset, threads = PRESETS[preset_name], target.threads
-    jobs = dict(jobs)
-    epochs = jobs.pop("epochs")
+@dataclass
+class Pipeline:
+    """The stages of one ``spnas run``, each a method; ``state`` (pipeline.json) records what is done."""
 
-    def stage(name: str, fn):
-        if name not in state["stages"]:
-            state["stages"][name] = fn()
-            write_json(run_dir / STATE, state)
-        return state["stages"][name]
+    options: PipelineOptions
+    preset: Preset
+    run_dir: Path
+    state: dict
+    data_name: str
+    data: DataSplits
+    space: SearchSpace
+    target: Target
+    foreign_lut: LatencyTable | None
+    nproc: int
+    epochs: dict
 
-    lut_path = run_dir / "lut.json"
+    @property
+    def lut_path(self) -> Path:
+        return self.run_dir / "lut.json"
 
-    def make_lut() -> dict:
-        cached = lut_cache_dir() / f"{target.name}-t{threads}-{Protocol.cache}-{space.fingerprint()}.json"
-        if cache and _usable_cache(cached, space):
-            shutil.copyfile(cached, lut_path)
-            return {"source": str(cached), "cached": True}
-        lut = profile_space(space, target, Protocol(warmup=5, repeats=preset.lut_repeats))
-        lut.save(lut_path)
-        result = validate(lut, space, target, preset.validate_samples, 0,
-                          Protocol(warmup=3, repeats=max(5, preset.lut_repeats // 2)), run_dir / "latency")
+    @property
+    def measured_here(self) -> bool:
+        """Models are measured where the table was profiled; a foreign table's device is not here."""
+        return self.foreign_lut is None
+
+    def run(self) -> dict:
+        self.stage("lut", self.make_lut)
+        lut = LatencyTable.load(self.lut_path)
+        lut.check(self.space, str(self.lut_path))
+        target_ms = self.options.target_ms or self.state["stages"].get("search", {}).get("target_ms")
+        if target_ms is None:  # between the fastest uniform net and the MobileNetV2-like one
+            target_ms = round((predict_ms(lut, uniform(self.space, "k3e3"))
+                               + predict_ms(lut, uniform(self.space, "k3e6"))) / 2, 4)
+        searched = self.stage("search", lambda: self.search(target_ms))
+        models = {"searched": searched["arch"],
+                  **{f"uniform-{op}": uniform(self.space, op).to_string() for op in BASELINES}}
+        for name, arch_text in models.items():
+            self.stage(f"train:{name}", lambda name=name, arch_text=arch_text: self.train(name, arch_text))
+        measured = self.stage("measure", lambda: self.measure(list(models))) if self.measured_here else None
+        return self.report(lut, models, measured, target_ms)
+
+    def stage(self, name: str, work):
+        if name not in self.state["stages"]:
+            self.state["stages"][name] = work()
+            write_json(self.run_dir / STATE, self.state)
+        return self.state["stages"][name]
+
+    def jobs(self) -> dict:
+        return {"device": self.options.device, "amp": self.options.amp}
+
+    def make_lut(self) -> dict:
+        if self.foreign_lut is not None:
+            self.foreign_lut.save(self.lut_path)
+            return {"source": str(Path(self.options.lut).absolute()), "cached": False,
+                    "target": self.foreign_lut.target}
+        space, target, cached = self.space, self.target, None
+        if self.options.cache:
+            cached = lut_cache_dir() / f"{target.name}-t{target.threads}-{Protocol.cache}-{space.fingerprint()}.json"
+            if _usable_cache(cached, space):
+                shutil.copyfile(cached, self.lut_path)
+                return {"source": str(cached), "cached": True, "target": target.name}
+        repeats = self.preset.lut_repeats
+        lut = profile_space(space, target, Protocol(warmup=5, repeats=repeats))
+        lut.save(self.lut_path)
+        result = validate(lut, space, target, self.preset.validate_samples, 0,
+                          Protocol(warmup=3, repeats=max(5, repeats // 2)), self.run_dir / "latency")
         lut.calibration = result.calibration
-        lut.save(lut_path)
-        if cache:
+        lut.save(self.lut_path)
+        if cached is not None:
             lut.save(cached)
-        return {"source": "profiled", "cached": False, "validation": result.report["held_out_calibrated"]}
+        return {"source": "profiled", "cached": False, "target": target.name,
+                "validation": result.report["held_out_calibrated"]}
 
-    stage("lut", make_lut)
-    lut = LatencyTable.load(lut_path)
-    lut.check(space, str(lut_path))
-    baseline_ms = {op: predict_ms(lut, uniform(space, op)) for op in BASELINES}
-    if target_ms is None:  # between the fastest uniform net and the MobileNetV2-like one
-        target_ms = round((baseline_ms["k3e3"] + baseline_ms["k3e6"]) / 2, 4)
+    def search(self, target_ms: float) -> dict:
+        out = self.run_dir / "search"
+        cfg = SearchConfig(data=self.data_name, data_dir=self.options.data_dir, lut=str(self.lut_path),
+                           space=self.options.space, width=self.preset.width, epochs=self.epochs["search"],
+                           batch_size=self.preset.batch_size, train_subset=self.preset.search_subset,
+                           target_ms=target_ms, indicator_scale="init-norm", out=str(out), eval_every_epoch=False,
+                           **self.jobs())
+        self.run_job("search", cfg, out, lambda resume: run_search(
+            cfg, resume_dir=resume, force=resume is None,
+            data=with_train_subset(self.data, self.preset.search_subset, 0)))
+        summary = read_json(out / "summary.json", "search summary")
+        return {"arch": summary["arch"], "predicted_ms": summary["predicted_ms"], "target_ms": target_ms,
+                "wall_s": summary["wall_s"], "last_step_arch": summary["last_step_arch"],
+                "last_step_predicted_ms": summary["last_step_predicted_ms"], "repair_flips": summary["repair_flips"]}
 
-    def search() -> dict:
-        cfg = SearchConfig(data=data_name, data_dir=data_dir, lut=str(lut_path), width=preset.width,
-                           epochs=epochs["search"], batch_size=preset.batch_size,
-                           train_subset=preset.search_subset, target_ms=target_ms,
-                           indicator_scale="init-norm", out=str(run_dir / "search"), eval_every_epoch=False, **jobs)
-        resume = str(run_dir / "search") if (run_dir / "search" / CHECKPOINT).is_file() else None
-        result = run_search(cfg, resume_dir=resume, force=resume is None)
-        return {"arch": result.arch.to_string(), "predicted_ms": result.predicted_ms, "target_ms": target_ms,
-                "wall_s": result.wall_s, "last_step_arch": result.last_step.to_string(),
-                "last_step_predicted_ms": result.last_step_ms, "repair_flips": result.repair_flips}
+    def train(self, name: str, arch_text: str) -> dict:
+        out = self.run_dir / "train" / name
+        cfg = TrainConfig(arch=arch_text, data=self.data_name, data_dir=self.options.data_dir, width=self.preset.width,
+                          epochs=self.epochs["train"], batch_size=self.preset.batch_size,
+                          train_subset=self.preset.train_subset, out=str(out), **self.jobs())
+        self.run_job("train", cfg, out, lambda resume: run_train(
+            cfg, resume_dir=resume, force=resume is None,
+            data=with_train_subset(self.data, self.preset.train_subset, 0)))
+        metrics = read_json(out / "results.json", "training results")
+        net, meta = load_model(out)
+        onnx_path = self.run_dir / "models" / f"{name}.onnx"
+        check = export_model(net, meta, "onnx", onnx_path, self.options.data_dir)
+        return {**metrics, "arch": arch_text, "onnx": str(onnx_path), "export_max_abs_diff": check["max_abs_diff"]}
 
-    searched = stage("search", search)
-    models = {"searched": searched["arch"], **{f"uniform-{op}": uniform(space, op).to_string() for op in BASELINES}}
+    def run_job(self, kind: str, cfg, out: Path, in_process) -> None:
+        """A search or training: in this process, or under torchrun with ``nproc`` processes; either
+        resumes from the job's checkpoint when there is one."""
+        resume = str(out) if (out / CHECKPOINT).is_file() else None
+        if self.nproc == 1:
+            in_process(resume)
+            return
+        if resume:
+            args = ["--resume", resume]
+        else:
+            config = self.run_dir / f"{kind}-{out.name}.config.json"
+            write_json(config, {k: v for k, v in dataclasses.asdict(cfg).items() if v is not None})
+            args = ["--config", str(config), "--force"]
+        launched = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                                   f"--nproc-per-node={self.nproc}", "-m", "spnas", kind, *args])
+        if launched.returncode in (128 + signal.SIGINT, 128 + signal.SIGTERM):
+            raise Interrupted(f"{kind} stopped", launched.returncode)
+        if launched.returncode != 0:
+            raise SpnasError(f"the {kind} in {out} failed under torchrun (exit {launched.returncode}; its lines "
+                             "are above); fix the cause and run the same command to resume")
 
-    for name, arch_text in models.items():
-        def train(name=name, arch_text=arch_text) -> dict:
-            tdir = run_dir / "train" / name
-            cfg = TrainConfig(arch=arch_text, data=data_name, data_dir=data_dir, width=preset.width,
-                              epochs=epochs["train"], batch_size=preset.batch_size,
-                              train_subset=preset.train_subset, out=str(tdir), **jobs)
-            resume = str(tdir) if (tdir / CHECKPOINT).is_file() else None
-            result = run_train(cfg, resume_dir=resume, force=resume is None)
-            net, meta = load_model(tdir)
-            onnx_path = run_dir / "models" / f"{name}.onnx"
-            check = export_model(net, meta, "onnx", onnx_path, data_dir)
-            return {**result.metrics, "arch": arch_text, "onnx": str(onnx_path),
-                    "export_max_abs_diff": check["max_abs_diff"]}
-
-        stage(f"train:{name}", train)
-
-    def measure() -> dict:
+    def measure(self, names: list[str]) -> dict:
+        space, target = self.space, self.target
         shape = [1, space.in_channels, space.input_size, space.input_size]
-        runners = {name: ort_runner(state["stages"][f"train:{name}"]["onnx"], shape, threads) for name in models}
+        runners = {}
+        for name in names:
+            trained = self.state["stages"][f"train:{name}"]
+            runners[name] = (ort_runner(trained["onnx"], shape, target.threads) if target.name == "onnxruntime-cpu"
+                             else target.runner(load_model(self.run_dir / "train" / name)[0], shape))
         stats: dict[str, Stats] = measure_interleaved(
-            runners, Protocol(warmup=10, repeats=preset.measure_repeats), RoundProgress("measuring exported models"))
+            runners, Protocol(warmup=10, repeats=self.preset.measure_repeats), RoundProgress("measuring models"))
         return {name: s.to_dict() for name, s in stats.items()}
 
-    measured = stage("measure", measure)
-    rows = []
-    for name, arch_text in models.items():
-        t = state["stages"][f"train:{name}"]
-        arch = Architecture.from_string(arch_text)
-        rows.append({"model": name, "arch": arch_text, "predicted_ms": predict_ms(lut, arch),
-                     "measured_ms": measured[name]["median"], "measured_iqr_ms": measured[name]["iqr"],
-                     "test_top1": t["test_top1"], "test_top5": t.get("test_top5"),
-                     "test_top1_raw": t["test_top1_raw"], "test_top1_ema": t["test_top1_ema"],
-                     "train_wall_s": t["train_wall_s"], "export_max_abs_diff": t["export_max_abs_diff"]})
-    summary = {"preset": preset_name, "data": data_name, "space": space.to_dict(), "target_ms": target_ms,
-               "lut": state["stages"]["lut"], "search": searched, "models": rows,
-               "settings": dataclasses.asdict(preset), "epochs": epochs, "threads": threads}
-    summary["warnings"] = comparison_warnings(rows, space.num_classes)
-    for warning in summary["warnings"]:
-        print(f"spnas: warning: {warning}", file=sys.stderr)
-    write_report(run_dir, summary, space)
-    return summary
+    def report(self, lut: LatencyTable, models: dict, measured: dict | None, target_ms: float) -> dict:
+        rows = []
+        for name, arch_text in models.items():
+            t = self.state["stages"][f"train:{name}"]
+            predicted = predict_ms(lut, Architecture.from_string(arch_text))
+            rows.append({"model": name, "arch": arch_text, "predicted_ms": predicted,
+                         "measured_ms": measured[name]["median"] if measured else None,
+                         "measured_iqr_ms": measured[name]["iqr"] if measured else None,
+                         "latency_ms": measured[name]["median"] if measured else predicted,
+                         "test_top1": t["test_top1"], "test_top5": t.get("test_top5"),
+                         "test_top1_raw": t["test_top1_raw"], "test_top1_ema": t["test_top1_ema"],
+                         "train_wall_s": t["train_wall_s"], "export_max_abs_diff": t["export_max_abs_diff"]})
+        summary = {"preset": self.options.preset, "data": self.data_name, "space": self.space.to_dict(),
+                   "target_ms": target_ms, "latency_target": lut.target,
+                   "latency": "measured" if measured else "predicted", "lut": self.state["stages"]["lut"],
+                   "search": self.state["stages"]["search"], "models": rows,
+                   "settings": dataclasses.asdict(self.preset), "epochs": self.epochs,
+                   "threads": self.target.threads, "processes": self.nproc}
+        summary["warnings"] = comparison_warnings(rows, self.space.num_classes)
+        for warning in summary["warnings"]:
+            print(f"spnas: warning: {warning}", file=sys.stderr)
+        write_report(self.run_dir, summary, self.space)
+        return summary
+
+
+def _foreign_lut(path: str, space: SearchSpace) -> LatencyTable:
+    lut = LatencyTable.load(path)
+    lut.check(space, path)
+    return lut
 
 
 def _usable_cache(path: Path, space) -> bool:

@@ -15,10 +15,15 @@ from spnas.table import format_table
 
 
 def dominated_by(rows: list[dict], name: str) -> list[str]:
-    """Baselines at or below the model's measured latency with at least its accuracy."""
+    """Baselines at or below the model's latency (measured, or predicted where the table's device is not
+    here) with at least its accuracy."""
     me = next(r for r in rows if r["model"] == name)
     return [r["model"] for r in rows if r["model"] != name
-            and r["measured_ms"] <= me["measured_ms"] and r["test_top1"] >= me["test_top1"]]
+            and _latency(r) <= _latency(me) and r["test_top1"] >= me["test_top1"]]
+
+
+def _latency(row: dict) -> float:
+    return row.get("latency_ms", row.get("measured_ms"))  # results.json of older runs: measured only
 
 
 #: a top-1 below this share of the way from chance to 100% is "near chance" (10 classes: 32.5%)
@@ -47,7 +52,9 @@ def write_report(run_dir: Path, summary: dict, space: SearchSpace) -> None:
     writer.writeheader()
     writer.writerows(rows)
     atomic_write_text(run_dir / "results.csv", buf.getvalue())
-    _accuracy_latency_plot(run_dir / "accuracy_latency.png", rows, summary["target_ms"])
+    basis = "measured" if summary.get("latency", "measured") == "measured" else "predicted"
+    _accuracy_latency_plot(run_dir / "accuracy_latency.png", rows, summary["target_ms"],
+                           f"{basis} latency, ms ({summary.get('latency_target', 'onnxruntime-cpu')}")
     _architecture_plot(run_dir / "architecture.png", Architecture.from_string(summary["search"]["arch"]), space)
     if (run_dir / "search" / "progress.png").is_file():
         shutil.copyfile(run_dir / "search" / "progress.png", run_dir / "search_progress.png")
@@ -58,9 +65,18 @@ def _markdown(summary: dict, space: SearchSpace) -> str:
     rows = summary["models"]
     table = format_table(
         ("model", "test top-1 %", "measured ms (IQR)", "predicted ms", "train min", "architecture"),
-        [(r["model"], f"{r['test_top1'] * 100:.2f}", f"{r['measured_ms']:.3f} ({r['measured_iqr_ms']:.3f})",
+        [(r["model"], f"{r['test_top1'] * 100:.2f}",
+          f"{r['measured_ms']:.3f} ({r['measured_iqr_ms']:.3f})" if r.get("measured_ms") is not None else "not here",
           f"{r['predicted_ms']:.3f}", f"{r['train_wall_s'] / 60:.1f}", f"`{r['arch'].split(':', 1)[1]}`")
          for r in rows], markdown=True)
+    target = summary.get("latency_target", "onnxruntime-cpu")
+    measured = summary.get("latency", "measured") == "measured"
+    basis = "measured" if measured else "predicted"
+    how = (f"Measured: median of interleaved {target} runs of the trained models (batch 1, the exported ONNX "
+           "models for onnxruntime). Predicted: the calibrated latency table." if measured else
+           f"The latency table is {target}'s, a device that is not this machine: the models were not measured "
+           "here, and the comparison uses the table's predictions. Measure them on that device (spnas latency "
+           "bundle) before trusting a close call.")
     s = summary["search"]
     lut = summary["lut"]
     verdict = ("not dominated by any baseline" if not summary["searched_dominated_by"]
@@ -71,20 +87,18 @@ def _markdown(summary: dict, space: SearchSpace) -> str:
                 if validation else f"reused from {lut['source']}")
     return f"""# spnas run: {summary['preset']} preset on {summary['data']}
 
-Target latency **{summary['target_ms']:.3f} ms** (onnxruntime-cpu, {summary['threads']} thread); the
+Target latency **{summary['target_ms']:.3f} ms** ({target}, {summary['threads']} thread); the
 search returned a net predicted at **{s['predicted_ms']:.3f} ms** in {s['wall_s'] / 60:.1f} min
 (its last-step decisions: {s['last_step_predicted_ms']:.3f} ms; {len(s['repair_flips'])} least-confident
 decisions flipped to meet the budget band).
 Latency table: {lut_line}.
 {warnings}
-The searched network is **{verdict}** (baselines at or below its measured latency with at least
+The searched network is **{verdict}** (baselines at or below its {basis} latency with at least
 its accuracy).
 
 {table}
 
-Measured: median of interleaved onnxruntime runs of the exported ONNX models (batch 1). Predicted:
-the calibrated latency table. Accuracy: Fashion-MNIST-style test split, EMA or raw weights,
-whichever was better on validation.
+{how} Accuracy: the dataset's test split, EMA or raw weights, whichever was better on validation.
 
 ![accuracy vs latency](accuracy_latency.png)
 
@@ -111,18 +125,18 @@ def _save(fig, path: Path) -> None:
     _plt().close(fig)
 
 
-def _accuracy_latency_plot(path: Path, rows: list[dict], target_ms: float) -> None:
+def _accuracy_latency_plot(path: Path, rows: list[dict], target_ms: float, latency_label: str) -> None:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 4.5), dpi=120)
     for r in rows:
         searched = r["model"] == "searched"
-        ax.errorbar(r["measured_ms"], r["test_top1"] * 100, xerr=r["measured_iqr_ms"] / 2,
+        ax.errorbar(_latency(r), r["test_top1"] * 100, xerr=(r.get("measured_iqr_ms") or 0) / 2,
                     fmt="*" if searched else "o", ms=14 if searched else 7,
                     color="tab:red" if searched else "tab:blue", capsize=3)
-        ax.annotate(r["model"], (r["measured_ms"], r["test_top1"] * 100), textcoords="offset points",
+        ax.annotate(r["model"], (_latency(r), r["test_top1"] * 100), textcoords="offset points",
                     xytext=(6, -12), fontsize=8)
     ax.axvline(target_ms, color="tab:red", ls="--", lw=1, label=f"target {target_ms:.3f} ms")
-    ax.set_xlabel("measured latency, ms (onnxruntime-cpu, batch 1)")
+    ax.set_xlabel(f"{latency_label}, batch 1)")
     ax.set_ylabel("test top-1 (%)")
     ax.set_title("Searched network vs uniform baselines")
     ax.legend(fontsize=8)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 
 from spnas.engine import Interrupted
-from spnas.pipeline import PRESETS, run_pipeline
+from spnas.latency.targets import TARGETS
+from spnas.pipeline import PRESETS, PipelineOptions, run_pipeline
+from spnas.space import PRESETS as SPACES
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -17,8 +19,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         f"with plots to --out. Re-running the same command resumes. Presets: {presets}.")
     p.add_argument("--preset", default="quick", choices=list(PRESETS), help="run size (default quick)")
     p.add_argument("--out", default="runs/spnas-run", help="run directory (default runs/spnas-run)")
-    p.add_argument("--data", help="dataset (default: the preset's, Fashion-MNIST)")
+    p.add_argument("--data", help="dataset: fashion-mnist, mnist, cifar10, cifar100, imagefolder[:SIZE] (with "
+                   "--data-dir ROOT holding train/ and val/), synthetic:N:C:SIZE:CLASSES (default: the preset's, "
+                   "Fashion-MNIST)")
     p.add_argument("--data-dir", help="directory with the dataset files (env SPNAS_DATA_DIR)")
+    p.add_argument("--space", default="small", choices=list(SPACES),
+                   help="search space, adapted to the data's size, channels and classes (default small)")
+    p.add_argument("--target", default="onnxruntime-cpu", choices=list(TARGETS),
+                   help="where the latency table is profiled and the models measured (default onnxruntime-cpu)")
+    p.add_argument("--lut", help="a latency table made on another device (e.g. a phone, with 'spnas latency "
+                   "bundle'): nothing is profiled or measured here, and the report compares predicted latencies")
+    p.add_argument("--nproc-per-node", type=int, help="processes for search and training, under torchrun "
+                   "(default: one per GPU when running on CUDA, else 1)")
     p.add_argument("--target-ms", type=float,
                    help="latency budget (default: halfway between the all-k3e3 and all-k3e6 nets)")
     p.add_argument("--threads", type=int, default=1, help="onnxruntime threads for latency (default 1)")
@@ -33,14 +45,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        summary = run_pipeline(args.preset, args.out, args.data, args.data_dir, args.target_ms, args.threads,
-                               args.force, cache=not args.no_cache, device=args.device, amp=args.amp)
+        summary = run_pipeline(PipelineOptions(
+            preset=args.preset, out=args.out, data=args.data, data_dir=args.data_dir, space=args.space,
+            target_ms=args.target_ms, target=args.target, lut=args.lut, threads=args.threads, force=args.force,
+            cache=not args.no_cache, device=args.device, amp=args.amp, nproc_per_node=args.nproc_per_node))
     except Interrupted as stop:
         raise Interrupted(f"stopped; finished stages are kept: run the same command "
                           f"(spnas run --preset {args.preset} --out {args.out}) to resume", stop.exit_code) from None
     print(f"\ntarget {summary['target_ms']:.3f} ms; searched {summary['search']['arch']}")
     for r in summary["models"]:
-        print(f"  {r['model']:14s} top-1 {r['test_top1'] * 100:6.2f}%  measured {r['measured_ms']:.3f} ms  "
-              f"predicted {r['predicted_ms']:.3f} ms")
+        measured = f"measured {r['measured_ms']:.3f} ms  " if r["measured_ms"] is not None else ""
+        print(f"  {r['model']:14s} top-1 {r['test_top1'] * 100:6.2f}%  {measured}predicted {r['predicted_ms']:.3f} ms")
     print(f"report: {args.out}/report.md")
     return 0

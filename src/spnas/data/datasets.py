@@ -257,7 +257,23 @@ def _split_and_subset(train, val_fraction: float, seed: int, train_subset: int |
     train, val = split_train_val(train, val_fraction, seed)
     if not len(train):
         raise SpnasError(f"no training images left after holding out --val-fraction {val_fraction}")
+    return _subset(train, train_subset, seed), val
+
+
+def _subset(train, train_subset: int | None, seed: int):
     if train_subset is not None and train_subset < len(train):
         keep = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed + 1))[:train_subset]
         train = train.subset(keep)
-    return train, val
+    return train
+
+
+def with_train_subset(data: DataSplits, train_subset: int | None, seed: int) -> DataSplits:
+    """What ``load_data(..., seed=seed, train_subset=train_subset)`` gives, from the same data loaded
+    without a subset: so one read of the files serves jobs with different subsets."""
+    train = _subset(data.train, train_subset, seed)
+    if train is data.train:
+        return data
+    changes = {"train": train}
+    if isinstance(train, TensorSplit):  # in-memory data is normalised with its training images' statistics
+        changes["mean"], changes["std"] = _stats(train.images)
+    return dataclasses.replace(data, **changes)

@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from spnas.arch import Architecture
+from spnas.data.datasets import DataSplits
 from spnas.data.loader import eval_source
 from spnas.engine import GlobalBatchStep, run_steps
 from spnas.errors import SpnasError
@@ -51,7 +52,7 @@ def load_lut_for(space: SearchSpace, path: str | None) -> LatencyTable:
 
 
 def run_search(cfg: SearchConfig, resume_dir: str | None = None, force: bool = False,
-               overrides: dict | None = None) -> SearchResult:
+               overrides: dict | None = None, data: DataSplits | None = None) -> SearchResult:
     """Search into a new run directory, or resume ``resume_dir`` (``overrides``: the options given
     with ``--resume``; only :data:`~spnas.jobconfig.RESUME_OPTIONS` may change). Under torchrun every
     rank calls this; rank 0 writes the files."""
@@ -59,7 +60,7 @@ def run_search(cfg: SearchConfig, resume_dir: str | None = None, force: bool = F
         cfg = resumed_config(SearchConfig, Path(resume_dir), overrides or {})
     else:
         cfg.check()
-    job = Job.prepare(cfg, resume_dir, force)
+    job = Job.prepare(cfg, resume_dir, force, data)
     space = space_for_data(cfg.space, job.data, cfg.width)
     lut = load_lut_for(space, cfg.lut)  # refused before any training starts
     with job.directory(force=force):

@@ -73,7 +73,7 @@ def param_groups(net: nn.Module, weight_decay: float) -> list[dict]:
 
 
 def run_train(cfg: TrainConfig, resume_dir: str | None = None, force: bool = False,
-              overrides: dict | None = None) -> TrainResult:
+              overrides: dict | None = None, data: DataSplits | None = None) -> TrainResult:
     """Train ``cfg.arch`` into a new run directory, or resume ``resume_dir`` (``overrides``: the options
     given with ``--resume``; only :data:`~spnas.jobconfig.RESUME_OPTIONS` may change). Under torchrun
     every rank calls this; rank 0 writes the files and measures the model."""
@@ -84,7 +84,7 @@ def run_train(cfg: TrainConfig, resume_dir: str | None = None, force: bool = Fal
         if not cfg.arch:
             raise SpnasError("no architecture: give ARCH (a preset, arch.json, or a string)")
     arch = resolve_arch(cfg.arch, cfg.space)
-    job = Job.prepare(cfg, resume_dir, force)
+    job = Job.prepare(cfg, resume_dir, force, data)
     space = space_for_data(arch.space, job.data, cfg.width)
     # the architecture itself is stored in config.json, so resume does not need the ARCH file
     with job.directory(dataclasses.replace(job.cfg, arch=arch.to_string(), space=arch.space), force):
