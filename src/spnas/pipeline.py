@@ -136,7 +136,9 @@ def run_pipeline(options: PipelineOptions) -> dict:
         raise SpnasError(f"--target-ms must be a positive number of ms, got {options.target_ms!r}")
     device = resolve_device(options.device)
     Precision(device, options.amp)  # refused here, before any stage starts
-    nproc = options.nproc_per_node or (torch.cuda.device_count() if device.type == "cuda" else 1)
+    nproc = options.nproc_per_node
+    if nproc is None:
+        nproc = torch.cuda.device_count() if device.type == "cuda" and device.index is None else 1
     if nproc < 1:
         raise SpnasError(f"--nproc-per-node must be >= 1, got {nproc}")
     if preset.batch_size % nproc:
