@@ -69,6 +69,18 @@ def make_step(kind: str, guarded: bool, batch: int):
     return step
 
 
+def machine_meta() -> dict:
+    """What the figures were measured on: the CPU model as /proc/cpuinfo names it, torch, threads."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next(l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines()
+                   if l.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {"cpu": cpu, "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "python": platform.python_version()}
+
+
 def measure(kind: str, batch: int, blocks: int, steps_per_block: int) -> dict:
     steps = {guarded: make_step(kind, guarded, batch) for guarded in (False, True)}
     for fn in steps.values():  # warm-up
@@ -100,8 +112,7 @@ def main() -> None:
         print(f"{r['kind']:6s} plain {statistics.median(r['plain_ms_per_step']):7.1f} ms/step  guarded "
               f"{statistics.median(r['guarded_ms_per_step']):7.1f} ms/step  ratio median {q['median']:.3f} "
               f"(min {q['min']:.3f}, max {q['max']:.3f}) over {r['blocks']} block pairs")
-    meta = {"torch": torch.__version__, "threads": torch.get_num_threads(), "machine": platform.processor() or
-            platform.machine(), "python": platform.python_version()}
+    meta = machine_meta()
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n")
     print(f"wrote {args.out}")

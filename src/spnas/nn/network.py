@@ -14,7 +14,7 @@ from torch import nn
 from spnas.arch import Architecture
 from spnas.nn.blocks import MBConv, conv_bn_act
 from spnas.nn.superkernel import Decision
-from spnas.space import SKIP, SearchSpace, op_kernel_expand
+from spnas.space import SKIP, LayerSpec, SearchSpace, op_kernel_expand
 
 INDICATOR_SCALES = ("absolute", "init-norm")
 
@@ -33,10 +33,7 @@ class SinglePathNet(nn.Module):
         layers: OrderedDict[str, nn.Module] = OrderedDict()
         for spec in space.layers():
             if arch is None:
-                layers[f"L{spec.index}"] = MBConv(
-                    spec.in_channels, spec.out_channels, spec.stride, 5, 6, eps, mom,
-                    searchable=True, skippable=spec.skippable,
-                )
+                layers[f"L{spec.index}"] = self.searchable_layer(spec)
             elif arch.ops[spec.index] != SKIP:
                 kernel, expand = op_kernel_expand(arch.ops[spec.index])
                 layers[f"L{spec.index}"] = MBConv(
@@ -51,6 +48,11 @@ class SinglePathNet(nn.Module):
         self.dropout = nn.Dropout(space.dropout)
         self.classifier = nn.Linear(space.head_out, space.num_classes)
         _init_weights(self)
+
+    def searchable_layer(self, spec: LayerSpec) -> nn.Module:
+        """A supernet's layer at a searchable position: one MBConv through a superkernel."""
+        return MBConv(spec.in_channels, spec.out_channels, spec.stride, 5, 6, self.space.bn_eps,
+                      self.space.bn_momentum, searchable=True, skippable=spec.skippable)
 
     @property
     def is_supernet(self) -> bool:

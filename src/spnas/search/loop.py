@@ -1,18 +1,21 @@
 """The search loop: one supernet, one optimiser, one loss, one pass over the schedule (SPEC §5).
 
-Read top to bottom: set-up, resume, the step, the epoch end, the result.
+Read top to bottom: set-up and resume, the steps, the result (in :func:`_search`); one step and one
+epoch end are :class:`SearchSteps`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from spnas.arch import Architecture
 from spnas.data.datasets import DataSplits
 from spnas.data.loader import eval_source
+from spnas.divergence import DivergenceGuard
 from spnas.engine import GlobalBatchStep, run_steps
 from spnas.errors import SpnasError
 from spnas.evaluate import accuracy, recalibrated_batchnorm
@@ -22,7 +25,7 @@ from spnas.latency.predict import differentiable_ms, lut_tensor, predict_ms
 from spnas.nn.network import SinglePathNet
 from spnas.optim import make_optimizer, staircase_schedule
 from spnas.job import Job
-from spnas.runs import METRICS, resumed_config
+from spnas.runs import METRICS, MetricsLog, resumed_config
 from spnas.search.config import SearchConfig
 from spnas.search.objective import Regularisers, TargetController, regularisers
 from spnas.search.plots import plot_search_progress
@@ -91,57 +94,11 @@ def _search(job: Job, space: SearchSpace, lut: LatencyTable) -> SearchResult:
     log = job.metrics_log(start)
     val = eval_source(data, data.val, device=precision.device)
 
-    def step_fn(step: int) -> dict:
-        epoch, in_epoch = divmod(step, steps_per_epoch)
-        warm = step < warmup_steps
-        net.train()
-        net.set_indicator_keep(cfg.indicator_keep if warm else None)
-        lam = 0.0 if warm else (controller.lam if controller else cfg.lambda_)
-        terms: list[tuple[torch.Tensor, Regularisers]] = []  # (latency, regularisers) of each part
-
-        def regulariser() -> torch.Tensor:  # after the part's forward pass: its indicators
-            latency = differentiable_ms(lut, net.indicators().float(), cfg.runtime_formula, table=table)
-            terms.append((latency, regularisers(net, latency, lam, cfg.weight_decay)))
-            return terms[-1][1].total
-
-        def check_loss(ce: torch.Tensor, total: torch.Tensor) -> None:
-            latency, reg = terms[-1]
-            guard.check_loss(step, ce, total, latency_ms=latency, runtime=reg.runtime, lam=lam)
-
-        stats = one_step(step, lambda part: source.batch(epoch, in_epoch, part, job.num_parts),
-                         step_seed=cfg.seed * 1_000_003 + step, guard=guard, regulariser=regulariser,
-                         check_loss=check_loss)
-        reg = terms[-1][1]
-        schedule.step()
-
-        arch = net.architecture()
-        hard_ms = predict_ms(lut, arch)
-        if controller and not warm:
-            controller.update(hard_ms)
-        if step % cfg.log_every == 0 or step + 1 == total:
-            log.write({
-                "step": step, "epoch": step / steps_per_epoch, "loss": stats.loss,
-                "ce": stats.ce, "l2": reg.l2.item(), "runtime_term": reg.runtime.item(),
-                "predicted_ms": hard_ms, "lambda": lam, "lr": schedule.get_last_lr()[0],
-                "grad_norm": stats.grad_norm, "warmup": warm, "batch_acc": stats.batch_acc,
-                "ops": list(arch.ops), "thresholds": net.thresholds(), "norms": net.group_norms(),
-            })
-        return {"ce": f"{stats.ce:.3f}", "ms": f"{hard_ms:.3f}", "lam": f"{lam:.3g}"}
-
-    def epoch_end(step: int) -> None:
-        if not job.replicas.main:  # the others go on to the next step and wait for rank 0 there
-            return
-        arch = net.architecture()
-        record = {"step": step, "epoch_end": step // steps_per_epoch + 1,
-                  "predicted_ms": predict_ms(lut, arch), "arch": arch.to_string()}
-        if cfg.eval_every_epoch and len(data.val):
-            with recalibrated_batchnorm(net, source) as calibrated:  # see its docstring: dropout vs BN
-                record["val_acc"] = accuracy(calibrated, val)
-        log.write(record)
-
+    loop = SearchSteps(job, net, lut, table, controller, source, one_step, schedule, guard, log, val,
+                       warmup_steps, steps_per_epoch, total)
     try:
-        run_steps(start=start, total=total, steps_per_epoch=steps_per_epoch, desc="search", step=step_fn,
-                  epoch_end=epoch_end, save=lambda step: job.checkpoint(step, parts, "search", guard, wall_before),
+        run_steps(start=start, total=total, steps_per_epoch=steps_per_epoch, desc="search", step=loop.step,
+                  epoch_end=loop.epoch_end, save=lambda step: job.checkpoint(step, parts, "search", guard, wall_before),
                   max_steps=cfg.max_steps, checkpoint_s=cfg.checkpoint_minutes * 60,
                   resume_hint=f"spnas search --resume {run_dir}", replicas=job.replicas)
     finally:
@@ -167,3 +124,73 @@ def _search(job: Job, space: SearchSpace, lut: LatencyTable) -> SearchResult:
         "steps": total, "wall_s": wall, "thresholds": net.thresholds(), "norms": net.group_norms()})
     plot_search_progress(run_dir / METRICS, run_dir / "progress.png", space, cfg.target_ms, warmup_steps)
     return result
+
+
+@dataclass
+class SearchSteps:
+    """One search step and one epoch end (what :func:`~spnas.engine.run_steps` calls), with what they
+    need; built once by the job."""
+
+    job: Job
+    net: SinglePathNet
+    lut: LatencyTable
+    table: torch.Tensor
+    controller: TargetController | None
+    source: Any
+    one_step: GlobalBatchStep
+    schedule: Any
+    guard: DivergenceGuard
+    log: MetricsLog
+    val: Any
+    warmup_steps: int
+    steps_per_epoch: int
+    total: int
+
+    def step(self, step: int) -> dict:
+        cfg, net, lut, guard = self.job.cfg, self.net, self.lut, self.guard
+        epoch, in_epoch = divmod(step, self.steps_per_epoch)
+        warm = step < self.warmup_steps
+        net.train()
+        net.set_indicator_keep(cfg.indicator_keep if warm else None)
+        lam = 0.0 if warm else (self.controller.lam if self.controller else cfg.lambda_)
+        terms: list[tuple[torch.Tensor, Regularisers]] = []  # (latency, regularisers) of each part
+
+        def regulariser() -> torch.Tensor:  # after the part's forward pass: its indicators
+            latency = differentiable_ms(lut, net.indicators().float(), cfg.runtime_formula, table=self.table)
+            terms.append((latency, regularisers(net, latency, lam, cfg.weight_decay)))
+            return terms[-1][1].total
+
+        def check_loss(ce: torch.Tensor, total: torch.Tensor) -> None:
+            latency, reg = terms[-1]
+            guard.check_loss(step, ce, total, latency_ms=latency, runtime=reg.runtime, lam=lam)
+
+        stats = self.one_step(step, lambda part: self.source.batch(epoch, in_epoch, part, self.job.num_parts),
+                              step_seed=cfg.seed * 1_000_003 + step, guard=guard, regulariser=regulariser,
+                              check_loss=check_loss)
+        reg = terms[-1][1]
+        self.schedule.step()
+
+        arch = net.architecture()
+        hard_ms = predict_ms(lut, arch)
+        if self.controller and not warm:
+            self.controller.update(hard_ms)
+        if step % cfg.log_every == 0 or step + 1 == self.total:
+            self.log.write({
+                "step": step, "epoch": step / self.steps_per_epoch, "loss": stats.loss,
+                "ce": stats.ce, "l2": reg.l2.item(), "runtime_term": reg.runtime.item(),
+                "predicted_ms": hard_ms, "lambda": lam, "lr": self.schedule.get_last_lr()[0],
+                "grad_norm": stats.grad_norm, "warmup": warm, "batch_acc": stats.batch_acc,
+                "ops": list(arch.ops), "thresholds": net.thresholds(), "norms": net.group_norms(),
+            })
+        return {"ce": f"{stats.ce:.3f}", "ms": f"{hard_ms:.3f}", "lam": f"{lam:.3g}"}
+
+    def epoch_end(self, step: int) -> None:
+        if not self.job.replicas.main:  # the others go on to the next step and wait for rank 0 there
+            return
+        arch = self.net.architecture()
+        record = {"step": step, "epoch_end": step // self.steps_per_epoch + 1,
+                  "predicted_ms": predict_ms(self.lut, arch), "arch": arch.to_string()}
+        if self.job.cfg.eval_every_epoch and len(self.job.data.val):
+            with recalibrated_batchnorm(self.net, self.source) as calibrated:  # see its docstring: dropout vs BN
+                record["val_acc"] = accuracy(calibrated, self.val)
+        self.log.write(record)

@@ -6,6 +6,7 @@ import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -15,6 +16,7 @@ from torch.optim.swa_utils import AveragedModel
 from spnas.arch import Architecture, resolve_arch
 from spnas.data.datasets import DataSplits
 from spnas.data.loader import eval_source, train_source
+from spnas.divergence import DivergenceGuard
 from spnas.engine import GlobalBatchStep, run_steps
 from spnas.errors import SpnasError
 from spnas.evaluate import evaluate, recalibrated_batchnorm, reestimate_batchnorm
@@ -22,7 +24,7 @@ from spnas.io import atomic_path, write_json
 from spnas.nn.network import SinglePathNet
 from spnas.optim import l2_penalty, make_optimizer, staircase_schedule
 from spnas.job import Job
-from spnas.runs import resumed_config
+from spnas.runs import MetricsLog, resumed_config
 from spnas.space import SearchSpace, space_for_data
 from spnas.train.config import TrainConfig
 
@@ -119,31 +121,11 @@ def _train(job: Job, arch: Architecture, space: SearchSpace) -> TrainResult:
     precise_bn = cfg.precise_bn_batches or 0  # configs from before the option: 0
     bn_source = train_source(data, cfg.batch_size, cfg.seed + 1, device)
 
-    def step_fn(step: int) -> dict:
-        epoch, in_epoch = divmod(step, steps_per_epoch)
-        net.train()
-        stats = one_step(step, lambda part: source.batch(epoch, in_epoch, part, job.num_parts),
-                         step_seed=cfg.seed * 1_000_003 + step, guard=guard, regulariser=regulariser)
-        schedule.step()
-        ema.update_parameters(net)
-        if step % cfg.log_every == 0:
-            log.write({"step": step, "epoch": step / steps_per_epoch, "loss": stats.loss, "ce": stats.ce,
-                       "grad_norm": stats.grad_norm, "lr": schedule.get_last_lr()[0],
-                       "batch_acc": stats.batch_acc})
-        return {"loss": f"{stats.loss:.3f}"}
-
-    def epoch_end(step: int) -> None:
-        if not job.replicas.main:  # the others go on to the next step and wait for rank 0 there
-            return
-        record = {"step": step, "epoch_end": step // steps_per_epoch + 1}
-        if len(data.val):
-            record["val_top1"] = _val_accuracy(net, val, bn_source, min(precise_bn, EPOCH_VAL_BN_BATCHES))
-            record["val_top1_ema"] = _val_accuracy(ema.module, val, bn_source, min(precise_bn, EPOCH_VAL_BN_BATCHES))
-        log.write(record)
-
+    loop = TrainingSteps(job, net, ema, source, one_step, schedule, guard, log, regulariser, val, bn_source,
+                         precise_bn, steps_per_epoch)
     try:
         run_steps(start=start, total=total, steps_per_epoch=steps_per_epoch, desc=f"train {arch.space}",
-                  step=step_fn, epoch_end=epoch_end,
+                  step=loop.step, epoch_end=loop.epoch_end,
                   save=lambda step: job.checkpoint(step, parts, "train", guard, wall_before),
                   max_steps=cfg.max_steps, checkpoint_s=cfg.checkpoint_minutes * 60,
                   resume_hint=f"spnas train --resume {run_dir}", replicas=job.replicas)
@@ -164,6 +146,50 @@ def _train(job: Job, arch: Architecture, space: SearchSpace) -> TrainResult:
     save_model(run_dir / MODEL_FILE, best, arch, space, data, metrics)
     write_json(run_dir / "results.json", {"arch": arch.to_string(), **metrics})
     return TrainResult(arch, run_dir, metrics)
+
+
+@dataclass
+class TrainingSteps:
+    """One training step and one epoch end (what :func:`~spnas.engine.run_steps` calls), with what
+    they need; built once by the job."""
+
+    job: Job
+    net: nn.Module
+    ema: AveragedModel
+    source: Any
+    one_step: GlobalBatchStep
+    schedule: Any
+    guard: DivergenceGuard
+    log: MetricsLog
+    regulariser: Callable[[], torch.Tensor] | None
+    val: Any
+    bn_source: Any
+    precise_bn: int
+    steps_per_epoch: int
+
+    def step(self, step: int) -> dict:
+        cfg, parts = self.job.cfg, self.job.num_parts
+        epoch, in_epoch = divmod(step, self.steps_per_epoch)
+        self.net.train()
+        stats = self.one_step(step, lambda part: self.source.batch(epoch, in_epoch, part, parts),
+                              step_seed=cfg.seed * 1_000_003 + step, guard=self.guard, regulariser=self.regulariser)
+        self.schedule.step()
+        self.ema.update_parameters(self.net)
+        if step % cfg.log_every == 0:
+            self.log.write({"step": step, "epoch": step / self.steps_per_epoch, "loss": stats.loss, "ce": stats.ce,
+                            "grad_norm": stats.grad_norm, "lr": self.schedule.get_last_lr()[0],
+                            "batch_acc": stats.batch_acc})
+        return {"loss": f"{stats.loss:.3f}"}
+
+    def epoch_end(self, step: int) -> None:
+        if not self.job.replicas.main:  # the others go on to the next step and wait for rank 0 there
+            return
+        record = {"step": step, "epoch_end": step // self.steps_per_epoch + 1}
+        if len(self.job.data.val):
+            bn_batches = min(self.precise_bn, EPOCH_VAL_BN_BATCHES)
+            record["val_top1"] = _val_accuracy(self.net, self.val, self.bn_source, bn_batches)
+            record["val_top1_ema"] = _val_accuracy(self.ema.module, self.val, self.bn_source, bn_batches)
+        self.log.write(record)
 
 
 def _val_accuracy(model: nn.Module, val, bn_source, precise_bn: int) -> float:

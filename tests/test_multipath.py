@@ -1,0 +1,62 @@
+"""The multi-path supernet baseline (issue 17): same space, same blocks, same function when its
+architecture weights are one-hot, so comparing its cost and results with single-path is fair."""
+
+import random
+
+import pytest
+import torch
+
+from conftest import fake_lut, random_arch
+from spnas.arch import Architecture
+from spnas.latency.predict import lut_tensor, predict_ms
+from spnas.nn.derive import derive
+from spnas.nn.multipath import MultiPathNet
+
+
+def _multipath_like(supernet, arch: Architecture) -> MultiPathNet:
+    """A multi-path net holding the weights of ``arch``'s derived net in the chosen branches."""
+    derived = derive(supernet, arch)
+    multi = MultiPathNet(supernet.space)
+    for name in ("stem", "blocks_before", "blocks_after", "head", "classifier"):
+        getattr(multi, name).load_state_dict(getattr(derived, name).state_dict())
+    for spec, op in zip(supernet.space.layers(), arch.ops):
+        if op != "skip":
+            layer = getattr(multi.layers, f"L{spec.index}")
+            layer.branches[op].load_state_dict(getattr(derived.layers, f"L{spec.index}").state_dict())
+    multi.fix_architecture(arch)
+    return multi
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_one_hot_multipath_computes_the_single_path_supernet_of_the_same_decisions(supernet, seed):
+    arch = random_arch(supernet.space, random.Random(seed))
+    if seed == 0:  # every skippable layer skipped
+        arch = Architecture(arch.space, tuple("skip" if l.skippable else "k5e6" for l in supernet.space.layers()))
+    supernet.force_architecture(arch)
+    multi = _multipath_like(supernet, arch)
+    supernet.eval(), multi.eval()
+    x = torch.randn(3, 1, 28, 28, generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        ref, out = supernet(x), multi(x)
+    assert ref.abs().max() > 0.1
+    assert (ref - out).abs().max() < 1e-4
+
+
+def test_every_branch_runs_and_the_expected_latency_follows_the_weights(supernet):
+    space = supernet.space
+    multi = MultiPathNet(space)
+    assert all(len(l.branches) == 4 and len(l.ops) == 4 + l.ops.count("skip") for l in multi.mixed_layers())
+    assert sum(p.numel() for p in multi.parameters()) > 2 * sum(p.numel() for p in supernet.parameters())
+    lut = fake_lut(space)
+    arch = random_arch(space, random.Random(5))
+    multi.fix_architecture(arch)
+    multi.train()
+    logits = multi(torch.randn(4, 1, 28, 28))
+    expected = multi.expected_ms(lut_tensor(lut), lut.constant_ms)
+    assert abs(expected.item() - predict_ms(lut, arch, calibrated=False)) < 1e-5  # one-hot: the table's sum
+    multi.fix_architecture(None)
+    multi(torch.randn(4, 1, 28, 28))
+    soft = multi.expected_ms(lut_tensor(lut), lut.constant_ms)
+    soft.backward()
+    assert all(l.alpha.grad is not None and l.alpha.grad.abs().sum() > 0 for l in multi.mixed_layers())
+    assert logits.shape == (4, space.num_classes)
