@@ -89,12 +89,22 @@ def peak_memory(model: str, space: str, batch: int, steps: int) -> float:
     return float(done.stdout.strip().splitlines()[-1])
 
 
+def peak_rss_mib() -> float:
+    """This process's peak resident memory. /proc's VmHWM starts afresh at exec; ru_maxrss does not
+    (Linux carries the parent's high-water mark into a child started from a large parent)."""
+    try:
+        line = next(l for l in Path("/proc/self/status").read_text().splitlines() if l.startswith("VmHWM:"))
+        return int(line.split()[1]) / 1024
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def child(model: str, space: str, batch: int, steps: int) -> None:
     step = make_step(model, space, batch)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    before = peak_rss_mib()
     for _ in range(steps):
         step()
-    print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024)
+    print(peak_rss_mib() - before)
 
 
 def main() -> None:
