@@ -90,7 +90,7 @@ PRESETS = {
     "smoke": Preset("synthetic:320:1:16:4", 0.25, 5, 6, 2, None, 1, None, 32, 5,
                     "seconds; synthetic data; for tests only", search_min_steps=18, train_min_steps=9),
     "quick": Preset("fashion-mnist", 0.5, 100, 40, 5, 12000, 3, 20000, 128, 100,
-                    "about 17 minutes on 2 CPU cores; subsets of Fashion-MNIST",
+                    "17-30 minutes on 2 CPU cores; subsets of Fashion-MNIST",
                     search_min_steps=460, train_min_steps=460),
     # width 1.0: at width 0.5 a searched net fits its own training images only to 94% and tests at
     # 92.3%; at width 1.0 it tests at 93.0% (BENCHMARKS.md §4d-4e)
