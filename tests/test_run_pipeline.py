@@ -100,3 +100,31 @@ def test_one_read_of_the_data_serves_every_subset():
             with_train_subset(full, n, 0)
         assert torch.equal(direct.train.images, derived.train.images) and direct.mean == derived.mean
         assert torch.equal(direct.val.images, derived.val.images)
+
+
+def test_sigterm_stops_a_multi_process_run_which_then_resumes(tmp_path):
+    """SIGTERM to ``spnas run`` reaches the torchrun workers, which checkpoint; the same command resumes."""
+    import os
+    import signal
+    import time
+
+    from conftest import fake_lut
+    from spnas.space import get_space
+
+    lut = tmp_path / "phone.json"
+    fake_lut(get_space("small", width=0.25, input_size=16, num_classes=4)).save(lut)
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "spnas", "run", "--preset", "smoke", "--lut", str(lut), "--nproc-per-node", "2",
+           "--device", "cpu", "--out", str(out)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    running = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.monotonic() + 120
+    while not (out / "search" / "metrics.jsonl").is_file() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    running.send_signal(signal.SIGTERM)
+    _, err = running.communicate(timeout=300)
+    assert running.returncode == 143, err[-3000:]
+    assert "finished stages and checkpoints" in err
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (out / "report.md").is_file()

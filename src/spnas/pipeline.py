@@ -16,6 +16,7 @@ import shutil
 import signal
 import subprocess
 import sys
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -284,13 +285,16 @@ class Pipeline:
             config = self.run_dir / f"{kind}-{out.name}.config.json"
             write_json(config, {k: v for k, v in dataclasses.asdict(cfg).items() if v is not None})
             args = ["--config", str(config), "--force"]
-        launched = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                                   f"--nproc-per-node={self.nproc}", "-m", "spnas", kind, *args])
-        if launched.returncode in (128 + signal.SIGINT, 128 + signal.SIGTERM):
-            raise Interrupted(f"{kind} stopped", launched.returncode)
-        if launched.returncode != 0:
-            raise SpnasError(f"the {kind} in {out} failed under torchrun (exit {launched.returncode}; its lines "
-                             "are above); fix the cause and run the same command to resume")
+        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={self.nproc}",
+                   "-m", "spnas", kind, *args]
+        with subprocess.Popen(command) as launched, _signals_passed_to(launched) as received:
+            code = launched.wait()
+        if received or code in (128 + signal.SIGINT, 128 + signal.SIGTERM, -signal.SIGINT, -signal.SIGTERM):
+            # torchrun itself exits 1 when stopped by a signal; its workers have checkpointed
+            raise Interrupted(f"{kind} stopped", 128 + (received[-1] if received else abs(code) % 128))
+        if code != 0:
+            raise SpnasError(f"the {kind} in {out} failed under torchrun (exit {code}; its lines are above); fix "
+                             "the cause and run the same command to resume")
 
     def measure(self, names: list[str]) -> dict:
         space, target = self.space, self.target
@@ -327,6 +331,27 @@ class Pipeline:
             print(f"spnas: warning: {warning}", file=sys.stderr)
         write_report(self.run_dir, summary, self.space)
         return summary
+
+
+@contextmanager
+def _signals_passed_to(child: subprocess.Popen):
+    """While torchrun runs a job: SIGTERM to this process is passed on (its workers checkpoint and
+    stop); Ctrl-C reaches the child from the terminal itself, so this process only waits for it.
+    Yields the signals received, so the job's end can be told apart from its failure."""
+    received: list[int] = []
+
+    def forward(signum, frame) -> None:
+        received.append(signum)
+        if signum == signal.SIGTERM:
+            child.send_signal(signum)
+
+    old = {signal.SIGTERM: signal.signal(signal.SIGTERM, forward),
+           signal.SIGINT: signal.signal(signal.SIGINT, forward)}
+    try:
+        yield received
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
 
 
 def _foreign_lut(path: str, space: SearchSpace) -> LatencyTable:

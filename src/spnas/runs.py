@@ -192,7 +192,7 @@ class StopFlag:
         return self
 
     def _handle(self, signum, frame) -> None:
-        if self.stop:  # second Ctrl-C: give up at once
+        if self.stop and signum == signal.SIGINT:  # a second Ctrl-C: give up at once
             raise KeyboardInterrupt
         self.stop, self.signum = True, signum
 
@@ -223,7 +223,8 @@ def resumed_config(cls: type, run_dir: Path, overrides: dict) -> Any:
     cfg = dataclasses.replace(cfg, max_steps=overrides.get("max_steps"),
                               threads=overrides.get("threads") or recorded,
                               checkpoint_minutes=overrides.get("checkpoint_minutes", cfg.checkpoint_minutes),
-                              device=overrides.get("device", cfg.device))
+                              device=overrides.get("device", cfg.device),
+                              workers=overrides.get("workers", cfg.workers))
     if recorded and cfg.threads != recorded:
         note(f"resuming with {cfg.threads} torch threads where the run used {recorded}: "
              "it will not reproduce an uninterrupted run bit for bit")

@@ -50,8 +50,8 @@ def run(args: argparse.Namespace) -> int:
             target_ms=args.target_ms, target=args.target, lut=args.lut, threads=args.threads, force=args.force,
             cache=not args.no_cache, device=args.device, amp=args.amp, nproc_per_node=args.nproc_per_node))
     except Interrupted as stop:
-        raise Interrupted(f"stopped; finished stages are kept: run the same command "
-                          f"(spnas run --preset {args.preset} --out {args.out}) to resume", stop.exit_code) from None
+        raise Interrupted(f"stopped; finished stages and checkpoints in {args.out} are kept: run the same command "
+                          "(same --out, --preset and options) to resume", stop.exit_code) from None
     print(f"\ntarget {summary['target_ms']:.3f} ms; searched {summary['search']['arch']}")
     for r in summary["models"]:
         measured = f"measured {r['measured_ms']:.3f} ms  " if r["measured_ms"] is not None else ""
