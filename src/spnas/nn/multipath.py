@@ -31,12 +31,16 @@ class MixedLayer(nn.Module):
         self.temperature = 1.0
         #: weights to use instead of sampling (one-hot for a fixed architecture), or None
         self.fixed: torch.Tensor | None = None
+        #: an even mixture (a search's warm-up: every branch trains, the logits stay put)
+        self.uniform = False
         #: the mixture weights of the last forward pass (for the expected-latency term)
         self.weights: torch.Tensor | None = None
 
     def mixture(self) -> torch.Tensor:
         if self.fixed is not None:
             return self.fixed
+        if self.uniform:  # the logits stay in the graph with a zero gradient, as DDP wants every parameter used
+            return torch.softmax(self.alpha * 0.0, dim=0)
         if self.training:
             return F.gumbel_softmax(self.alpha, tau=self.temperature)
         return torch.softmax(self.alpha / self.temperature, dim=0)

@@ -21,7 +21,7 @@ from spnas.errors import SpnasError
 from spnas.evaluate import accuracy, recalibrated_batchnorm
 from spnas.io import write_json
 from spnas.latency.lut import LatencyTable
-from spnas.latency.predict import differentiable_ms, lut_tensor, predict_ms
+from spnas.latency.predict import lut_tensor, predict_ms
 from spnas.nn.network import SinglePathNet
 from spnas.optim import make_optimizer, staircase_schedule
 from spnas.job import Job
@@ -29,7 +29,7 @@ from spnas.runs import METRICS, MetricsLog, resumed_config
 from spnas.search.config import SearchConfig
 from spnas.search.objective import Regularisers, TargetController, regularisers
 from spnas.search.plots import plot_search_progress
-from spnas.search.repair import repair_to_budget
+from spnas.search.methods import METHODS, MultiPath, SinglePath
 from spnas.space import SearchSpace, space_for_data
 
 
@@ -76,9 +76,8 @@ def _search(job: Job, space: SearchSpace, lut: LatencyTable) -> SearchResult:
     source = job.train_source()
     steps_per_epoch, total = source.steps_per_epoch, cfg.epochs * source.steps_per_epoch
     warmup_steps = round(cfg.warmup_fraction * total)
-    net = SinglePathNet(space)
-    net.set_indicator_scale(cfg.indicator_scale)
-    net = precision.prepare(net)
+    method = METHODS[cfg.method]
+    net = precision.prepare(method.build(space, cfg))
     optimizer = make_optimizer(cfg.optimizer, net.parameters(), cfg.lr)
     schedule = staircase_schedule(optimizer, steps_per_epoch, cfg.lr_decay, cfg.lr_decay_epochs)
     controller = (TargetController(cfg.target_ms, cfg.lambda_, cfg.target_margin, cfg.lambda_rate,
@@ -94,7 +93,7 @@ def _search(job: Job, space: SearchSpace, lut: LatencyTable) -> SearchResult:
     log = job.metrics_log(start)
     val = eval_source(data, data.val, device=precision.device)
 
-    loop = SearchSteps(job, net, lut, table, controller, source, one_step, schedule, guard, log, val,
+    loop = SearchSteps(job, method, net, lut, table, controller, source, one_step, schedule, guard, log, val,
                        warmup_steps, steps_per_epoch, total)
     try:
         run_steps(start=start, total=total, steps_per_epoch=steps_per_epoch, desc="search", step=loop.step,
@@ -105,11 +104,9 @@ def _search(job: Job, space: SearchSpace, lut: LatencyTable) -> SearchResult:
         log.close()
 
     last_step = net.architecture()
-    repair = repair_to_budget(net, lut, cfg.target_ms, cfg.target_margin) if cfg.target_ms else None
-    arch = repair.arch if repair else last_step
+    arch, flips = method.result(net, lut, cfg)
     wall = job.wall_s(wall_before)
-    result = SearchResult(arch, predict_ms(lut, arch), run_dir, wall, last_step, predict_ms(lut, last_step),
-                          repair.flips if repair else [])
+    result = SearchResult(arch, predict_ms(lut, arch), run_dir, wall, last_step, predict_ms(lut, last_step), flips)
     if not job.replicas.main:
         return result
     arch.save(run_dir / "arch.json", predicted_ms=result.predicted_ms,
@@ -121,7 +118,7 @@ def _search(job: Job, space: SearchSpace, lut: LatencyTable) -> SearchResult:
         "arch": arch.to_string(), "predicted_ms": result.predicted_ms, "target_ms": cfg.target_ms,
         "last_step_arch": last_step.to_string(), "last_step_predicted_ms": result.last_step_ms,
         "repair_flips": result.repair_flips,
-        "steps": total, "wall_s": wall, "thresholds": net.thresholds(), "norms": net.group_norms()})
+        "steps": total, "wall_s": wall, "method": cfg.method, **method.state(net)})
     plot_search_progress(run_dir / METRICS, run_dir / "progress.png", space, cfg.target_ms, warmup_steps)
     return result
 
@@ -132,6 +129,7 @@ class SearchSteps:
     need; built once by the job."""
 
     job: Job
+    method: SinglePath | MultiPath
     net: SinglePathNet
     lut: LatencyTable
     table: torch.Tensor
@@ -151,12 +149,12 @@ class SearchSteps:
         epoch, in_epoch = divmod(step, self.steps_per_epoch)
         warm = step < self.warmup_steps
         net.train()
-        net.set_indicator_keep(cfg.indicator_keep if warm else None)
+        self.method.begin_step(net, cfg, warm, step / self.steps_per_epoch)
         lam = 0.0 if warm else (self.controller.lam if self.controller else cfg.lambda_)
         terms: list[tuple[torch.Tensor, Regularisers]] = []  # (latency, regularisers) of each part
 
         def regulariser() -> torch.Tensor:  # after the part's forward pass: its indicators
-            latency = differentiable_ms(lut, net.indicators().float(), cfg.runtime_formula, table=self.table)
+            latency = self.method.latency_ms(net, lut, self.table, cfg)
             terms.append((latency, regularisers(net, latency, lam, cfg.weight_decay)))
             return terms[-1][1].total
 
@@ -180,7 +178,7 @@ class SearchSteps:
                 "ce": stats.ce, "l2": reg.l2.item(), "runtime_term": reg.runtime.item(),
                 "predicted_ms": hard_ms, "lambda": lam, "lr": self.schedule.get_last_lr()[0],
                 "grad_norm": stats.grad_norm, "warmup": warm, "batch_acc": stats.batch_acc,
-                "ops": list(arch.ops), "thresholds": net.thresholds(), "norms": net.group_norms(),
+                "ops": list(arch.ops), **self.method.state(net),
             })
         return {"ce": f"{stats.ce:.3f}", "ms": f"{hard_ms:.3f}", "lam": f"{lam:.3g}"}
 
