@@ -81,6 +81,13 @@ def machine_meta() -> dict:
             "python": platform.python_version()}
 
 
+def write_results(out: str, results: list, **meta) -> None:
+    """The benchmark's JSON: what it ran on (:func:`machine_meta` and ``meta``) and its results."""
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text(json.dumps({"meta": {**machine_meta(), **meta}, "results": results}, indent=2) + "\n")
+    print(f"wrote {out}")
+
+
 def measure(kind: str, batch: int, blocks: int, steps_per_block: int) -> dict:
     steps = {guarded: make_step(kind, guarded, batch) for guarded in (False, True)}
     for fn in steps.values():  # warm-up
@@ -112,10 +119,7 @@ def main() -> None:
         print(f"{r['kind']:6s} plain {statistics.median(r['plain_ms_per_step']):7.1f} ms/step  guarded "
               f"{statistics.median(r['guarded_ms_per_step']):7.1f} ms/step  ratio median {q['median']:.3f} "
               f"(min {q['min']:.3f}, max {q['max']:.3f}) over {r['blocks']} block pairs")
-    meta = machine_meta()
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write_results(args.out, results)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ the steps raise the process's peak resident memory above what it held before the
 from __future__ import annotations
 
 import argparse
-import json
 import resource
 import statistics
 import subprocess
@@ -25,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).parent))
-from guard_overhead import flat_lut, machine_meta  # noqa: E402  (a LUT whose values do not change a step's time)
+from guard_overhead import flat_lut, write_results  # noqa: E402  (a LUT whose values do not change a step's time)
 
 from spnas.arch import uniform  # noqa: E402
 from spnas.latency.predict import differentiable_ms, lut_tensor  # noqa: E402
@@ -132,10 +131,7 @@ def main() -> None:
               f"multi/single {q2['median']:.2f} ({q2['min']:.2f}-{q2['max']:.2f}); peak MiB over start "
               + ", ".join(f"{m} {v:.0f}" for m, v in r["peak_mib_over_start"].items()), flush=True)
         results.append(r)
-    meta = machine_meta()
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write_results(args.out, results)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ import torch
 import torch.multiprocessing as mp
 
 sys.path.insert(0, str(Path(__file__).parent))
-from guard_overhead import flat_lut, machine_meta  # noqa: E402  (a LUT whose values do not change a step's time)
+from guard_overhead import flat_lut, write_results  # noqa: E402  (a LUT whose values do not change a step's time)
 
 from spnas.arch import uniform  # noqa: E402
 from spnas.device import Precision  # noqa: E402
@@ -154,11 +154,8 @@ def main() -> None:
                               f"{q['max']:.1f})" + (f"; the paper's search would take {hours:.3g} h" if hours else ""),
                               flush=True)
                         results.append(r)
-    meta = {**machine_meta(), "cores": cores,
-            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write_results(args.out, results, cores=cores,
+                  cuda=torch.cuda.get_device_name(0) if torch.cuda.is_available() else None)
 
 
 if __name__ == "__main__":
