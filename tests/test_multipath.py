@@ -93,3 +93,30 @@ def test_multipath_search_learns_the_logits_and_resumes_exactly(tmp_path):
     assert json.loads((tmp_path / "cut" / "summary.json").read_text())["alphas"] == summary["alphas"]
 
 
+
+
+def test_random_search_spends_the_search_budget_on_candidates_in_the_band_and_resumes_exactly(tmp_path):
+    from spnas.engine import Interrupted
+    from spnas.search.config import SearchConfig
+    from spnas.search.loop import run_search
+    from spnas.space import get_space
+
+    lut = tmp_path / "lut.json"
+    fake_lut(get_space("small", width=0.25, input_size=16, num_classes=4)).save(lut)
+
+    def cfg(name: str, **extra) -> SearchConfig:
+        return SearchConfig(data="synthetic:96:1:16:4", lut=str(lut), width=0.25, epochs=3, batch_size=16,
+                            method="random", candidates=3, target_ms=0.8, target_margin=0.1, threads=1,
+                            log_every=1, out=str(tmp_path / name), **extra)
+
+    whole = run_search(cfg("whole"))
+    summary = json.loads((tmp_path / "whole" / "summary.json").read_text())
+    assert summary["budget_steps"] == 3 * 5 and summary["steps"] == 15 and summary["proxy_steps"] == 5
+    assert len(summary["candidates"]) == 3
+    assert all(0.8 * 0.8 <= c["predicted_ms"] <= 0.8 for c in summary["candidates"])
+    best = max(summary["candidates"], key=lambda c: (c["val_acc"], -c["predicted_ms"]))
+    assert summary["arch"] == best["arch"] == whole.arch.to_string()
+    with pytest.raises(Interrupted):
+        run_search(cfg("cut", max_steps=7))  # in the middle of the second candidate
+    run_search(SearchConfig(), resume_dir=str(tmp_path / "cut"))
+    assert json.loads((tmp_path / "cut" / "summary.json").read_text())["candidates"] == summary["candidates"]

@@ -41,8 +41,11 @@ HELPS = {
     "train_subset": "use only this many (seeded, random) training images",
     "seed": "random seed (data order, init, dropout)",
     "log_every": "steps between metrics.jsonl records",
-    "method": "single-path (the paper's superkernel) or multipath (a baseline: every op a separate branch mixed "
-              "by Gumbel-softmax weights, FBNet-style; 2-2.5x the time and memory per step, BENCHMARKS.md section 8)",
+    "method": "single-path (the paper's superkernel), multipath (a baseline: every op a separate branch mixed "
+              "by Gumbel-softmax weights, FBNet-style; 2-2.5x the time and memory per step, BENCHMARKS.md section 8) "
+              "or random (a baseline: --candidates random nets inside the latency band, each trained for a share "
+              "of the same steps x batch, the best on validation wins)",
+    "candidates": "random: how many architectures share the budget",
     "temperature": "multipath: Gumbel-softmax temperature after the warm-up",
     "temperature_decay": "multipath: temperature multiplier per epoch",
     "eval_every_epoch": "validation accuracy of the supernet after each epoch (eval-mode BN; low during warm-up, whose BN statistics include indicator dropout)",

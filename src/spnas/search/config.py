@@ -23,7 +23,7 @@ SEARCH_LIMITS: dict[str, Limit] = {
     "target_ms": positive(), "target_margin": Limit(low=0, high=0.5, high_open=True),
     "lambda_rate": at_least(0), "lambda_gain": at_least(0), "runtime_formula": one_of(*FORMULAS),
     "val_fraction": fraction(), "train_subset": at_least(1), "seed": at_least(0), "log_every": at_least(1),
-    "method": one_of("single-path", "multipath"), "temperature": positive(),
+    "method": one_of("single-path", "multipath", "random"), "temperature": positive(), "candidates": at_least(1),
     "temperature_decay": fraction(low_open=True, high_open=False),
 }
 
@@ -68,8 +68,11 @@ class SearchConfig(JobSettings):
     seed: int = 0
     log_every: int = 10
     eval_every_epoch: bool = True
-    #: single-path (the paper) or multipath (an FBNet-style baseline: every op a branch)
+    #: single-path (the paper), multipath (an FBNet-style baseline: every op a branch) or random
+    #: (random search at the same budget in steps x batch)
     method: str = "single-path"
+    #: random only: architectures drawn, each trained for 1/candidates of the budget
+    candidates: int = 8
     #: multipath only: Gumbel-softmax temperature after warm-up, and its decay per epoch (FBNet's)
     temperature: float = 5.0
     temperature_decay: float = 0.956

@@ -30,6 +30,7 @@ from spnas.search.config import SearchConfig
 from spnas.search.objective import Regularisers, TargetController, regularisers
 from spnas.search.plots import plot_search_progress
 from spnas.search.methods import METHODS, MultiPath, SinglePath
+from spnas.search.random_search import CandidateTraining, draw_candidates
 from spnas.space import SearchSpace, space_for_data
 
 
@@ -67,7 +68,7 @@ def run_search(cfg: SearchConfig, resume_dir: str | None = None, force: bool = F
     space = space_for_data(cfg.space, job.data, cfg.width)
     lut = load_lut_for(space, cfg.lut)  # refused before any training starts
     with job.directory(force=force):
-        return _search(job, space, lut)
+        return (_random_search if cfg.method == "random" else _search)(job, space, lut)
 
 
 def _search(job: Job, space: SearchSpace, lut: LatencyTable) -> SearchResult:
@@ -109,17 +110,58 @@ def _search(job: Job, space: SearchSpace, lut: LatencyTable) -> SearchResult:
     result = SearchResult(arch, predict_ms(lut, arch), run_dir, wall, last_step, predict_ms(lut, last_step), flips)
     if not job.replicas.main:
         return result
-    arch.save(run_dir / "arch.json", predicted_ms=result.predicted_ms,
-              predicted_raw_ms=predict_ms(lut, arch, calibrated=False), target_ms=cfg.target_ms,
-              lambda_=controller.lam if controller else cfg.lambda_, lut=cfg.lut, lut_target=lut.target,
-              search_wall_s=wall, space_def=space.to_dict(), last_step_arch=last_step.to_string(),
-              last_step_predicted_ms=result.last_step_ms, repair_flips=result.repair_flips)
-    write_json(run_dir / "summary.json", {
-        "arch": arch.to_string(), "predicted_ms": result.predicted_ms, "target_ms": cfg.target_ms,
-        "last_step_arch": last_step.to_string(), "last_step_predicted_ms": result.last_step_ms,
-        "repair_flips": result.repair_flips,
-        "steps": total, "wall_s": wall, "method": cfg.method, **method.state(net)})
+    _save_result(job, space, lut, result, lambda_=controller.lam if controller else cfg.lambda_, steps=total,
+                 **method.state(net))
     plot_search_progress(run_dir / METRICS, run_dir / "progress.png", space, cfg.target_ms, warmup_steps)
+    return result
+
+
+def _save_result(job: Job, space: SearchSpace, lut: LatencyTable, result: SearchResult, **extra) -> None:
+    """arch.json (what ``spnas train`` takes) and summary.json, for every method."""
+    cfg, arch = job.cfg, result.arch
+    arch.save(job.run_dir / "arch.json", predicted_ms=result.predicted_ms,
+              predicted_raw_ms=predict_ms(lut, arch, calibrated=False), target_ms=cfg.target_ms,
+              lambda_=extra.get("lambda_"), lut=cfg.lut, lut_target=lut.target, search_wall_s=result.wall_s,
+              space_def=space.to_dict(), last_step_arch=result.last_step.to_string(),
+              last_step_predicted_ms=result.last_step_ms, repair_flips=result.repair_flips, method=cfg.method)
+    write_json(job.run_dir / "summary.json", {
+        "arch": arch.to_string(), "predicted_ms": result.predicted_ms, "target_ms": cfg.target_ms,
+        "last_step_arch": result.last_step.to_string(), "last_step_predicted_ms": result.last_step_ms,
+        "repair_flips": result.repair_flips, "wall_s": result.wall_s, "method": cfg.method,
+        **{k: v for k, v in extra.items() if k != "lambda_"}})
+
+
+def _random_search(job: Job, space: SearchSpace, lut: LatencyTable) -> SearchResult:
+    """See :mod:`spnas.search.random_search`."""
+    cfg, precision, run_dir = job.cfg, job.precision, job.run_dir
+    torch.manual_seed(cfg.seed)
+    source = job.train_source()
+    budget = cfg.epochs * source.steps_per_epoch  # what the single-path search of this config steps
+    proxy_steps = budget // cfg.candidates
+    if proxy_steps < 1:
+        raise SpnasError(f"--candidates {cfg.candidates} is more than the {budget} steps of the search budget")
+    candidates = draw_candidates(space, lut, cfg.candidates, cfg.seed, cfg.target_ms, cfg.target_margin)
+    total = proxy_steps * cfg.candidates
+    training = CandidateTraining(job, space, lut, candidates, proxy_steps, source,
+                                 eval_source(job.data, job.data.val, device=precision.device), log=None, guard=None)
+    parts = {"random_search": training, "precision": precision}
+    start, wall_before = job.restore(parts, "search")
+    training.guard = guard = job.guard(total, f"--lr-per-256 {cfg.lr_per_256:g}, LR {cfg.lr:g}", start)
+    training.log = log = job.metrics_log(start)
+    try:
+        run_steps(start=start, total=total, steps_per_epoch=proxy_steps, desc="random search", step=training.step,
+                  epoch_end=training.epoch_end,
+                  save=lambda step: job.checkpoint(step, parts, "search", guard, wall_before),
+                  max_steps=cfg.max_steps, checkpoint_s=cfg.checkpoint_minutes * 60,
+                  resume_hint=f"spnas search --resume {run_dir}", replicas=job.replicas)
+    finally:
+        log.close()
+    best = Architecture.from_string(training.best()["arch"])
+    ms = predict_ms(lut, best)
+    result = SearchResult(best, ms, run_dir, job.wall_s(wall_before), best, ms, [])
+    if job.replicas.main:
+        _save_result(job, space, lut, result, steps=total, budget_steps=budget, proxy_steps=proxy_steps,
+                     candidates=training.results)
     return result
 
 
