@@ -82,8 +82,8 @@ class Replicas:
         if not self.distributed or dist.is_initialized():
             return
         if device.type == "cuda":
-            torch.cuda.set_device(device)
-            dist.init_process_group("nccl", device_id=device)
+            torch.cuda.set_device(device)  # NCCL's collectives run on the current device
+            dist.init_process_group("nccl")
         else:
             dist.init_process_group("gloo")
 
