@@ -112,7 +112,8 @@ def test_two_rank_training_checkpoint_resumes_on_one_process(tmp_path):
 
 @pytest.mark.parametrize("env, options, message", [
     ({"WORLD_SIZE": "2", "RANK": "0"}, ["--batch-size", "15"], "2 processes do not divide --batch-size 15"),
-    ({"WORLD_SIZE": "4", "RANK": "0"}, ["--micro-batch", "8"], "parts of 8 images per step cannot be shared by 4"),
+    ({"WORLD_SIZE": "4", "RANK": "0"}, ["--micro-batch", "8"], "2 parts of 8 images per step need 2 processes (one part each) or 1 process"),
+    ({"WORLD_SIZE": "2", "RANK": "0"}, ["--micro-batch", "4"], "4 parts of 4 images per step need 4 processes"),
     ({}, ["--micro-batch", "5"], "--micro-batch 5 does not divide --batch-size 16"),
     ({}, ["--micro-batch", "0"], "--micro-batch must be"),
     ({}, ["--sync-bn"], "--sync-bn needs CUDA"),

@@ -9,7 +9,6 @@ vanish is never lost whole) and clean stops on Ctrl-C, SIGTERM or ``max_steps``.
 
 from __future__ import annotations
 
-import contextlib
 import signal
 import time
 from dataclasses import dataclass
@@ -53,12 +52,12 @@ class StepStats:
 class GlobalBatchStep:
     """One optimisation step of a global batch cut into ``num_parts`` parts (one forward pass each).
 
-    ``model`` is what forward passes go through (DDP around ``net`` on several ranks); gradients of the
-    parts are accumulated without synchronising until the last, where DDP averages them over ranks.
-    A part's loss is (cross-entropy + ``regulariser()``) over the number of parts this rank runs, so
-    the averaged gradient is the mean over all parts of the global batch. The regulariser (L2, the
-    runtime term) is called after each part's forward pass, as the runtime term uses the indicators
-    of that pass (with its own dropout draw, as each of the paper's TPU cores had).
+    ``model`` is what forward passes go through (DDP around ``net`` on several ranks, one part per
+    rank; one process may run several parts and sum their gradients). A part's loss is
+    (cross-entropy + ``regulariser()``) × world / parts, so the gradient is the mean over all parts
+    of the global batch either way. The regulariser (L2, the runtime term) is called
+    after each part's forward pass, as the runtime term uses the indicators of that pass (with its
+    own dropout draw, as each of the paper's TPU cores had).
     """
 
     model: nn.Module
@@ -74,27 +73,22 @@ class GlobalBatchStep:
                  check_loss: Callable[[torch.Tensor, torch.Tensor], None] | None = None) -> StepStats:
         self.optimizer.zero_grad(set_to_none=True)
         mine = self.replicas.parts(self.num_parts)
+        scale = self.replicas.world / self.num_parts  # 1 for one process with one part: the plain loss
         sums = torch.zeros(3, device=self.precision.device)  # cross-entropy, loss, batch accuracy
-        for j, part in enumerate(mine):
+        for part in mine:
             torch.manual_seed(part_seed(step_seed, part))  # indicator dropout: one draw per part
             x, y = self.precision.batch(*batch(part))
-            with self._sync(last=j + 1 == len(mine)):
-                with self.precision.autocast():
-                    logits = self.model(x)
-                logits = logits.float()  # the loss, latency term and thresholds stay float32
-                ce = F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
-                loss = ce + regulariser() if regulariser is not None else ce
-                self.precision.backward(loss / len(mine) if len(mine) > 1 else loss)
+            with self.precision.autocast():
+                logits = self.model(x)
+            logits = logits.float()  # the loss, latency term and thresholds stay float32
+            ce = F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
+            loss = ce + regulariser() if regulariser is not None else ce
+            self.precision.backward(loss * scale if scale != 1 else loss)
             sums += torch.stack([ce.detach(), loss.detach(), (logits.detach().argmax(1) == y).float().mean()])
-        ce_mean, loss_mean, acc = self.replicas.mean(sums / len(mine)).unbind()
+        ce_mean, loss_mean, acc = (self.replicas.sum(sums) / self.num_parts).unbind()
         (check_loss or (lambda c, t: guard.check_loss(step, c, t)))(ce_mean, loss_mean)
         grad_norm = self.precision.step(self.optimizer, self.net, guard, step)
         return StepStats(ce_mean.item(), loss_mean.item(), acc.item(), grad_norm)
-
-    def _sync(self, last: bool) -> contextlib.AbstractContextManager:
-        if last or not isinstance(self.model, nn.parallel.DistributedDataParallel):
-            return contextlib.nullcontext()
-        return self.model.no_sync()
 
 
 def run_steps(

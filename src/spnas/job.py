@@ -49,8 +49,7 @@ class Job:
         device = replicas.device(resolve_device(cfg.device))
         replicas.check_sync_bn(cfg.sync_bn, device)
         precision = Precision(device, cfg.amp)
-        micro_batch = cfg.micro_batch or cfg.batch_size // replicas.world
-        num_parts = check_parts(cfg.batch_size, micro_batch, replicas.world)
+        micro_batch, num_parts = check_parts(cfg.batch_size, cfg.micro_batch, replicas.world)
         if resume_dir is None:
             check_new_run_dir(cfg.out, force)
         if data is None:

@@ -8,9 +8,11 @@ logs and progress bars.
 
 Why *parts*: the global batch (``--batch-size``) is cut into ``batch_size / micro_batch`` parts, each
 one forward pass with its own BatchNorm statistics and its own indicator-dropout draw (as the paper's
-TPU cores each had). A rank runs ``parts / world`` of them and accumulates their gradients. The parts
-are fixed when a run starts, not by the number of processes, so a run resumed on another number of
-ranks (or one process) computes the same step, up to the order of float additions.
+TPU cores each had). Under torchrun each rank runs one part; one process runs all of them in turn and sums
+their gradients. The parts are fixed when a run starts, so a run of N processes resumes on N
+processes or on one, and computes the same steps, up to the order of float additions. (DDP with
+several parts per rank, accumulated under ``no_sync``, drifted from the one-process step after its
+first iterations in tests here, so it is refused rather than trusted.)
 """
 
 from __future__ import annotations
@@ -92,9 +94,8 @@ class Replicas:
             dist.destroy_process_group()
 
     def parts(self, num_parts: int) -> range:
-        """The parts of each global batch this rank computes."""
-        share = num_parts // self.world
-        return range(self.rank * share, (self.rank + 1) * share)
+        """The parts of each global batch this rank computes: one under torchrun, all in one process."""
+        return range(self.rank * num_parts // self.world, (self.rank + 1) * num_parts // self.world)
 
     def wrap(self, net: nn.Module, device: torch.device, sync_bn: bool = False) -> nn.Module:
         """The module to run forward passes through: DDP around ``net`` when there are several ranks."""
@@ -105,12 +106,11 @@ class Replicas:
         ids = [device.index] if device.type == "cuda" else None
         return nn.parallel.DistributedDataParallel(net, device_ids=ids)
 
-    def mean(self, values: torch.Tensor) -> torch.Tensor:
-        """The mean over ranks (every rank's share of the batch is the same size)."""
+    def sum(self, values: torch.Tensor) -> torch.Tensor:
+        """The sum over ranks."""
         if self.distributed:
             values = values.clone()
             dist.all_reduce(values)
-            values /= self.world
         return values
 
     def any(self, *flags: bool) -> tuple[bool, ...]:
@@ -154,19 +154,23 @@ def is_main_process() -> bool:
     return os.environ.get(RANK_ENV, "0") == "0"
 
 
-def check_parts(batch_size: int, micro_batch: int, world: int, source: str = "") -> int:
-    """The number of parts of a global batch, or one line saying why the sizes do not fit."""
-    where = f"{source}: " if source else ""
-    if world > 1 and batch_size % world:
-        raise SpnasError(f"{where}{world} processes do not divide --batch-size {batch_size} (the global batch): "
-                         f"use a multiple of {world}")
+def check_parts(batch_size: int, micro_batch: int | None, world: int) -> tuple[int, int]:
+    """(micro-batch, number of parts of a global batch), or one line saying why the sizes do not fit.
+
+    ``micro_batch`` None: a new run's default, the global batch over the number of processes.
+    """
+    if micro_batch is None:
+        if batch_size % world:
+            raise SpnasError(f"{world} processes do not divide --batch-size {batch_size} (the global batch): "
+                             f"use a multiple of {world}")
+        micro_batch = batch_size // world
     if micro_batch < 1 or batch_size % micro_batch:
-        raise SpnasError(f"{where}--micro-batch {micro_batch} does not divide --batch-size {batch_size}")
+        raise SpnasError(f"--micro-batch {micro_batch} does not divide --batch-size {batch_size}")
     parts = batch_size // micro_batch
-    if parts % world:
-        raise SpnasError(f"{where}the run's {parts} parts of {micro_batch} images per step cannot be shared by "
-                         f"{world} processes: use a number of processes that divides {parts}")
-    return parts
+    if world > 1 and parts != world:
+        raise SpnasError(f"the run's {parts} parts of {micro_batch} images per step need {parts} processes (one "
+                         f"part each) or 1 process (all of them in turn), not {world}")
+    return micro_batch, parts
 
 
 def part_seed(step_seed: int, part: int) -> int:
