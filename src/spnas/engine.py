@@ -9,6 +9,7 @@ vanish is never lost whole) and clean stops on Ctrl-C, SIGTERM or ``max_steps``.
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import time
 from dataclasses import dataclass
@@ -52,8 +53,8 @@ class StepStats:
 class GlobalBatchStep:
     """One optimisation step of a global batch cut into ``num_parts`` parts (one forward pass each).
 
-    ``model`` is what forward passes go through (DDP around ``net`` on several ranks, one part per
-    rank; one process may run several parts and sum their gradients). A part's loss is
+    ``model`` is what forward passes go through (DDP around ``net`` on several ranks). A rank with
+    several parts sums their gradients, under DDP's ``no_sync`` until its last one. A part's loss is
     (cross-entropy + ``regulariser()``) × world / parts, so the gradient is the mean over all parts
     of the global batch either way. The regulariser (L2, the runtime term) is called
     after each part's forward pass, as the runtime term uses the indicators of that pass (with its
@@ -78,17 +79,23 @@ class GlobalBatchStep:
         for part in mine:
             torch.manual_seed(part_seed(step_seed, part))  # indicator dropout: one draw per part
             x, y = self.precision.batch(*batch(part))
-            with self.precision.autocast():
-                logits = self.model(x)
-            logits = logits.float()  # the loss, latency term and thresholds stay float32
-            ce = F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
-            loss = ce + regulariser() if regulariser is not None else ce
-            self.precision.backward(loss * scale if scale != 1 else loss)
+            with self._accumulating(part != mine[-1]):
+                with self.precision.autocast():
+                    logits = self.model(x)
+                logits = logits.float()  # the loss, latency term and thresholds stay float32
+                ce = F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
+                loss = ce + regulariser() if regulariser is not None else ce
+                self.precision.backward(loss * scale if scale != 1 else loss)
             sums += torch.stack([ce.detach(), loss.detach(), (logits.detach().argmax(1) == y).float().mean()])
         ce_mean, loss_mean, acc = (self.replicas.sum(sums) / self.num_parts).unbind()
         (check_loss or (lambda c, t: guard.check_loss(step, c, t)))(ce_mean, loss_mean)
         grad_norm = self.precision.step(self.optimizer, self.net, guard, step)
         return StepStats(ce_mean.item(), loss_mean.item(), acc.item(), grad_norm)
+
+    def _accumulating(self, local_only: bool) -> contextlib.AbstractContextManager:
+        """DDP's ``no_sync`` for a part whose gradients only add to this rank's (the last one reduces)."""
+        ddp = isinstance(self.model, nn.parallel.DistributedDataParallel)
+        return self.model.no_sync() if local_only and ddp else contextlib.nullcontext()
 
 
 def run_steps(

@@ -28,7 +28,7 @@ class JobSettings:
     #: autocast of the forward pass: off, bf16 or fp16 (CUDA only, with loss scaling)
     amp: str = "off"
     #: images per forward pass and per BatchNorm statistic (None: the global batch over the number of
-    #: processes); fixed when the run starts, so it resumes identically on as many processes, or on one
+    #: processes); fixed when the run starts, so it resumes on any number of processes up to the parts
     micro_batch: int | None = None
     #: BatchNorm statistics over the whole global batch across GPUs (torch's SyncBatchNorm; CUDA only)
     sync_bn: bool = False
@@ -61,7 +61,8 @@ JOB_HELPS = {
            "latency term and thresholds stay float32",
     "micro_batch": "images per forward pass and per BatchNorm statistic: the global --batch-size is cut into "
                    "parts of this size whose gradients are summed (default: --batch-size / number of processes); "
-                   "fixed for the run, so it resumes identically on as many processes (one part each) or on one",
+                   "fixed for the run, so it resumes on any number of processes up to the number of parts (each takes a "
+                   "share of them)",
     "sync_bn": "under torchrun on GPUs: BatchNorm statistics over the whole global batch (SyncBatchNorm) instead "
                "of each process's own part",
     "workers": "processes decoding an image folder ahead of the model (default: the CPU cores per process, "

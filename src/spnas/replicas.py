@@ -8,11 +8,12 @@ logs and progress bars.
 
 Why *parts*: the global batch (``--batch-size``) is cut into ``batch_size / micro_batch`` parts, each
 one forward pass with its own BatchNorm statistics and its own indicator-dropout draw (as the paper's
-TPU cores each had). Under torchrun each rank runs one part; one process runs all of them in turn and sums
-their gradients. The parts are fixed when a run starts, so a run of N processes resumes on N
-processes or on one, and computes the same steps, up to the order of float additions. (DDP with
-several parts per rank, accumulated under ``no_sync``, drifted from the one-process step after its
-first iterations in tests here, so it is refused rather than trusted.)
+TPU cores each had). The parts are fixed when a run starts; the ranks share them out (one process runs
+all of them in turn), so a run started on N processes resumes on any M up to the number of parts and
+computes the same steps up to the order of float additions. A rank with several parts accumulates all
+but its last under DDP's ``no_sync``; added in the same order, that equals one process bit for bit
+(measured here). In a search that order still matters over many steps, as a hard decision whose norm
+sits within rounding of its threshold can flip.
 """
 
 from __future__ import annotations
@@ -94,7 +95,7 @@ class Replicas:
             dist.destroy_process_group()
 
     def parts(self, num_parts: int) -> range:
-        """The parts of each global batch this rank computes: one under torchrun, all in one process."""
+        """The parts of each global batch this rank computes: a contiguous share (all, in one process)."""
         return range(self.rank * num_parts // self.world, (self.rank + 1) * num_parts // self.world)
 
     def wrap(self, net: nn.Module, device: torch.device, sync_bn: bool = False) -> nn.Module:
@@ -167,9 +168,9 @@ def check_parts(batch_size: int, micro_batch: int | None, world: int) -> tuple[i
     if micro_batch < 1 or batch_size % micro_batch:
         raise SpnasError(f"--micro-batch {micro_batch} does not divide --batch-size {batch_size}")
     parts = batch_size // micro_batch
-    if world > 1 and parts != world:
-        raise SpnasError(f"the run's {parts} parts of {micro_batch} images per step need {parts} processes (one "
-                         f"part each) or 1 process (all of them in turn), not {world}")
+    if world > parts:
+        raise SpnasError(f"the run's {parts} parts of {micro_batch} images per step can use at most {parts} "
+                         f"processes, not {world} (a new run: lower --micro-batch)")
     return micro_batch, parts
 
 
