@@ -19,6 +19,7 @@ import sys
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import torch
 
@@ -130,6 +131,14 @@ class PipelineOptions:
 
 def run_pipeline(options: PipelineOptions) -> dict:
     """Check every option and the data before anything is written, then run the stages not yet done."""
+    with open_pipeline(options, "run") as pipeline:
+        return pipeline.run()
+
+
+@contextmanager
+def open_pipeline(options: PipelineOptions, command: str) -> Iterator["Pipeline"]:
+    """The checked options, the data read once and the locked run directory of ``spnas run`` or
+    ``spnas sweep`` (``command``, recorded so that one never resumes the other's directory)."""
     preset = PRESETS.get(options.preset)
     if preset is None:
         raise SpnasError(f"unknown preset {options.preset!r}; choose one of: {', '.join(PRESETS)}")
@@ -164,10 +173,9 @@ def run_pipeline(options: PipelineOptions) -> dict:
               f"{options.preset} preset's minimum of {preset.search_min_steps} and {preset.train_min_steps} steps)",
               file=sys.stderr)
     with run_directory(options.out, resume=resume, force=options.force) as run_dir:
-        pipeline = Pipeline(options, preset, run_dir, _open_state(run_dir, options.preset, data_name, resume),
-                            data_name, full, space, target, foreign_lut, nproc,
-                            {"search": search_epochs, "train": train_epochs})
-        return pipeline.run()
+        yield Pipeline(options, preset, run_dir, _open_state(run_dir, command, options.preset, data_name, resume),
+                       data_name, full, space, target, foreign_lut, nproc,
+                       {"search": search_epochs, "train": train_epochs})
 
 
 @dataclass
@@ -243,46 +251,61 @@ class Pipeline:
         return {"source": "profiled", "cached": False, "target": target.name,
                 "validation": result.report["held_out_calibrated"]}
 
-    def search(self, target_ms: float) -> dict:
-        out = self.run_dir / "search"
-        cfg = SearchConfig(data=self.data_name, data_dir=self.options.data_dir, lut=str(self.lut_path),
-                           space=self.options.space, width=self.preset.width, epochs=self.epochs["search"],
-                           batch_size=self.preset.batch_size, train_subset=self.preset.search_subset,
-                           target_ms=target_ms, indicator_scale="init-norm", out=str(out), eval_every_epoch=False,
-                           **self.jobs())
+    def search_config(self, target_ms: float, out: Path) -> SearchConfig:
+        return SearchConfig(data=self.data_name, data_dir=self.options.data_dir, lut=str(self.lut_path),
+                            space=self.options.space, width=self.preset.width, epochs=self.epochs["search"],
+                            batch_size=self.preset.batch_size, train_subset=self.preset.search_subset,
+                            target_ms=target_ms, indicator_scale="init-norm", out=str(out), eval_every_epoch=False,
+                            **self.jobs())
+
+    def search(self, target_ms: float, out: Path | None = None, max_steps: int | None = None) -> dict:
+        """Search at ``target_ms`` into ``out`` (default run_dir/search); with ``max_steps``, only its
+        first steps (a checkpoint to branch from, see :mod:`spnas.search.branch`)."""
+        out = out or self.run_dir / "search"
+        cfg = dataclasses.replace(self.search_config(target_ms, out), max_steps=max_steps)
         self.run_job("search", cfg, out, lambda resume: run_search(
-            cfg, resume_dir=resume, force=resume is None,
-            data=with_train_subset(self.data, self.preset.search_subset, 0)))
+            cfg, resume_dir=resume, force=resume is None, overrides={"max_steps": max_steps} if max_steps else None,
+            data=self.search_data()), max_steps)
+        if max_steps is not None:
+            return {"steps": max_steps}
         summary = read_json(out / "summary.json", "search summary")
         return {"arch": summary["arch"], "predicted_ms": summary["predicted_ms"], "target_ms": target_ms,
                 "wall_s": summary["wall_s"], "last_step_arch": summary["last_step_arch"],
                 "last_step_predicted_ms": summary["last_step_predicted_ms"], "repair_flips": summary["repair_flips"]}
 
-    def train(self, name: str, arch_text: str) -> dict:
-        out = self.run_dir / "train" / name
+    def search_data(self) -> DataSplits:
+        return with_train_subset(self.data, self.preset.search_subset, 0)
+
+    def train(self, name: str, arch_text: str, seed: int = 0, out: Path | None = None) -> dict:
+        out = out or self.run_dir / "train" / name
         cfg = TrainConfig(arch=arch_text, data=self.data_name, data_dir=self.options.data_dir, width=self.preset.width,
                           epochs=self.epochs["train"], batch_size=self.preset.batch_size,
-                          train_subset=self.preset.train_subset, out=str(out), **self.jobs())
+                          train_subset=self.preset.train_subset, out=str(out), seed=seed, **self.jobs())
         self.run_job("train", cfg, out, lambda resume: run_train(
             cfg, resume_dir=resume, force=resume is None,
             data=with_train_subset(self.data, self.preset.train_subset, 0)))
         metrics = read_json(out / "results.json", "training results")
         net, meta = load_model(out)
-        onnx_path = self.run_dir / "models" / f"{name}.onnx"
+        onnx_path = self.run_dir / "models" / f"{out.relative_to(self.run_dir / 'train').as_posix().replace('/', '-')}.onnx"
         check = export_model(net, meta, "onnx", onnx_path, self.options.data_dir)
-        return {**metrics, "arch": arch_text, "onnx": str(onnx_path), "export_max_abs_diff": check["max_abs_diff"]}
+        return {**metrics, "arch": arch_text, "onnx": str(onnx_path), "export_max_abs_diff": check["max_abs_diff"],
+                "seed": seed, "out": str(out)}
 
-    def run_job(self, kind: str, cfg, out: Path, in_process) -> None:
+    def run_job(self, kind: str, cfg, out: Path, in_process, max_steps: int | None = None) -> None:
         """A search or training: in this process, or under torchrun with ``nproc`` processes; either
-        resumes from the job's checkpoint when there is one."""
+        resumes from the job's checkpoint when there is one. ``max_steps``: stop there (exit 0)."""
         resume = str(out) if (out / CHECKPOINT).is_file() else None
         if self.nproc == 1:
-            in_process(resume)
+            try:
+                in_process(resume)
+            except Interrupted as stop:
+                if not (max_steps is not None and stop.exit_code == 0):
+                    raise
             return
         if resume:
-            args = ["--resume", resume]
+            args = ["--resume", resume, *(["--max-steps", str(max_steps)] if max_steps else [])]
         else:
-            config = self.run_dir / f"{kind}-{out.name}.config.json"
+            config = self.run_dir / f"{kind}-{out.relative_to(self.run_dir).as_posix().replace('/', '-')}.config.json"
             write_json(config, {k: v for k, v in dataclasses.asdict(cfg).items() if v is not None})
             args = ["--config", str(config), "--force"]
         command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={self.nproc}",
@@ -296,14 +319,16 @@ class Pipeline:
             raise SpnasError(f"the {kind} in {out} failed under torchrun (exit {code}; its lines are above); fix "
                              "the cause and run the same command to resume")
 
-    def measure(self, names: list[str]) -> dict:
+    def measure(self, names: list[str], stages: dict[str, str] | None = None) -> dict:
+        """All ``names`` measured interleaved; ``stages``: the training stage of each (default train:NAME)."""
         space, target = self.space, self.target
         shape = [1, space.in_channels, space.input_size, space.input_size]
         runners = {}
         for name in names:
-            trained = self.state["stages"][f"train:{name}"]
+            trained = self.state["stages"][(stages or {}).get(name, f"train:{name}")]
             runners[name] = (ort_runner(trained["onnx"], shape, target.threads) if target.name == "onnxruntime-cpu"
-                             else target.runner(load_model(self.run_dir / "train" / name)[0], shape))
+                             else target.runner(load_model(Path(trained.get("out", self.run_dir / "train" / name)))[0],
+                                                shape))
         stats: dict[str, Stats] = measure_interleaved(
             runners, Protocol(warmup=10, repeats=self.preset.measure_repeats), RoundProgress("measuring models"))
         return {name: s.to_dict() for name, s in stats.items()}
@@ -373,17 +398,21 @@ def _usable_cache(path: Path, space) -> bool:
     return True
 
 
-def _open_state(run_dir: Path, preset: str, data: str, resume: bool) -> dict:
-    """Resume a pipeline directory of the same preset and data; refuse anything else."""
+def _open_state(run_dir: Path, command: str, preset: str, data: str, resume: bool) -> dict:
+    """Resume a directory of the same command, preset and data; refuse anything else."""
     path = run_dir / STATE
     if resume:
         state = read_json(path, "pipeline state")
         if not isinstance(state, dict) or not isinstance(state.get("stages"), dict):
             raise SpnasError(f"{path}: corrupt pipeline state; pass --force to start over")
+        made_by = state.get("command", "run")  # directories of older versions: spnas run
+        if made_by != command:
+            raise SpnasError(f"{run_dir}: holds a 'spnas {made_by}' directory, not a 'spnas {command}' one; "
+                             "choose another --out")
         if state.get("preset") != preset or state.get("data") != data:
             raise SpnasError(f"{run_dir}: holds a run of preset {state.get('preset')!r} on {state.get('data')!r}; "
                              "choose another --out or pass --force")
         return state
-    state = {"preset": preset, "data": data, "stages": {}}
+    state = {"command": command, "preset": preset, "data": data, "stages": {}}
     write_json(path, state)
     return state

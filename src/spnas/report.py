@@ -8,7 +8,8 @@ import shutil
 from pathlib import Path
 
 from spnas.arch import Architecture
-from spnas.io import atomic_path, atomic_write_text, write_json
+from spnas.io import atomic_write_text, write_json
+from spnas.plotting import pyplot, save_figure
 from spnas.search.plots import OP_COLORS, OP_ORDER
 from spnas.space import SearchSpace
 from spnas.table import format_table
@@ -110,23 +111,8 @@ Space `{space.name}` ({space.fingerprint()}): {space.description}
 """
 
 
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    _plt().close(fig)
-
-
 def _accuracy_latency_plot(path: Path, rows: list[dict], target_ms: float, latency_label: str) -> None:
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4.5), dpi=120)
     for r in rows:
         searched = r["model"] == "searched"
@@ -142,12 +128,12 @@ def _accuracy_latency_plot(path: Path, rows: list[dict], target_ms: float, laten
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def _architecture_plot(path: Path, arch: Architecture, space: SearchSpace) -> None:
     """One box per searchable layer: width ~ expansion, height ~ kernel, hatched when skipped."""
-    plt = _plt()
+    plt = pyplot()
     from matplotlib.patches import Rectangle
 
     layers = space.layers()
@@ -167,4 +153,4 @@ def _architecture_plot(path: Path, arch: Architecture, space: SearchSpace) -> No
     ax.axis("off")
     ax.set_title(f"Searched architecture ({arch.space}): box height = kernel, color = op")
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)

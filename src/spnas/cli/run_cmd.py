@@ -17,8 +17,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description="Profile a latency table for this machine (cached), search at a target latency, train "
         "the result and three uniform baselines, export them to ONNX, measure them, and write report.md "
         f"with plots to --out. Re-running the same command resumes. Presets: {presets}.")
+    add_pipeline_arguments(p, "runs/spnas-run")
+    p.add_argument("--target-ms", type=float,
+                   help="latency budget (default: halfway between the all-k3e3 and all-k3e6 nets)")
+    p.set_defaults(func=run)
+
+
+def add_pipeline_arguments(p: argparse.ArgumentParser, default_out: str) -> None:
+    """The options ``spnas run`` and ``spnas sweep`` share (see :class:`~spnas.pipeline.PipelineOptions`)."""
     p.add_argument("--preset", default="quick", choices=list(PRESETS), help="run size (default quick)")
-    p.add_argument("--out", default="runs/spnas-run", help="run directory (default runs/spnas-run)")
+    p.add_argument("--out", default=default_out, help=f"run directory (default {default_out})")
     p.add_argument("--data", help="dataset: fashion-mnist, mnist, cifar10, cifar100, imagefolder[:SIZE] (with "
                    "--data-dir ROOT holding train/ and val/), synthetic:N:C:SIZE:CLASSES (default: the preset's, "
                    "Fashion-MNIST)")
@@ -31,8 +39,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    "bundle'): nothing is profiled or measured here, and the report compares predicted latencies")
     p.add_argument("--nproc-per-node", type=int, help="processes for search and training, under torchrun "
                    "(default: one per GPU when running on CUDA, else 1)")
-    p.add_argument("--target-ms", type=float,
-                   help="latency budget (default: halfway between the all-k3e3 and all-k3e6 nets)")
     p.add_argument("--threads", type=int, default=1, help="onnxruntime threads for latency (default 1)")
     p.add_argument("--device", default="auto", help="where search and training run: auto (CUDA when present), "
                    "cpu, cuda or cuda:N (default auto)")
@@ -40,18 +46,27 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="mixed precision of search and training (fp16: CUDA only; default off)")
     p.add_argument("--no-cache", action="store_true", help="profile a new latency table even if one is cached")
     p.add_argument("--force", action="store_true", help="start over in a non-empty --out that spnas created")
-    p.set_defaults(func=run)
+
+
+def pipeline_options(args: argparse.Namespace) -> PipelineOptions:
+    return PipelineOptions(
+        preset=args.preset, out=args.out, data=args.data, data_dir=args.data_dir, space=args.space,
+        target_ms=getattr(args, "target_ms", None), target=args.target, lut=args.lut, threads=args.threads,
+        force=args.force, cache=not args.no_cache, device=args.device, amp=args.amp,
+        nproc_per_node=args.nproc_per_node)
+
+
+def resumable(stop: Interrupted, out: str) -> Interrupted:
+    """What a stopped ``spnas run`` or ``spnas sweep`` says: the same command resumes."""
+    return Interrupted(f"stopped; finished stages and checkpoints in {out} are kept: run the same command "
+                       "(same --out, --preset and options) to resume", stop.exit_code)
 
 
 def run(args: argparse.Namespace) -> int:
     try:
-        summary = run_pipeline(PipelineOptions(
-            preset=args.preset, out=args.out, data=args.data, data_dir=args.data_dir, space=args.space,
-            target_ms=args.target_ms, target=args.target, lut=args.lut, threads=args.threads, force=args.force,
-            cache=not args.no_cache, device=args.device, amp=args.amp, nproc_per_node=args.nproc_per_node))
+        summary = run_pipeline(pipeline_options(args))
     except Interrupted as stop:
-        raise Interrupted(f"stopped; finished stages and checkpoints in {args.out} are kept: run the same command "
-                          "(same --out, --preset and options) to resume", stop.exit_code) from None
+        raise resumable(stop, args.out) from None
     print(f"\ntarget {summary['target_ms']:.3f} ms; searched {summary['search']['arch']}")
     for r in summary["models"]:
         measured = f"measured {r['measured_ms']:.3f} ms  " if r["measured_ms"] is not None else ""

@@ -26,6 +26,7 @@ from spnas.nn.network import SinglePathNet
 from spnas.optim import make_optimizer, staircase_schedule
 from spnas.job import Job
 from spnas.runs import METRICS, MetricsLog, resumed_config
+from spnas.search.branch import warmup_steps
 from spnas.search.config import SearchConfig
 from spnas.search.objective import Regularisers, TargetController, regularisers
 from spnas.search.plots import plot_search_progress
@@ -76,7 +77,7 @@ def _search(job: Job, space: SearchSpace, lut: LatencyTable) -> SearchResult:
     torch.manual_seed(cfg.seed)
     source = job.train_source()
     steps_per_epoch, total = source.steps_per_epoch, cfg.epochs * source.steps_per_epoch
-    warmup_steps = round(cfg.warmup_fraction * total)
+    warm_steps = warmup_steps(cfg.warmup_fraction, cfg.epochs, steps_per_epoch)
     method = METHODS[cfg.method]
     net = precision.prepare(method.build(space, cfg))
     optimizer = make_optimizer(cfg.optimizer, net.parameters(), cfg.lr)
@@ -95,7 +96,7 @@ def _search(job: Job, space: SearchSpace, lut: LatencyTable) -> SearchResult:
     val = eval_source(data, data.val, device=precision.device)
 
     loop = SearchSteps(job, method, net, lut, table, controller, source, one_step, schedule, guard, log, val,
-                       warmup_steps, steps_per_epoch, total)
+                       warm_steps, steps_per_epoch, total)
     try:
         run_steps(start=start, total=total, steps_per_epoch=steps_per_epoch, desc="search", step=loop.step,
                   epoch_end=loop.epoch_end, save=lambda step: job.checkpoint(step, parts, "search", guard, wall_before),
@@ -112,7 +113,7 @@ def _search(job: Job, space: SearchSpace, lut: LatencyTable) -> SearchResult:
         return result
     _save_result(job, space, lut, result, lambda_=controller.lam if controller else cfg.lambda_, steps=total,
                  **method.state(net))
-    plot_search_progress(run_dir / METRICS, run_dir / "progress.png", space, cfg.target_ms, warmup_steps)
+    plot_search_progress(run_dir / METRICS, run_dir / "progress.png", space, cfg.target_ms, warm_steps)
     return result
 
 

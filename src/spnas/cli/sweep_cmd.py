@@ -1,0 +1,53 @@
+"""``spnas sweep``: searched nets at several latency targets against the uniform nets, over seeds."""
+
+from __future__ import annotations
+
+import argparse
+
+from spnas.cli.run_cmd import add_pipeline_arguments, pipeline_options, resumable
+from spnas.engine import Interrupted
+from spnas.errors import SpnasError
+from spnas.sweep import MAX_POINTS, UNIFORM_OPS, SweepOptions, run_sweep
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "sweep", help="search at several latency targets; searched nets against the uniform nets' front",
+        description="Profile a latency table (cached), run one search warm-up and branch it to every target "
+        f"(the warm-up does not depend on the target), train every searched net and the uniform nets "
+        f"({', '.join(UNIFORM_OPS)}) once per seed with the same recipe, measure them all in one interleaved "
+        "run, and write report.md, sweep.png, sweep.json and sweep.csv: accuracy (mean ± std over seeds) "
+        "against latency, the uniform nets' front, and which searched nets lie above it. Re-running the "
+        "same command resumes.")
+    add_pipeline_arguments(p, "runs/spnas-sweep")
+    p.add_argument("--targets", help="comma-separated latency targets in ms, e.g. 0.35,0.4,0.45,0.5 (default: "
+                   "--points targets spread between the fastest and slowest uniform nets)")
+    p.add_argument("--points", type=int, default=4,
+                   help=f"how many targets to spread when --targets is not given (1-{MAX_POINTS}; default 4)")
+    p.add_argument("--seeds", default="0,1", help="comma-separated training seeds; every net is trained once "
+                   "per seed (default 0,1)")
+    p.set_defaults(func=sweep)
+
+
+def _numbers(text: str | None, kind: type, option: str) -> tuple | None:
+    if text is None:
+        return None
+    try:
+        return tuple(kind(part) for part in text.split(","))
+    except ValueError:
+        raise SpnasError(f"{option} must be comma-separated {kind.__name__}s, got {text!r}") from None
+
+
+def sweep(args: argparse.Namespace) -> int:
+    options = SweepOptions(pipeline_options(args), _numbers(args.targets, float, "--targets"), args.points,
+                           _numbers(args.seeds, int, "--seeds"))
+    try:
+        summary = run_sweep(options)
+    except Interrupted as stop:
+        raise resumable(stop, args.out) from None
+    for v in summary["verdicts"]:
+        print(f"  {v['model']:20s} top-1 {v['test_top1_mean'] * 100:6.2f}% at {v['latency_ms']:.3f} ms; uniform "
+              f"front {v['front_top1'] * 100:6.2f}% ({v['margin_points']:+.2f} points)")
+    above = sum(v["above_front"] for v in summary["verdicts"])
+    print(f"{above} of {len(summary['verdicts'])} searched nets above the uniform front; report: {args.out}/report.md")
+    return 0

@@ -1,0 +1,145 @@
+"""The sweep's report: accuracy (mean ± spread over seeds) against latency, the uniform nets' front,
+and whether each searched net lies above it.
+
+The bar (issue 17): a searched net beats the uniform front when its mean accuracy is above the
+front's linear interpolation at its own latency. Outside the front's latency range the front is held
+flat (a net faster than every uniform one must still match the fastest one's accuracy; a slower one
+must beat the best), so the comparison never extrapolates in the searched net's favour.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import statistics
+from pathlib import Path
+
+from spnas.io import atomic_write_text, write_json
+from spnas.plotting import pyplot, save_figure
+from spnas.report import comparison_warnings
+from spnas.table import format_table
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The (latency, accuracy) points no other point beats on both (at most as slow and at least as
+    accurate, one of them strictly), fastest first."""
+    front: list[tuple[float, float]] = []
+    for latency, acc in sorted(points, key=lambda p: (p[0], -p[1])):
+        if not front or acc > front[-1][1]:
+            front.append((latency, acc))
+    return front
+
+
+def front_accuracy(front: list[tuple[float, float]], latency: float) -> float:
+    """The front's accuracy at ``latency``: linear between its points, flat beyond its ends."""
+    if latency <= front[0][0]:
+        return front[0][1]
+    for (x0, y0), (x1, y1) in zip(front, front[1:]):
+        if latency <= x1:
+            return y0 + (y1 - y0) * (latency - x0) / (x1 - x0)
+    return front[-1][1]
+
+
+def summarise(row: dict) -> dict:
+    """Mean, standard deviation (n-1; 0 for one seed) and range of a row's accuracies over seeds."""
+    accs = list(row["test_top1_by_seed"].values())
+    return {**row, "test_top1_mean": statistics.fmean(accs),
+            "test_top1_std": statistics.stdev(accs) if len(accs) > 1 else 0.0,
+            "test_top1_min": min(accs), "test_top1_max": max(accs), "seeds": len(accs)}
+
+
+def compare_to_front(rows: list[dict]) -> tuple[list[tuple[float, float]], list[dict]]:
+    """The uniform nets' front (mean accuracies) and each searched net's margin over it, in points."""
+    front = pareto_front([(r["latency_ms"], r["test_top1_mean"]) for r in rows if r["kind"] == "uniform"])
+    verdicts = []
+    for r in rows:
+        if r["kind"] != "searched":
+            continue
+        at = front_accuracy(front, r["latency_ms"])
+        verdicts.append({"model": r["model"], "latency_ms": r["latency_ms"], "test_top1_mean": r["test_top1_mean"],
+                         "front_top1": at, "margin_points": (r["test_top1_mean"] - at) * 100,
+                         "above_front": r["test_top1_mean"] > at})
+    return front, verdicts
+
+
+def write_sweep_report(run_dir: Path, summary: dict, num_classes: int) -> dict:
+    """sweep.json, sweep.csv (one line per network and seed), sweep.png and report.md; returns the summary."""
+    rows = [summarise(r) for r in summary["models"]]
+    front, verdicts = compare_to_front(rows)
+    summary = {**summary, "models": rows, "uniform_front": [list(p) for p in front], "verdicts": verdicts,
+               "warnings": comparison_warnings([{"model": r["model"], "test_top1": r["test_top1_mean"]} for r in rows],
+                                               num_classes)}
+    write_json(run_dir / "sweep.json", summary)
+    buf = io.StringIO()
+    fields = ["model", "kind", "seed", "test_top1", "latency_ms", "measured_iqr_ms", "predicted_ms", "target_ms", "arch"]
+    writer = csv.DictWriter(buf, fieldnames=fields)
+    writer.writeheader()
+    for r in rows:
+        for seed, acc in r["test_top1_by_seed"].items():
+            writer.writerow({**{k: r[k] for k in fields if k in r}, "seed": seed, "test_top1": acc})
+    atomic_write_text(run_dir / "sweep.csv", buf.getvalue())
+    _plot(run_dir / "sweep.png", rows, front, summary)
+    atomic_write_text(run_dir / "report.md", _markdown(summary))
+    return summary
+
+
+def _plot(path: Path, rows: list[dict], front: list[tuple[float, float]], summary: dict) -> None:
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(7, 5), dpi=120)
+    lo, hi = min(r["latency_ms"] for r in rows), max(r["latency_ms"] for r in rows)
+    line = [(min(lo, front[0][0]), front[0][1]), *front, (max(hi, front[-1][0]), front[-1][1])]  # flat ends
+    ax.plot([p[0] for p in line], [p[1] * 100 for p in line], "--", color="tab:blue", lw=1,
+            label="uniform nets' front (flat beyond its ends)")
+    for r in rows:
+        searched = r["kind"] == "searched"
+        ax.errorbar(r["latency_ms"], r["test_top1_mean"] * 100, yerr=r["test_top1_std"] * 100,
+                    xerr=(r.get("measured_iqr_ms") or 0) / 2, fmt="*" if searched else "o", ms=12 if searched else 7,
+                    color="tab:red" if searched else "tab:blue", capsize=3)
+        ax.annotate(r["model"].replace("searched-", "").replace("uniform-", ""),
+                    (r["latency_ms"], r["test_top1_mean"] * 100), textcoords="offset points", xytext=(6, -12),
+                    fontsize=7)
+    for target in summary["targets_ms"]:
+        ax.axvline(target, color="tab:red", ls=":", lw=0.8)
+    ax.plot([], [], "*", color="tab:red", ms=10, label="searched (its predicted target: dotted line)")
+    ax.set_xlabel(f"{summary['latency']} latency, ms ({summary['latency_target']}, batch 1)")
+    ax.set_ylabel(f"test top-1 (%), mean ± std over {len(summary['seeds'])} seeds")
+    ax.set_title("Latency sweep: searched nets against the uniform nets")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+def _markdown(summary: dict) -> str:
+    rows = sorted(summary["models"], key=lambda r: r["latency_ms"])
+    table = format_table(
+        ("model", "top-1 % mean ± std (min–max)", "latency ms (IQR)", "predicted ms", "target ms", "architecture"),
+        [(r["model"], f"{r['test_top1_mean'] * 100:.2f} ± {r['test_top1_std'] * 100:.2f} "
+          f"({r['test_top1_min'] * 100:.2f}–{r['test_top1_max'] * 100:.2f})",
+          f"{r['latency_ms']:.3f}" + (f" ({r['measured_iqr_ms']:.3f})" if r.get("measured_iqr_ms") is not None else ""),
+          f"{r['predicted_ms']:.3f}", f"{r['target_ms']:.3f}" if r["target_ms"] is not None else "",
+          f"`{r['arch'].split(':', 1)[1]}`") for r in rows], markdown=True)
+    verdicts = summary["verdicts"]
+    above = sum(v["above_front"] for v in verdicts)
+    lines = "\n".join(f"- {v['model']}: {v['test_top1_mean'] * 100:.2f}% at {v['latency_ms']:.3f} ms; the front "
+                      f"there {v['front_top1'] * 100:.2f}%: **{'above' if v['above_front'] else 'not above'}** "
+                      f"({v['margin_points']:+.2f} points)" for v in verdicts)
+    warnings = "".join(f"\n> **Warning:** {w}\n" for w in summary.get("warnings", []))
+    return f"""# spnas sweep: {summary['preset']} preset on {summary['data']}
+
+{len(verdicts)} targets, {len(summary['seeds'])} training seeds per network (seeds {summary['seeds']}); one
+shared warm-up of {summary['warmup_steps']} search steps, branched to every target. Latency:
+{summary['latency']} ({summary['latency_target']}, {summary['threads']} thread).
+{warnings}
+**{above} of {len(verdicts)} searched nets lie above the uniform nets' front** (their mean accuracy
+above the front's linear interpolation at their own latency):
+
+{lines}
+
+{table}
+
+Accuracy: the test split, EMA or raw weights, whichever was better on validation; ± is the standard
+deviation over training seeds, which a difference must clear to mean anything.
+
+![sweep](sweep.png)
+"""

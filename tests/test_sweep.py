@@ -1,0 +1,132 @@
+"""``spnas sweep``: the front arithmetic, the shared warm-up, the whole sweep and its resume."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import fake_lut
+from spnas.cli.main import main
+from spnas.engine import Interrupted
+from spnas.pipeline import Pipeline
+from spnas.search.branch import branch_search
+from spnas.space import get_space
+from spnas.sweep_report import compare_to_front, front_accuracy, pareto_front
+
+SEARCH = ["--data", "synthetic:96:1:16:4", "--width", "0.25", "--batch-size", "16", "--threads", "1",
+          "--device", "cpu", "--epochs", "2", "--log-every", "1"]
+
+
+def test_pareto_front_keeps_only_points_nothing_beats():
+    points = [(0.5, 0.80), (0.3, 0.70), (0.4, 0.69), (0.6, 0.79), (0.3, 0.65), (0.7, 0.85)]
+    assert pareto_front(points) == [(0.3, 0.70), (0.5, 0.80), (0.7, 0.85)]
+
+
+def test_front_accuracy_interpolates_inside_and_holds_flat_outside():
+    front = [(0.3, 0.70), (0.5, 0.80), (0.7, 0.85)]
+    assert front_accuracy(front, 0.4) == pytest.approx(0.75)
+    assert front_accuracy(front, 0.6) == pytest.approx(0.825)
+    assert front_accuracy(front, 0.2) == 0.70  # faster than every uniform net: must still match the fastest
+    assert front_accuracy(front, 0.9) == 0.85  # slower than all: must beat the best
+
+
+def test_a_searched_net_is_above_the_front_only_past_the_interpolation():
+    rows = [{"model": f"uniform-{i}", "kind": "uniform", "latency_ms": ms, "test_top1_mean": acc}
+            for i, (ms, acc) in enumerate([(0.3, 0.70), (0.5, 0.80)])]
+    rows += [{"model": "a", "kind": "searched", "latency_ms": 0.4, "test_top1_mean": 0.751},
+             {"model": "b", "kind": "searched", "latency_ms": 0.4, "test_top1_mean": 0.749}]
+    front, verdicts = compare_to_front(rows)
+    assert front == [(0.3, 0.70), (0.5, 0.80)]
+    assert [v["above_front"] for v in verdicts] == [True, False]
+    assert verdicts[0]["margin_points"] == pytest.approx(0.1)
+
+
+@pytest.fixture(scope="module")
+def lut(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("lut") / "lut.json"
+    fake_lut(get_space("small", width=0.25, input_size=16, num_classes=4)).save(path)
+    return path
+
+
+def model_state(run_dir: Path) -> dict[str, torch.Tensor]:
+    return torch.load(run_dir / "checkpoint.pt", weights_only=False)["model"]
+
+
+def test_a_branch_of_the_shared_warmup_is_the_search_started_at_its_target(tmp_path, lut):
+    search = ["search", *SEARCH, "--lut", str(lut)]
+    direct, warm, branch = tmp_path / "direct", tmp_path / "warm", tmp_path / "branch"
+    assert main([*search, "--target-ms", "0.9", "--out", str(direct)]) == 0
+    # the warm-up (5/8 of 2 x 5 steps = 6) run at another target, then branched to 0.9
+    assert main([*search, "--target-ms", "0.4", "--out", str(warm), "--max-steps", "6"]) == 0
+    branch_search(warm, branch, 0.9, at_step=6)
+    assert json.loads((branch / "config.json").read_text())["target_ms"] == 0.9
+    assert main(["search", "--resume", str(branch)]) == 0
+    a, b = model_state(direct), model_state(branch)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert json.loads((direct / "summary.json").read_text())["arch"] == json.loads(
+        (branch / "summary.json").read_text())["arch"]
+    assert json.loads((branch / "summary.json").read_text())["target_ms"] == 0.9
+    # a checkpoint that is not at the warm-up's end is refused, and nothing is written
+    with pytest.raises(Exception, match="not at the warm-up's end"):
+        branch_search(direct, tmp_path / "wrong", 0.5, at_step=6)
+    assert not (tmp_path / "wrong").exists()
+
+
+SWEEP = ["sweep", "--preset", "smoke", "--targets", "0.7,0.85", "--seeds", "0,1"]
+
+
+def test_sweep_writes_the_front_report_and_resumes_after_a_stop(tmp_path, lut, monkeypatch, capsys):
+    out = tmp_path / "sweep"
+    cmd = [*SWEEP, "--lut", str(lut), "--out", str(out)]
+    real_train, calls = Pipeline.train, []
+
+    def train_then_stop(self, *args, **kwargs):
+        if len(calls) == 3:
+            raise Interrupted("stopped", 143)
+        calls.append(args)
+        return real_train(self, *args, **kwargs)
+
+    monkeypatch.setattr(Pipeline, "train", train_then_stop)
+    assert main(cmd) == 143
+    monkeypatch.setattr(Pipeline, "train", real_train)
+    first = {p: p.stat().st_mtime_ns for p in (out / "train").rglob("results.json")}
+    assert len(first) == 3
+    assert main(cmd) == 0
+    assert all(p.stat().st_mtime_ns == t for p, t in first.items())  # finished trainings were not re-run
+    summary = json.loads((out / "sweep.json").read_text())
+    assert summary["targets_ms"] == [0.7, 0.85] and summary["seeds"] == [0, 1]
+    names = [r["model"] for r in summary["models"]]
+    assert names == ["searched-0.700ms", "searched-0.850ms", "uniform-k3e3", "uniform-k5e3", "uniform-k3e6",
+                     "uniform-k5e6"]
+    assert all(len(r["test_top1_by_seed"]) == 2 for r in summary["models"])
+    assert summary["latency"] == "predicted"  # a foreign table: nothing measured here
+    assert len(summary["verdicts"]) == 2 and len(summary["uniform_front"]) >= 1
+    # one shared warm-up: both branches carry its steps in their logs
+    warm = json.loads((out / "search" / "warmup" / "config.json").read_text())
+    assert warm["target_ms"] == 0.7 and (out / "search" / "searched-0.850ms" / "summary.json").is_file()
+    csv_lines = (out / "sweep.csv").read_text().splitlines()
+    assert len(csv_lines) == 1 + 6 * 2
+    assert {"report.md", "sweep.png", "sweep.json", "sweep.csv"} <= {p.name for p in out.iterdir()}
+    assert "searched nets lie above the uniform nets' front" in (out / "report.md").read_text()
+    # the same directory with other targets is refused, not mixed
+    capsys.readouterr()
+    assert main([*SWEEP[:3], "--targets", "0.8", "--seeds", "0,1", "--lut", str(lut), "--out", str(out)]) == 2
+    assert "this sweep's targets are [0.7, 0.85], not [0.8]" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("options, message", [
+    (["--targets", "0.4,x"], "--targets must be comma-separated floats"),
+    (["--targets", "0.4,-1"], "--targets must be positive"),
+    (["--targets", "0.4,0.4"], "lists a target twice"),
+    (["--points", "0"], "--points must be 1 to 12"),
+    (["--seeds", "0,0"], "--seeds must be distinct"),
+])
+def test_bad_sweep_options_are_one_line_before_anything_is_written(options, message, tmp_path, capsys):
+    out = tmp_path / "sweep"
+    assert main(["sweep", "--preset", "smoke", "--out", str(out), *options]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1, err
+    assert not out.exists()
