@@ -14,10 +14,30 @@ from spnas.engine import Interrupted
 from spnas.pipeline import Pipeline
 from spnas.search.branch import branch_search
 from spnas.space import get_space
-from spnas.sweep_report import compare_to_front, front_accuracy, pareto_front
+from spnas.sweep_report import bootstrap_difference, compare_methods, compare_to_front, front_accuracy, pareto_front
 
 SEARCH = ["--data", "synthetic:96:1:16:4", "--width", "0.25", "--batch-size", "16", "--threads", "1",
           "--device", "cpu", "--epochs", "2", "--log-every", "1"]
+
+
+def test_bootstrap_interval_separates_distinct_groups_and_not_overlapping_ones():
+    lo, hi = bootstrap_difference([0.90, 0.91, 0.92], [0.80, 0.81, 0.82])
+    assert 0.08 <= lo <= 0.10 <= hi <= 0.12
+    lo, hi = bootstrap_difference([0.80, 0.85, 0.90], [0.81, 0.84, 0.89])
+    assert lo < 0 < hi
+
+
+def test_methods_are_compared_per_target_one_value_per_search():
+    rows = [{"kind": "searched", "target_ms": t, "method": m, "test_top1_mean": acc, "latency_ms": 0.4}
+            for t in (0.4, 0.5) for m, accs in (("multipath", (0.80, 0.81, 0.82)), ("single-path", (0.85, 0.86, 0.87)))
+            for acc in accs]
+    rows.append({"kind": "uniform", "target_ms": None, "method": None, "test_top1_mean": 0.5, "latency_ms": 0.3})
+    comparisons = compare_methods(rows)
+    assert [(c["target_ms"], c["a"], c["b"]) for c in comparisons] == [(0.4, "multipath", "single-path"),
+                                                                      (0.5, "multipath", "single-path")]
+    assert comparisons[0]["top1_diff_points"] == pytest.approx(-5.0)
+    assert comparisons[0]["top1_significant"] and not comparisons[0]["latency_significant"]
+    assert comparisons[0]["searches"] == [3, 3]
 
 
 def test_pareto_front_keeps_only_points_nothing_beats():
@@ -55,8 +75,9 @@ def model_state(run_dir: Path) -> dict[str, torch.Tensor]:
     return torch.load(run_dir / "checkpoint.pt", weights_only=False)["model"]
 
 
-def test_a_branch_of_the_shared_warmup_is_the_search_started_at_its_target(tmp_path, lut):
-    search = ["search", *SEARCH, "--lut", str(lut)]
+@pytest.mark.parametrize("method", ["single-path", "multipath"])
+def test_a_branch_of_the_shared_warmup_is_the_search_started_at_its_target(method, tmp_path, lut):
+    search = ["search", *SEARCH, "--lut", str(lut), "--method", method]
     direct, warm, branch = tmp_path / "direct", tmp_path / "warm", tmp_path / "branch"
     assert main([*search, "--target-ms", "0.9", "--out", str(direct)]) == 0
     # the warm-up (5/8 of 2 x 5 steps = 6) run at another target, then branched to 0.9
@@ -123,6 +144,8 @@ def test_sweep_writes_the_front_report_and_resumes_after_a_stop(tmp_path, lut, m
     (["--targets", "0.4,0.4"], "lists a target twice"),
     (["--points", "0"], "--points must be 1 to 12"),
     (["--seeds", "0,0"], "--seeds must be distinct"),
+    (["--methods", "single-path,darts"], "--methods must be distinct names among single-path, multipath, random"),
+    (["--search-seeds", "1,1"], "--search-seeds must be distinct"),
 ])
 def test_bad_sweep_options_are_one_line_before_anything_is_written(options, message, tmp_path, capsys):
     out = tmp_path / "sweep"
@@ -130,3 +153,19 @@ def test_bad_sweep_options_are_one_line_before_anything_is_written(options, mess
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1, err
     assert not out.exists()
+
+
+def test_sweep_compares_methods_over_search_seeds(tmp_path, lut):
+    out = tmp_path / "methods"
+    assert main(["sweep", "--preset", "smoke", "--targets", "0.75", "--seeds", "0", "--methods", "single-path,random",
+                 "--search-seeds", "0,1", "--lut", str(lut), "--out", str(out)]) == 0
+    summary = json.loads((out / "sweep.json").read_text())
+    searched = [r for r in summary["models"] if r["kind"] == "searched"]
+    assert sorted((r["method"], r["search_seed"]) for r in searched) == [
+        ("random", 0), ("random", 1), ("single-path", 0), ("single-path", 1)]
+    assert {r["model"] for r in searched} == {"searched-0.750ms", "searched-0.750ms-s1", "searched-0.750ms-random",
+                                              "searched-0.750ms-random-s1"}
+    assert (out / "search" / "warmup-s1").is_dir() and not (out / "search" / "warmup-random").exists()
+    [comparison] = summary["method_comparisons"]
+    assert (comparison["a"], comparison["b"], comparison["searches"]) == ("random", "single-path", [2, 2])
+    assert "Search methods compared at equal targets" in (out / "report.md").read_text()

@@ -251,18 +251,19 @@ class Pipeline:
         return {"source": "profiled", "cached": False, "target": target.name,
                 "validation": result.report["held_out_calibrated"]}
 
-    def search_config(self, target_ms: float, out: Path) -> SearchConfig:
+    def search_config(self, target_ms: float, out: Path, **settings) -> SearchConfig:
+        """The preset's search at ``target_ms``; ``settings``: other SearchConfig fields (method, seed)."""
         return SearchConfig(data=self.data_name, data_dir=self.options.data_dir, lut=str(self.lut_path),
                             space=self.options.space, width=self.preset.width, epochs=self.epochs["search"],
                             batch_size=self.preset.batch_size, train_subset=self.preset.search_subset,
                             target_ms=target_ms, indicator_scale="init-norm", out=str(out), eval_every_epoch=False,
-                            **self.jobs())
+                            **self.jobs(), **settings)
 
-    def search(self, target_ms: float, out: Path | None = None, max_steps: int | None = None) -> dict:
+    def search(self, target_ms: float, out: Path | None = None, max_steps: int | None = None, **settings) -> dict:
         """Search at ``target_ms`` into ``out`` (default run_dir/search); with ``max_steps``, only its
         first steps (a checkpoint to branch from, see :mod:`spnas.search.branch`)."""
         out = out or self.run_dir / "search"
-        cfg = dataclasses.replace(self.search_config(target_ms, out), max_steps=max_steps)
+        cfg = dataclasses.replace(self.search_config(target_ms, out, **settings), max_steps=max_steps)
         self.run_job("search", cfg, out, lambda resume: run_search(
             cfg, resume_dir=resume, force=resume is None, overrides={"max_steps": max_steps} if max_steps else None,
             data=self.search_data()), max_steps)

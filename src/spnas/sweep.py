@@ -20,11 +20,14 @@ from spnas.latency.predict import predict_ms
 from spnas.pipeline import Pipeline, PipelineOptions, open_pipeline
 from spnas.runs import CHECKPOINT
 from spnas.search.branch import branch_search, warmup_steps
+from spnas.search.methods import METHODS
 from spnas.sweep_report import write_sweep_report
 
 #: the uniform nets of the sweep's front
 UNIFORM_OPS = ("k3e3", "k5e3", "k3e6", "k5e6")
 MAX_POINTS = 12
+DEFAULT_METHOD = "single-path"
+METHOD_NAMES = (*METHODS, "random")
 
 
 @dataclass(frozen=True)
@@ -34,8 +37,17 @@ class SweepOptions:
     targets: tuple[float, ...] | None = None
     points: int = 4
     seeds: tuple[int, ...] = (0, 1)
+    #: search methods, each searched at every target once per search seed
+    methods: tuple[str, ...] = (DEFAULT_METHOD,)
+    search_seeds: tuple[int, ...] = (0,)
 
     def check(self) -> None:
+        unknown = [m for m in self.methods if m not in METHOD_NAMES]
+        if not self.methods or unknown or len(set(self.methods)) != len(self.methods):
+            raise SpnasError(f"--methods must be distinct names among {', '.join(METHOD_NAMES)}, got "
+                             f"{list(self.methods)}")
+        if not self.search_seeds or len(set(self.search_seeds)) != len(self.search_seeds) or min(self.search_seeds) < 0:
+            raise SpnasError(f"--search-seeds must be distinct non-negative integers, got {list(self.search_seeds)}")
         if self.targets is not None:
             if not self.targets or not all(math.isfinite(t) and t > 0 for t in self.targets):
                 raise SpnasError(f"--targets must be positive numbers of ms, got {list(self.targets)}")
@@ -62,8 +74,13 @@ def spread_targets(lut: LatencyTable, space, points: int) -> tuple[float, ...]:
     return tuple(round(fast + (slow - fast) * (i + 1) / (points + 1), 4) for i in range(points))
 
 
-def searched_name(target_ms: float) -> str:
-    return f"searched-{target_ms:.3f}ms"
+def searched_name(target_ms: float, method: str = DEFAULT_METHOD, search_seed: int = 0) -> str:
+    """``searched-0.400ms``, with ``-METHOD`` and ``-sSEED`` where they are not the defaults."""
+    return f"searched-{target_ms:.3f}ms{_variant(method, search_seed)}"
+
+
+def _variant(method: str, search_seed: int) -> str:
+    return (f"-{method}" if method != DEFAULT_METHOD else "") + (f"-s{search_seed}" if search_seed else "")
 
 
 @dataclass
@@ -72,26 +89,17 @@ class Sweep:
     options: SweepOptions
 
     def run(self) -> dict:
-        p = self.pipeline
+        p, o = self.pipeline, self.options
         p.stage("lut", p.make_lut)
         lut = LatencyTable.load(p.lut_path)
         lut.check(p.space, str(p.lut_path))
-        targets = tuple(p.stage("targets", lambda: list(self.options.targets or spread_targets(
-            lut, p.space, self.options.points))))
-        if self.options.targets is not None and tuple(self.options.targets) != targets:
-            raise SpnasError(f"{p.run_dir}: this sweep's targets are {list(targets)}, not "
-                             f"{list(self.options.targets)}; choose another --out or pass --force")
-        seeds = tuple(p.stage("seeds", lambda: list(self.options.seeds)))
-        if tuple(self.options.seeds) != seeds:
-            raise SpnasError(f"{p.run_dir}: this sweep's seeds are {list(seeds)}, not {list(self.options.seeds)}; "
-                             "choose another --out or pass --force")
-        warm_dir, warm_steps = p.run_dir / "search" / "warmup", self.warmup_steps()
-        p.stage("search:warmup", lambda: p.search(targets[0], warm_dir, max_steps=warm_steps))
-        models = {}
-        for target in targets:
-            name = searched_name(target)
-            models[name] = p.stage(f"search:{name}", lambda t=target, n=name: self.branch(
-                t, warm_dir, p.run_dir / "search" / n, warm_steps))["arch"]
+        targets = self.recorded("targets", o.targets, lambda: spread_targets(lut, p.space, o.points))
+        seeds = self.recorded("seeds", o.seeds)
+        methods = self.recorded("methods", o.methods)
+        search_seeds = self.recorded("search_seeds", o.search_seeds)
+        searched = [(method, seed, target) for method in methods for seed in search_seeds for target in targets]
+        origin = {searched_name(t, m, s): {"method": m, "search_seed": s} for m, s, t in searched}
+        models = {searched_name(t, m, s): self.search(m, s, t, targets[0])["arch"] for m, s, t in searched}
         models.update({f"uniform-{op}": uniform(p.space, op).to_string() for op in UNIFORM_OPS})
         for name, arch in models.items():
             for seed in seeds:
@@ -101,12 +109,34 @@ class Sweep:
         measured = p.stage("measure", lambda: p.measure(list(models), first)) if p.measured_here else None
         summary = {"preset": p.options.preset, "data": p.data_name, "space": p.space.to_dict(),
                    "latency_target": lut.target, "latency": "measured" if measured else "predicted",
-                   "targets_ms": list(targets), "seeds": list(seeds), "lut": p.state["stages"]["lut"],
-                   "warmup_steps": warm_steps, "epochs": p.epochs, "threads": p.target.threads,
-                   "processes": p.nproc, "models": self.rows(lut, models, seeds, measured)}
+                   "targets_ms": list(targets), "seeds": list(seeds), "methods": list(methods),
+                   "search_seeds": list(search_seeds), "lut": p.state["stages"]["lut"],
+                   "warmup_steps": self.warmup_steps(), "epochs": p.epochs, "threads": p.target.threads,
+                   "processes": p.nproc, "models": self.rows(lut, models, origin, seeds, measured)}
         return write_sweep_report(p.run_dir, summary, p.space.num_classes)
 
-    def rows(self, lut: LatencyTable, models: dict[str, str], seeds: tuple[int, ...],
+    def recorded(self, name: str, given: tuple | None, default=None) -> tuple:
+        """A setting fixed when the sweep started (``given``, or ``default()``); another one given on a
+        resume is refused rather than mixed into this directory."""
+        p = self.pipeline
+        value = tuple(p.stage(name, lambda: list(given if given is not None else default())))
+        if given is not None and tuple(given) != value:
+            raise SpnasError(f"{p.run_dir}: this sweep's {name.replace('_', ' ')} are {list(value)}, not "
+                             f"{list(given)}; choose another --out or pass --force")
+        return value
+
+    def search(self, method: str, seed: int, target_ms: float, warmup_target_ms: float) -> dict:
+        """One search: random search on its own; the others branched from their shared warm-up."""
+        p, name = self.pipeline, searched_name(target_ms, method, seed)
+        out = p.run_dir / "search" / name
+        if method == "random":  # its candidates are drawn in the target's latency band: nothing to share
+            return p.stage(f"search:{name}", lambda: p.search(target_ms, out, method=method, seed=seed))
+        warm_dir, warm_steps = p.run_dir / "search" / f"warmup{_variant(method, seed)}", self.warmup_steps()
+        p.stage(f"search:warmup{_variant(method, seed)}", lambda: p.search(
+            warmup_target_ms, warm_dir, max_steps=warm_steps, method=method, seed=seed))
+        return p.stage(f"search:{name}", lambda: self.branch(target_ms, warm_dir, out, warm_steps))
+
+    def rows(self, lut: LatencyTable, models: dict[str, str], origin: dict[str, dict], seeds: tuple[int, ...],
              measured: dict | None) -> list[dict]:
         """One row per network: its latency, and its accuracy per seed."""
         stages = self.pipeline.state["stages"]
@@ -116,6 +146,7 @@ class Sweep:
             predicted = predict_ms(lut, Architecture.from_string(arch))
             rows.append({
                 "model": name, "kind": "searched" if search else "uniform", "arch": arch,
+                "method": origin.get(name, {}).get("method"), "search_seed": origin.get(name, {}).get("search_seed"),
                 "target_ms": search["target_ms"] if search else None, "predicted_ms": predicted,
                 "measured_ms": measured[name]["median"] if measured else None,
                 "measured_iqr_ms": measured[name]["iqr"] if measured else None,
@@ -128,7 +159,7 @@ class Sweep:
 
     def warmup_steps(self) -> int:
         p = self.pipeline
-        cfg = p.search_config(1.0, p.run_dir)
+        cfg = p.search_config(1.0, p.run_dir)  # the preset's warm-up fraction and batch
         return warmup_steps(cfg.warmup_fraction, p.epochs["search"], len(p.search_data().train) // cfg.batch_size)
 
     def branch(self, target_ms: float, warm_dir: Path, out: Path, warm_steps: int) -> dict:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import io
+import random
 import statistics
 from pathlib import Path
 
@@ -62,16 +63,52 @@ def compare_to_front(rows: list[dict]) -> tuple[list[tuple[float, float]], list[
     return front, verdicts
 
 
+def bootstrap_difference(a: list[float], b: list[float], resamples: int = 10_000, seed: int = 0) -> tuple[float, float]:
+    """A 95% percentile interval of mean(a) - mean(b), resampling each group with replacement."""
+    rng = random.Random(seed)
+    diffs = sorted(statistics.fmean(rng.choices(a, k=len(a))) - statistics.fmean(rng.choices(b, k=len(b)))
+                   for _ in range(resamples))
+    return diffs[int(0.025 * resamples)], diffs[int(0.975 * resamples) - 1]
+
+
+def compare_methods(rows: list[dict]) -> list[dict]:
+    """Per target and pair of methods: the difference of mean accuracy and of latency, with bootstrap
+    intervals. The unit is one search (its accuracy averaged over training seeds), so with 3 search
+    seeds an interval is wide: that is the honest width."""
+    groups: dict[tuple[float, str], list[dict]] = {}
+    for r in rows:
+        if r["kind"] == "searched":
+            groups.setdefault((r["target_ms"], r["method"]), []).append(r)
+    out = []
+    for (target, m1), g1 in sorted(groups.items()):
+        for (t2, m2), g2 in sorted(groups.items()):
+            if t2 != target or m2 <= m1:
+                continue
+            acc1, acc2 = [r["test_top1_mean"] for r in g1], [r["test_top1_mean"] for r in g2]
+            lat1, lat2 = [r["latency_ms"] for r in g1], [r["latency_ms"] for r in g2]
+            lo, hi = bootstrap_difference(acc1, acc2)
+            lat_lo, lat_hi = bootstrap_difference(lat1, lat2)
+            out.append({"target_ms": target, "a": m1, "b": m2, "searches": [len(g1), len(g2)],
+                        "top1_a": statistics.fmean(acc1), "top1_b": statistics.fmean(acc2),
+                        "top1_diff_points": (statistics.fmean(acc1) - statistics.fmean(acc2)) * 100,
+                        "top1_diff_ci_points": [lo * 100, hi * 100], "top1_significant": lo > 0 or hi < 0,
+                        "latency_a_ms": statistics.fmean(lat1), "latency_b_ms": statistics.fmean(lat2),
+                        "latency_diff_ci_ms": [lat_lo, lat_hi], "latency_significant": lat_lo > 0 or lat_hi < 0})
+    return out
+
+
 def write_sweep_report(run_dir: Path, summary: dict, num_classes: int) -> dict:
     """sweep.json, sweep.csv (one line per network and seed), sweep.png and report.md; returns the summary."""
     rows = [summarise(r) for r in summary["models"]]
     front, verdicts = compare_to_front(rows)
     summary = {**summary, "models": rows, "uniform_front": [list(p) for p in front], "verdicts": verdicts,
+               "method_comparisons": compare_methods(rows),
                "warnings": comparison_warnings([{"model": r["model"], "test_top1": r["test_top1_mean"]} for r in rows],
                                                num_classes)}
     write_json(run_dir / "sweep.json", summary)
     buf = io.StringIO()
-    fields = ["model", "kind", "seed", "test_top1", "latency_ms", "measured_iqr_ms", "predicted_ms", "target_ms", "arch"]
+    fields = ["model", "kind", "method", "search_seed", "seed", "test_top1", "latency_ms", "measured_iqr_ms",
+              "predicted_ms", "target_ms", "arch"]
     writer = csv.DictWriter(buf, fieldnames=fields)
     writer.writeheader()
     for r in rows:
@@ -125,6 +162,7 @@ def _markdown(summary: dict) -> str:
                       f"there {v['front_top1'] * 100:.2f}%: **{'above' if v['above_front'] else 'not above'}** "
                       f"({v['margin_points']:+.2f} points)" for v in verdicts)
     warnings = "".join(f"\n> **Warning:** {w}\n" for w in summary.get("warnings", []))
+    comparisons = _comparisons_markdown(summary["method_comparisons"])
     return f"""# spnas sweep: {summary['preset']} preset on {summary['data']}
 
 {len(verdicts)} targets, {len(summary['seeds'])} training seeds per network (seeds {summary['seeds']}); one
@@ -135,11 +173,33 @@ shared warm-up of {summary['warmup_steps']} search steps, branched to every targ
 above the front's linear interpolation at their own latency):
 
 {lines}
-
+{comparisons}
 {table}
 
 Accuracy: the test split, EMA or raw weights, whichever was better on validation; ± is the standard
 deviation over training seeds, which a difference must clear to mean anything.
 
 ![sweep](sweep.png)
+"""
+
+
+def _comparisons_markdown(comparisons: list[dict]) -> str:
+    if not comparisons:
+        return ""
+    table = format_table(
+        ("target ms", "methods a vs b", "top-1 % a / b", "a - b points (95% CI)", "latency ms a / b", "a - b ms (95% CI)"),
+        [(f"{c['target_ms']:.3f}", f"{c['a']} vs {c['b']}", f"{c['top1_a'] * 100:.2f} / {c['top1_b'] * 100:.2f}",
+          f"{c['top1_diff_points']:+.2f} [{c['top1_diff_ci_points'][0]:+.2f}, {c['top1_diff_ci_points'][1]:+.2f}]"
+          + (" **significant**" if c["top1_significant"] else ""),
+          f"{c['latency_a_ms']:.3f} / {c['latency_b_ms']:.3f}",
+          f"[{c['latency_diff_ci_ms'][0]:+.3f}, {c['latency_diff_ci_ms'][1]:+.3f}]"
+          + (" **significant**" if c["latency_significant"] else "")) for c in comparisons], markdown=True)
+    return f"""
+## Search methods compared at equal targets
+
+One value per search (its accuracy averaged over the training seeds); the intervals are bootstrap 95%
+percentile intervals of the difference of means, resampling searches. A difference is called
+significant only when its interval excludes 0.
+
+{table}
 """

@@ -7,7 +7,7 @@ import argparse
 from spnas.cli.run_cmd import add_pipeline_arguments, pipeline_options, resumable
 from spnas.engine import Interrupted
 from spnas.errors import SpnasError
-from spnas.sweep import MAX_POINTS, UNIFORM_OPS, SweepOptions, run_sweep
+from spnas.sweep import DEFAULT_METHOD, MAX_POINTS, METHOD_NAMES, UNIFORM_OPS, SweepOptions, run_sweep
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -26,6 +26,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help=f"how many targets to spread when --targets is not given (1-{MAX_POINTS}; default 4)")
     p.add_argument("--seeds", default="0,1", help="comma-separated training seeds; every net is trained once "
                    "per seed (default 0,1)")
+    p.add_argument("--methods", default=DEFAULT_METHOD, help="comma-separated search methods among "
+                   f"{', '.join(METHOD_NAMES)}; several compare them at equal targets with bootstrap intervals "
+                   f"(default {DEFAULT_METHOD})")
+    p.add_argument("--search-seeds", default="0", help="comma-separated search seeds: every method searches at every "
+                   "target once per seed (default 0)")
     p.set_defaults(func=sweep)
 
 
@@ -40,11 +45,15 @@ def _numbers(text: str | None, kind: type, option: str) -> tuple | None:
 
 def sweep(args: argparse.Namespace) -> int:
     options = SweepOptions(pipeline_options(args), _numbers(args.targets, float, "--targets"), args.points,
-                           _numbers(args.seeds, int, "--seeds"))
+                           _numbers(args.seeds, int, "--seeds"), tuple(args.methods.split(",")),
+                           _numbers(args.search_seeds, int, "--search-seeds"))
     try:
         summary = run_sweep(options)
     except Interrupted as stop:
         raise resumable(stop, args.out) from None
+    for c in summary["method_comparisons"]:
+        print(f"  at {c['target_ms']:.3f} ms: {c['a']} - {c['b']} = {c['top1_diff_points']:+.2f} points "
+              f"(95% CI {c['top1_diff_ci_points'][0]:+.2f} to {c['top1_diff_ci_points'][1]:+.2f})")
     for v in summary["verdicts"]:
         print(f"  {v['model']:20s} top-1 {v['test_top1_mean'] * 100:6.2f}% at {v['latency_ms']:.3f} ms; uniform "
               f"front {v['front_top1'] * 100:6.2f}% ({v['margin_points']:+.2f} points)")
