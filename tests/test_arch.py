@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from spnas.arch import Architecture, resolve_arch
+from spnas.arch import ALL_OPS, Architecture, resolve_arch
 from spnas.errors import SpnasError
 from spnas.space import get_space
 
@@ -76,3 +76,47 @@ def test_random_arch_helper_is_valid():
     rng = random.Random(0)
     for _ in range(20):
         random_arch(space, rng).validate(space)
+
+
+def test_canonical_form_puts_each_stages_skips_last_and_keeps_the_op_order():
+    raw = Architecture.from_string("small:k5e6,skip,k3e3,skip|k5e6,skip,skip,k3e6|k3e3,k3e3,k3e3,k3e3|"
+                                   "k3e3,skip,k5e3,k3e6|k5e6,k5e6,skip,k5e6")
+    assert raw.canonical().to_string() == ("small:k5e6,k3e3,skip,skip|k5e6,k3e6,skip,skip|k3e3,k3e3,k3e3,k3e3|"
+                                           "k3e3,k5e3,k3e6,skip|k5e6,k5e6,k5e6,skip")
+    assert raw.canonical().canonical() == raw.canonical()
+    assert raw.canonical().counts() == raw.counts()
+    same = Architecture.from_string("small:k5e6,k3e3,skip,skip|k5e6,skip,k3e6,skip|k3e3,k3e3,k3e3,k3e3|"
+                                    "k3e3,k5e3,skip,k3e6|k5e6,k5e6,k5e6,skip")
+    assert same.canonical() == raw.canonical()  # two encodings of one network say so
+
+
+def test_the_distinct_network_count_matches_enumeration_of_one_stage():
+    space = get_space("small")
+    rest = ("k3e3",) * 16
+    stage_ops = ("k3e3", "k3e6", "k5e3", "k5e6")
+    encodings = [(a, b, c, d) for a in stage_ops for b in ALL_OPS for c in ALL_OPS for d in ALL_OPS]
+    distinct = {Architecture("small", ops + rest).canonical() for ops in encodings}
+    assert len(encodings) == 4 * 5 ** 3 and len(distinct) == 4 * (1 + 4 + 16 + 64)
+    encoded, networks = space.network_count()
+    assert encoded == (4 * 5 ** 3) ** 5 and networks == len(distinct) ** 5
+
+
+def test_an_architecture_and_its_canonical_form_compute_the_same_function():
+    import torch
+
+    from spnas.nn.network import SinglePathNet
+
+    space = get_space("small", width=0.25, input_size=16, num_classes=4)
+    raw = Architecture.from_string("small:k5e6,skip,k3e3,skip|k5e6,skip,skip,k3e6|k3e3,k3e3,k3e3,k3e3|"
+                                   "k3e3,skip,k5e3,k3e6|k5e6,k5e6,skip,k5e6")
+    torch.manual_seed(0)
+    a, b = SinglePathNet(space, raw).eval(), SinglePathNet(space, raw.canonical()).eval()
+    names = lambda net: [n for n, _ in net.layers.named_children()]
+    assert names(a) != names(b)  # the layers sit at other positions...
+    for src, dst in zip(a.layers, b.layers):  # ...but are the same modules in the same order
+        dst.load_state_dict(src.state_dict())
+    missing, unexpected = b.load_state_dict(
+        {k: v for k, v in a.state_dict().items() if not k.startswith("layers.")}, strict=False)
+    assert not unexpected and missing and all(k.startswith("layers.") for k in missing)
+    x = torch.randn(3, 1, 16, 16)
+    assert torch.equal(a(x), b(x))

@@ -15,7 +15,7 @@ def test_imagenet_space_matches_released_code():
     assert SKIP not in layers[12].candidates  # the stride-1 96-ch stage starts unskippable too
     assert layers[0].in_channels == 16
     assert space.bn_eps == 1e-3
-    assert 3.0e13 < space.num_architectures() < 3.2e13
+    assert 3.0e13 < space.network_count()[0] < 3.2e13 and space.network_count()[1] == 340 ** 5
 
 
 def test_small_space_keeps_a_spatial_map_and_scales_width():

@@ -102,6 +102,17 @@ class Architecture:
             raise SpnasError(f"{path}: not valid JSON ({getattr(err, 'msg', err)})") from None
         return cls.from_dict(data, source=str(path))
 
+    def canonical(self) -> "Architecture":
+        """The same network with each stage's skips last (see :meth:`SearchSpace.interchangeable_runs`):
+        ``k5e6,skip,k5e6`` and ``k5e6,k5e6,skip`` are one network, written the second way. Two searches
+        that found the same network give the same canonical string."""
+        ops = list(self.ops)
+        for run in get_space(self.space).interchangeable_runs():
+            kept = [ops[i] for i in run if ops[i] != SKIP]
+            for position, op in zip(run, kept + [SKIP] * (len(run) - len(kept))):
+                ops[position] = op
+        return Architecture(self.space, tuple(ops))
+
     # ------------------------------------------------------------------ helpers
     def counts(self) -> dict[str, int]:
         return {op: self.ops.count(op) for op in ALL_OPS}

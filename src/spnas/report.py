@@ -23,6 +23,14 @@ def dominated_by(rows: list[dict], name: str) -> list[str]:
             and _latency(r) <= _latency(me) and r["test_top1"] >= me["test_top1"]]
 
 
+def same_networks(rows: list[dict]) -> list[list[str]]:
+    """Groups of models that are one network (equal canonical architectures), so that a report says so."""
+    groups: dict[str, list[str]] = {}
+    for r in rows:
+        groups.setdefault(Architecture.from_string(r["arch"]).canonical().to_string(), []).append(r["model"])
+    return [names for names in groups.values() if len(names) > 1]
+
+
 def _latency(row: dict) -> float:
     return row.get("latency_ms", row.get("measured_ms"))  # results.json of older runs: measured only
 
@@ -46,7 +54,7 @@ def comparison_warnings(rows: list[dict], num_classes: int) -> list[str]:
 
 def write_report(run_dir: Path, summary: dict, space: SearchSpace) -> None:
     rows = summary["models"]
-    summary = {**summary, "searched_dominated_by": dominated_by(rows, "searched")}
+    summary = {**summary, "searched_dominated_by": dominated_by(rows, "searched"), "same_networks": same_networks(rows)}
     write_json(run_dir / "results.json", summary)
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
@@ -83,6 +91,8 @@ def _markdown(summary: dict, space: SearchSpace) -> str:
     verdict = ("not dominated by any baseline" if not summary["searched_dominated_by"]
                else f"dominated by {', '.join(summary['searched_dominated_by'])}")
     warnings = "".join(f"\n> **Warning:** {w}\n" for w in summary.get("warnings", []))
+    warnings += "".join(f"\n{' and '.join(names)} are the same network (equal up to where skips sit).\n"
+                        for names in summary.get("same_networks", []))
     validation = lut.get("validation")
     lut_line = (f"held-out MAPE {validation['mape_pct']:.2f}%, {validation['within_5pct'] * 100:.0f}% within ±5%"
                 if validation else f"reused from {lut['source']}")

@@ -7,6 +7,8 @@ fingerprint, so a table profiled for one space can never silently be applied to 
 
 from __future__ import annotations
 
+import math
+
 import hashlib
 import json
 from dataclasses import asdict, dataclass, replace
@@ -106,6 +108,32 @@ class SearchSpace:
         """The head width is absolute: the width multiplier scales the body only."""
         return self.head_channels
 
+    def interchangeable_runs(self) -> list[list[int]]:
+        """Maximal runs of consecutive skippable layers in one stage (layer indices).
+
+        Why they matter: a skippable layer has stride 1 and equal in/out channels, so within a run
+        every position has the same shapes and candidates; a skip there is an identity, and moving
+        it to the run's end (keeping the other ops' order) gives the same network.
+        """
+        runs: list[list[int]] = []
+        previous = None
+        for layer in self.layers():
+            if layer.skippable and previous is not None and previous.skippable and previous.stage == layer.stage:
+                runs[-1].append(layer.index)
+            elif layer.skippable:
+                runs.append([layer.index])
+            previous = layer
+        return runs
+
+    def network_count(self) -> tuple[int, int]:
+        """(encodings, distinct networks): one op per layer, against networks up to where the skips sit."""
+        layers = self.layers()
+        encodings = math.prod(len(layer.candidates) for layer in layers)
+        distinct = len(MBCONV_OPS) ** sum(not layer.skippable for layer in layers)
+        for run in self.interchangeable_runs():  # k ops then len(run) - k skips, k = 0..len(run)
+            distinct *= sum(len(MBCONV_OPS) ** k for k in range(len(run) + 1))
+        return encodings, distinct
+
     def layers(self) -> list[LayerSpec]:
         """The searchable layers in order, with their resolved channels and input resolutions."""
         size = _conv_out(self.input_size, self.stem_stride)
@@ -148,12 +176,6 @@ class SearchSpace:
         for block in self.blocks_after:
             size = _conv_out(size, block.stride)
         return size
-
-    def num_architectures(self) -> int:
-        total = 1
-        for layer in self.layers():
-            total *= len(layer.candidates)
-        return total
 
     # ----------------------------------------------------------------- identity
     def to_dict(self) -> dict:

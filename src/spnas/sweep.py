@@ -143,9 +143,10 @@ class Sweep:
         rows = []
         for name, arch in models.items():
             search = stages.get(f"search:{name}")
-            predicted = predict_ms(lut, Architecture.from_string(arch))
+            arch = Architecture.from_string(arch).canonical()  # sweeps of older versions hold raw encodings
+            predicted = predict_ms(lut, arch)
             rows.append({
-                "model": name, "kind": "searched" if search else "uniform", "arch": arch,
+                "model": name, "kind": "searched" if search else "uniform", "arch": arch.to_string(),
                 "method": origin.get(name, {}).get("method"), "search_seed": origin.get(name, {}).get("search_seed"),
                 "target_ms": search["target_ms"] if search else None, "predicted_ms": predicted,
                 "measured_ms": measured[name]["median"] if measured else None,

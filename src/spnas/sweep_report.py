@@ -17,7 +17,7 @@ from pathlib import Path
 
 from spnas.io import atomic_write_text, write_json
 from spnas.plotting import pyplot, save_figure
-from spnas.report import comparison_warnings
+from spnas.report import comparison_warnings, same_networks
 from spnas.table import format_table
 
 
@@ -102,7 +102,7 @@ def write_sweep_report(run_dir: Path, summary: dict, num_classes: int) -> dict:
     rows = [summarise(r) for r in summary["models"]]
     front, verdicts = compare_to_front(rows)
     summary = {**summary, "models": rows, "uniform_front": [list(p) for p in front], "verdicts": verdicts,
-               "method_comparisons": compare_methods(rows),
+               "method_comparisons": compare_methods(rows), "same_networks": same_networks(rows),
                "warnings": comparison_warnings([{"model": r["model"], "test_top1": r["test_top1_mean"]} for r in rows],
                                                num_classes)}
     write_json(run_dir / "sweep.json", summary)
@@ -163,6 +163,9 @@ def _markdown(summary: dict) -> str:
                       f"({v['margin_points']:+.2f} points)" for v in verdicts)
     warnings = "".join(f"\n> **Warning:** {w}\n" for w in summary.get("warnings", []))
     comparisons = _comparisons_markdown(summary["method_comparisons"])
+    same = "".join(f"- {' and '.join(names)} are the same network (equal up to where skips sit)\n"
+                   for names in summary["same_networks"])
+    lines += f"\n{same}" if same else ""
     return f"""# spnas sweep: {summary['preset']} preset on {summary['data']}
 
 {len(verdicts)} targets, {len(summary['seeds'])} training seeds per network (seeds {summary['seeds']}); one

@@ -56,7 +56,8 @@ def run_show(args: argparse.Namespace) -> int:
     ]
     print(format_table(("layer", "stage", "input", "in", "out", "stride", "candidates"), rows))
     print(f"final feature map {space.final_size()}x{space.final_size()}; "
-          f"{space.num_architectures():.3g} architectures")
+          "{:.3g} encodings, {:.3g} distinct networks (a skip inside a stage is an identity, so where "
+          "it sits does not matter)".format(*space.network_count()))
     return 0
 
 

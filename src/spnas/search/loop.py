@@ -37,6 +37,9 @@ from spnas.space import SearchSpace, space_for_data
 
 @dataclass
 class SearchResult:
+    """What a search found, in canonical form (skips last in their stage, :meth:`Architecture.canonical`),
+    priced as such; ``encoding`` keeps the search's own (the paper's; also in its metrics log)."""
+
     arch: Architecture
     predicted_ms: float
     run_dir: Path
@@ -45,6 +48,13 @@ class SearchResult:
     last_step: Architecture
     last_step_ms: float
     repair_flips: list
+    encoding: Architecture
+
+    @classmethod
+    def of(cls, raw: Architecture, raw_last_step: Architecture, lut: LatencyTable, run_dir: Path, wall_s: float,
+           repair_flips: list) -> "SearchResult":
+        arch, last = raw.canonical(), raw_last_step.canonical()
+        return cls(arch, predict_ms(lut, arch), run_dir, wall_s, last, predict_ms(lut, last), repair_flips, raw)
 
 
 def load_lut_for(space: SearchSpace, path: str | None) -> LatencyTable:
@@ -108,7 +118,7 @@ def _search(job: Job, space: SearchSpace, lut: LatencyTable) -> SearchResult:
     last_step = net.architecture()
     arch, flips = method.result(net, lut, cfg)
     wall = job.wall_s(wall_before)
-    result = SearchResult(arch, predict_ms(lut, arch), run_dir, wall, last_step, predict_ms(lut, last_step), flips)
+    result = SearchResult.of(arch, last_step, lut, run_dir, wall, flips)
     if not job.replicas.main:
         return result
     _save_result(job, space, lut, result, lambda_=controller.lam if controller else cfg.lambda_, steps=total,
@@ -124,9 +134,11 @@ def _save_result(job: Job, space: SearchSpace, lut: LatencyTable, result: Search
               predicted_raw_ms=predict_ms(lut, arch, calibrated=False), target_ms=cfg.target_ms,
               lambda_=extra.get("lambda_"), lut=cfg.lut, lut_target=lut.target, search_wall_s=result.wall_s,
               space_def=space.to_dict(), last_step_arch=result.last_step.to_string(),
-              last_step_predicted_ms=result.last_step_ms, repair_flips=result.repair_flips, method=cfg.method)
+              last_step_predicted_ms=result.last_step_ms, repair_flips=result.repair_flips, method=cfg.method,
+              search_encoding=result.encoding.to_string())
     write_json(job.run_dir / "summary.json", {
-        "arch": arch.to_string(), "predicted_ms": result.predicted_ms, "target_ms": cfg.target_ms,
+        "arch": arch.to_string(), "search_encoding": result.encoding.to_string(), "predicted_ms": result.predicted_ms,
+        "target_ms": cfg.target_ms,
         "last_step_arch": result.last_step.to_string(), "last_step_predicted_ms": result.last_step_ms,
         "repair_flips": result.repair_flips, "wall_s": result.wall_s, "method": cfg.method,
         **{k: v for k, v in extra.items() if k != "lambda_"}})
@@ -158,8 +170,7 @@ def _random_search(job: Job, space: SearchSpace, lut: LatencyTable) -> SearchRes
     finally:
         log.close()
     best = Architecture.from_string(training.best()["arch"])
-    ms = predict_ms(lut, best)
-    result = SearchResult(best, ms, run_dir, job.wall_s(wall_before), best, ms, [])
+    result = SearchResult.of(best, best, lut, run_dir, job.wall_s(wall_before), [])
     if job.replicas.main:
         _save_result(job, space, lut, result, steps=total, budget_steps=budget, proxy_steps=proxy_steps,
                      candidates=training.results)

@@ -37,14 +37,14 @@ MAX_DRAWS = 100_000
 
 def draw_candidates(space: SearchSpace, lut: LatencyTable, count: int, seed: int, target_ms: float | None,
                     margin: float) -> list[Architecture]:
-    """``count`` architectures drawn uniformly per layer; with a target, only those predicted inside
-    [target·(1 - 2·margin), target]."""
+    """``count`` architectures drawn uniformly per layer, in canonical form (priced as such); with a
+    target, only those predicted inside [target·(1 - 2·margin), target]."""
     rng = random.Random(seed)
     low, high = (target_ms * (1 - 2 * margin), target_ms) if target_ms else (0.0, float("inf"))
     drawn = []
     for _ in range(count):
         for _ in range(MAX_DRAWS):
-            arch = Architecture(space.name, tuple(rng.choice(layer.candidates) for layer in space.layers()))
+            arch = Architecture(space.name, tuple(rng.choice(layer.candidates) for layer in space.layers())).canonical()
             if low <= predict_ms(lut, arch) <= high:
                 drawn.append(arch)
                 break
