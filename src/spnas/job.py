@@ -25,8 +25,10 @@ from spnas.divergence import DivergenceGuard
 from spnas.errors import SpnasError
 from spnas.jobconfig import default_workers
 from spnas.replicas import Replicas, check_parts
+from spnas.reproducibility import ENVIRONMENT, deterministic_algorithms, record_environment
 from spnas.rundir import check_new_run_dir
-from spnas.runs import CHECKPOINT, METRICS, MetricsLog, job_directory, new_config, restore_checkpoint, save_checkpoint
+from spnas.runs import (CHECKPOINT, METRICS, MetricsLog, job_directory, new_config, note, restore_checkpoint,
+                        save_checkpoint)
 
 
 @dataclass
@@ -82,6 +84,13 @@ class Job:
             with ExitStack() as stack:
                 self.replicas.on_main(lambda: stack.enter_context(job_directory(self.cfg, self.resume_dir, force)))
                 self.run_dir = Path(self.resume_dir or self.cfg.out).expanduser().absolute()
+                changed = self.replicas.on_main(lambda: record_environment(self.run_dir, self.device,
+                                                                           self.cfg.deterministic))
+                if changed and self.cfg.deterministic:
+                    note(f"resuming with another {', '.join(changed)} than the run had (see {ENVIRONMENT}): "
+                         "it will not reproduce an uninterrupted run bit for bit")
+                if self.cfg.deterministic:
+                    stack.enter_context(deterministic_algorithms())
                 self._started = time.monotonic()
                 yield self.run_dir
         finally:

@@ -21,6 +21,9 @@ class JobSettings:
     max_steps: int | None = None
     #: torch CPU threads (None: torch's default); recorded, since results depend on it bit for bit
     threads: int | None = None
+    #: refuse nondeterministic kernels, so that the same command on the same machine gives identical
+    #: files and weights (torch.use_deterministic_algorithms; cuDNN autotuning off)
+    deterministic: bool = False
     #: also checkpoint mid-epoch every this many minutes (epoch ends always checkpoint)
     checkpoint_minutes: float = 10.0
     #: auto (CUDA when present), cpu, cuda or cuda:N; checked when the job starts
@@ -68,6 +71,9 @@ JOB_HELPS = {
     "workers": "processes decoding an image folder ahead of the model (default: the CPU cores per process, "
                "at most 8; 0: decode in the job's own process); allowed with --resume",
     "threads": "torch CPU threads (default: torch's); a resume reuses the run's count, as results depend on it",
+    "deterministic": "bit-identical reruns: refuse nondeterministic kernels (torch.use_deterministic_algorithms, "
+                     "cuDNN autotuning off); the same command on the same machine then gives identical files and "
+                     "weights. Every run records its versions and machine in environment.json",
 }
 
 

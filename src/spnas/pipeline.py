@@ -127,6 +127,8 @@ class PipelineOptions:
     amp: str = "off"
     #: processes for search and training (torchrun); None: one per GPU on CUDA, else 1
     nproc_per_node: int | None = None
+    #: searches and trainings refuse nondeterministic kernels (bit-identical reruns)
+    deterministic: bool = False
 
 
 def run_pipeline(options: PipelineOptions) -> dict:
@@ -226,7 +228,7 @@ class Pipeline:
         return self.state["stages"][name]
 
     def jobs(self) -> dict:
-        return {"device": self.options.device, "amp": self.options.amp}
+        return {"device": self.options.device, "amp": self.options.amp, "deterministic": self.options.deterministic}
 
     def make_lut(self) -> dict:
         if self.foreign_lut is not None:

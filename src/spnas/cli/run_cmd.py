@@ -44,6 +44,8 @@ def add_pipeline_arguments(p: argparse.ArgumentParser, default_out: str) -> None
                    "cpu, cuda or cuda:N (default auto)")
     p.add_argument("--amp", default="off", choices=("off", "bf16", "fp16"),
                    help="mixed precision of search and training (fp16: CUDA only; default off)")
+    p.add_argument("--deterministic", action="store_true", help="searches and trainings refuse nondeterministic "
+                   "kernels, so the same command on the same machine gives the same architectures and weights")
     p.add_argument("--no-cache", action="store_true", help="profile a new latency table even if one is cached")
     p.add_argument("--force", action="store_true", help="start over in a non-empty --out that spnas created")
 
@@ -53,7 +55,7 @@ def pipeline_options(args: argparse.Namespace) -> PipelineOptions:
         preset=args.preset, out=args.out, data=args.data, data_dir=args.data_dir, space=args.space,
         target_ms=getattr(args, "target_ms", None), target=args.target, lut=args.lut, threads=args.threads,
         force=args.force, cache=not args.no_cache, device=args.device, amp=args.amp,
-        nproc_per_node=args.nproc_per_node)
+        nproc_per_node=args.nproc_per_node, deterministic=args.deterministic)
 
 
 def resumable(stop: Interrupted, out: str) -> Interrupted:

@@ -128,11 +128,12 @@ def _search(job: Job, space: SearchSpace, lut: LatencyTable) -> SearchResult:
 
 
 def _save_result(job: Job, space: SearchSpace, lut: LatencyTable, result: SearchResult, **extra) -> None:
-    """arch.json (what ``spnas train`` takes) and summary.json, for every method."""
+    """arch.json (what ``spnas train`` takes; no wall times, so that a ``--deterministic`` rerun writes
+    the same bytes) and summary.json, for every method."""
     cfg, arch = job.cfg, result.arch
     arch.save(job.run_dir / "arch.json", predicted_ms=result.predicted_ms,
               predicted_raw_ms=predict_ms(lut, arch, calibrated=False), target_ms=cfg.target_ms,
-              lambda_=extra.get("lambda_"), lut=cfg.lut, lut_target=lut.target, search_wall_s=result.wall_s,
+              lambda_=extra.get("lambda_"), lut=cfg.lut, lut_target=lut.target,
               space_def=space.to_dict(), last_step_arch=result.last_step.to_string(),
               last_step_predicted_ms=result.last_step_ms, repair_flips=result.repair_flips, method=cfg.method,
               search_encoding=result.encoding.to_string())
