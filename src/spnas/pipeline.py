@@ -274,7 +274,8 @@ class Pipeline:
         summary = read_json(out / "summary.json", "search summary")
         return {"arch": summary["arch"], "predicted_ms": summary["predicted_ms"], "target_ms": target_ms,
                 "wall_s": summary["wall_s"], "last_step_arch": summary["last_step_arch"],
-                "last_step_predicted_ms": summary["last_step_predicted_ms"], "repair_flips": summary["repair_flips"]}
+                "last_step_predicted_ms": summary["last_step_predicted_ms"], "repair_flips": summary["repair_flips"],
+                "diagnostics": summary.get("diagnostics"), "warnings": summary.get("warnings", [])}
 
     def search_data(self) -> DataSplits:
         return with_train_subset(self.data, self.preset.search_subset, 0)
@@ -354,7 +355,8 @@ class Pipeline:
                    "search": self.state["stages"]["search"], "models": rows,
                    "settings": dataclasses.asdict(self.preset), "epochs": self.epochs,
                    "threads": self.target.threads, "processes": self.nproc}
-        summary["warnings"] = comparison_warnings(rows, self.space.num_classes)
+        summary["warnings"] = [*(f"search: {w}" for w in self.state["stages"]["search"].get("warnings", [])),
+                               *comparison_warnings(rows, self.space.num_classes)]
         for warning in summary["warnings"]:
             print(f"spnas: warning: {warning}", file=sys.stderr)
         write_report(self.run_dir, summary, self.space)

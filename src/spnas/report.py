@@ -65,8 +65,9 @@ def write_report(run_dir: Path, summary: dict, space: SearchSpace) -> None:
     _accuracy_latency_plot(run_dir / "accuracy_latency.png", rows, summary["target_ms"],
                            f"{basis} latency, ms ({summary.get('latency_target', 'onnxruntime-cpu')}")
     _architecture_plot(run_dir / "architecture.png", Architecture.from_string(summary["search"]["arch"]), space)
-    if (run_dir / "search" / "progress.png").is_file():
-        shutil.copyfile(run_dir / "search" / "progress.png", run_dir / "search_progress.png")
+    for name in ("progress", "decisions"):
+        if (run_dir / "search" / f"{name}.png").is_file():
+            shutil.copyfile(run_dir / "search" / f"{name}.png", run_dir / f"search_{name}.png")
     atomic_write_text(run_dir / "report.md", _markdown(summary, space))
 
 
@@ -93,6 +94,8 @@ def _markdown(summary: dict, space: SearchSpace) -> str:
     warnings = "".join(f"\n> **Warning:** {w}\n" for w in summary.get("warnings", []))
     warnings += "".join(f"\n{' and '.join(names)} are the same network (equal up to where skips sit).\n"
                         for names in summary.get("same_networks", []))
+    diagnosis = (f"\n{s['diagnostics']['summary']}\n\n![search decisions](search_decisions.png)\n"
+                 if s.get("diagnostics") else "")
     validation = lut.get("validation")
     lut_line = (f"held-out MAPE {validation['mape_pct']:.2f}%, {validation['within_5pct'] * 100:.0f}% within ±5%"
                 if validation else f"reused from {lut['source']}")
@@ -116,7 +119,7 @@ its accuracy).
 ![architecture](architecture.png)
 
 ![search progress](search_progress.png)
-
+{diagnosis}
 Space `{space.name}` ({space.fingerprint()}): {space.description}
 """
 

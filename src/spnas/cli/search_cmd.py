@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import sys
+import textwrap
 
 from spnas.jobconfig import JOB_HELPS
 from spnas.cli.options import add_run_options, config_from_args, resume_overrides
@@ -56,7 +58,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "search", help="search an architecture under a latency budget",
         description="Train the supernet once; the thresholds pick each layer's op. Writes config.json, "
-        "metrics.jsonl, checkpoint.pt, arch.json, summary.json and progress.png to --out.")
+        "metrics.jsonl, checkpoint.pt, arch.json, summary.json (with a diagnosis of the decisions and "
+        "warnings when the search looks degenerate), progress.png and decisions.png to --out.")
     add_run_options(p, SearchConfig, HELPS, "search")
     p.set_defaults(func=run)
 
@@ -68,4 +71,8 @@ def run(args: argparse.Namespace) -> int:
         result = run_search(config_from_args(args, SearchConfig), force=args.force)
     print(f"{result.arch.to_string()}\npredicted {result.predicted_ms:.3f} ms; "
           f"search took {result.wall_s / 60:.1f} min; results in {result.run_dir}")
+    if result.diagnosis is not None:
+        print(textwrap.fill(result.diagnosis.paragraph(), 100))
+        for warning in result.diagnosis.warnings:
+            print(f"spnas: warning: {warning}", file=sys.stderr)
     return 0

@@ -25,9 +25,10 @@ from spnas.latency.predict import lut_tensor, predict_ms
 from spnas.nn.network import SinglePathNet
 from spnas.optim import make_optimizer, staircase_schedule
 from spnas.job import Job
-from spnas.runs import METRICS, MetricsLog, resumed_config
+from spnas.runs import METRICS, MetricsLog, read_metrics, resumed_config
 from spnas.search.branch import warmup_steps
 from spnas.search.config import SearchConfig
+from spnas.search.diagnostics import Diagnosis, diagnose, plot_decisions
 from spnas.search.objective import Regularisers, TargetController, regularisers
 from spnas.search.plots import plot_search_progress
 from spnas.search.methods import METHODS, MultiPath, SinglePath
@@ -49,6 +50,8 @@ class SearchResult:
     last_step_ms: float
     repair_flips: list
     encoding: Architecture
+    #: how the decisions evolved, and warnings (None for random search, which has no decisions)
+    diagnosis: Diagnosis | None = None
 
     @classmethod
     def of(cls, raw: Architecture, raw_last_step: Architecture, lut: LatencyTable, run_dir: Path, wall_s: float,
@@ -121,9 +124,12 @@ def _search(job: Job, space: SearchSpace, lut: LatencyTable) -> SearchResult:
     result = SearchResult.of(arch, last_step, lut, run_dir, wall, flips)
     if not job.replicas.main:
         return result
+    records = read_metrics(run_dir / METRICS)
+    result.diagnosis = diagnose(records, space, total, warm_steps, steps_per_epoch, cfg.target_ms, arch.ops)
     _save_result(job, space, lut, result, lambda_=controller.lam if controller else cfg.lambda_, steps=total,
-                 **method.state(net))
+                 diagnostics=result.diagnosis.to_dict(), warnings=result.diagnosis.warnings, **method.state(net))
     plot_search_progress(run_dir / METRICS, run_dir / "progress.png", space, cfg.target_ms, warm_steps)
+    plot_decisions(records, run_dir / "decisions.png", result.diagnosis, steps_per_epoch)
     return result
 
 
@@ -198,6 +204,11 @@ class SearchSteps:
     warmup_steps: int
     steps_per_epoch: int
     total: int
+    #: the hard decisions after the previous step (at a resume: the checkpoint's), to log each flip
+    previous_ops: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        self.previous_ops = self.net.architecture().ops
 
     def step(self, step: int) -> dict:
         cfg, net, lut, guard = self.job.cfg, self.net, self.lut, self.guard
@@ -227,6 +238,10 @@ class SearchSteps:
         hard_ms = predict_ms(lut, arch)
         if self.controller and not warm:
             self.controller.update(hard_ms)
+        flipped = [i for i, (a, b) in enumerate(zip(self.previous_ops, arch.ops)) if a != b]
+        if flipped:  # every flip, not only at logged steps: the diagnostics count them exactly
+            self.log.write({"step": step, "flipped": flipped})
+        self.previous_ops = arch.ops
         if step % cfg.log_every == 0 or step + 1 == self.total:
             self.log.write({
                 "step": step, "epoch": step / self.steps_per_epoch, "loss": stats.loss,
