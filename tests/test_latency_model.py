@@ -81,6 +81,44 @@ def test_calibration_applies_to_both_predictions(pixel1):
     assert differentiable_ms(pixel1, indicators_of(arch)).item() == pytest.approx(2 * 80.4411 + 1, abs=1e-3)
 
 
+def test_the_per_present_layer_term_counts_layers_that_are_not_skipped(pixel1):
+    arch = resolve_arch("spnas-pixel1")
+    present = sum(op != "skip" for op in arch.ops)
+    assert 0 < present < len(arch.ops)  # the published net skips some layers
+    pixel1.calibration = Calibration(a=1.0, b=0.5, per_layer=0.25)
+    assert predict_ms(pixel1, arch) == pytest.approx(80.4411 + 0.5 + 0.25 * present, abs=1e-3)
+    assert differentiable_ms(pixel1, indicators_of(arch)).item() == pytest.approx(predict_ms(pixel1, arch), abs=1e-3)
+
+
+def test_the_calibration_fit_recovers_a_per_layer_overhead_and_keeps_affine_when_it_cannot():
+    import numpy as np
+
+    from spnas.latency.validate import fit_calibration
+
+    rng = np.random.default_rng(0)
+    predicted, present = rng.uniform(0.2, 0.6, 40), rng.integers(5, 21, 40).astype(float)
+    measured = 1.1 * predicted + 0.05 + 0.004 * present
+    fit = fit_calibration(predicted, measured, present)
+    assert (fit.a, fit.b, fit.per_layer) == pytest.approx((1.1, 0.05, 0.004), abs=1e-9)
+    affine = fit_calibration(predicted, 1.1 * predicted + 0.05, np.full(40, 20.0))
+    assert (affine.a, affine.b, affine.per_layer) == pytest.approx((1.1, 0.05, 0.0), abs=1e-9)
+
+
+def test_stratified_validation_nets_span_the_range_from_smallest_to_largest():
+    from spnas.latency.validate import sample_architectures
+
+    space = get_space("small")
+    skippable = sum(layer.skippable for layer in space.layers())
+    archs = sample_architectures(space, 40, seed=0)
+    skips = sorted(a.ops.count("skip") for a in archs)
+    assert skips[0] == 0 and skips[-1] == skippable and len(set(skips)) >= skippable * 2 // 3
+    ops = {a.ops for a in archs}
+    assert tuple("k5e6" for _ in space.layers()) in ops  # the largest network
+    assert any(set(a.ops) == {"k3e3", "skip"} and a.ops.count("skip") == skippable for a in archs)  # the smallest
+    uniform_skips = [a.ops.count("skip") for a in sample_architectures(space, 40, seed=0, sampling="uniform")]
+    assert max(uniform_skips) < skippable * 2 // 3  # what stratifying fixes: uniform draws stay mid-range
+
+
 def test_lut_refuses_other_spaces(pixel1, tmp_path):
     pixel1.check(get_space("imagenet"))
     with pytest.raises(SpnasError, match="field 'space' is 'imagenet'"):
@@ -110,7 +148,7 @@ def test_corrupt_lut_files_give_one_line(pixel1, tmp_path, mutate, message):
 
 
 def test_lut_file_round_trip(pixel1, tmp_path):
-    pixel1.calibration = Calibration(1.1, -0.2, 10)
+    pixel1.calibration = Calibration(1.1, -0.2, 10, per_layer=0.003)
     pixel1.save(tmp_path / "l.json")
     back = LatencyTable.load(tmp_path / "l.json")
     assert back == pixel1

@@ -11,7 +11,7 @@ def test_smoke_run_writes_every_report_file(tmp_path):
     done = subprocess.run(cmd, capture_output=True, text=True, env=env)
     assert done.returncode == 0, done.stderr[-2000:]
     for name in ("report.md", "results.json", "results.csv", "accuracy_latency.png", "architecture.png",
-                 "search_progress.png", "lut.json", "pipeline.json", "search/arch.json",
+                 "search_progress.png", "search_decisions.png", "lut.json", "pipeline.json", "search/arch.json",
                  "models/searched.onnx", "models/uniform-k3e6.onnx", "latency/validation.png"):
         assert (out / name).is_file(), name
     results = json.loads((out / "results.json").read_text())

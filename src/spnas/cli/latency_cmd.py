@@ -17,7 +17,7 @@ from spnas.latency.predict import predict_ms
 from spnas.latency.parts import Part
 from spnas.latency.profile import lut_from_bundle_results, measure_parts, profile_space
 from spnas.latency.targets import TARGETS, get_target
-from spnas.latency.validate import VALIDATION_FILES, validate
+from spnas.latency.validate import SAMPLINGS, VALIDATION_FILES, validate
 from spnas.nn.network import SinglePathNet
 from spnas.rundir import check_output_file, checked_out_path, run_directory
 from spnas.space import PRESETS
@@ -62,6 +62,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     val = lsub.add_parser("validate", help="predicted vs measured latency of random architectures")
     val.add_argument("--lut", required=True, help="LUT file (its target is re-measured here)")
     val.add_argument("--samples", type=int, default=60, help="random architectures (default 60)")
+    val.add_argument("--sampling", choices=SAMPLINGS, default="stratified",
+                     help="stratified (default): from the smallest to the largest net, the number of skipped layers "
+                     "and the op sizes spread evenly; uniform: each layer's op uniform (all nets mid-range)")
     val.add_argument("--seed", type=int, default=0)
     val.add_argument("--warmup", type=int, default=5)
     val.add_argument("--repeats", type=int, default=60)
@@ -186,14 +189,18 @@ def run_validate(args: argparse.Namespace) -> int:
         check_output_file(out / name, args.force)
     protocol = _protocol(args, lut.timing_cache)
     target = get_target(lut.target, lut.threads)
-    result = validate(lut, space, target, args.samples, args.seed, protocol, out)
+    result = validate(lut, space, target, args.samples, args.seed, protocol, out, args.sampling)
     raw, cal = result.report["held_out_raw"], result.report["held_out_calibrated"]
     print(f"held-out {cal['n']} architectures on {lut.target}:")
     for name, m in (("plain sum", raw), ("calibrated", cal)):
         print(f"  {name:10s} MAPE {m['mape_pct']:.2f}%  RMSE {m['rmse_ms']:.3f} ms  max {m['max_abs_error_pct']:.1f}%  "
               f"within 5% {m['within_5pct'] * 100:.0f}%  within 10% {m['within_10pct'] * 100:.0f}%  "
               f"Spearman {m['spearman']:.3f}")
-    print(f"calibration: measured = {result.calibration.a:.4f} * predicted + {result.calibration.b:.4f} ms")
+    for name, m in result.report["held_out_calibrated_by_range"].items():
+        print(f"  {name.replace('_', ' '):14s} MAPE {m['mape_pct']:.2f}%  within 5% {m['within_5pct'] * 100:.0f}%  "
+              f"mean error {m['mean_error_pct']:+.2f}%")
+    c = result.calibration
+    print(f"calibration: measured = {c.a:.4f} * predicted + {c.b:.4f} ms + {c.per_layer:.4f} ms per present layer")
     if args.write_calibration:
         lut.calibration = result.calibration
         lut.save(args.lut)
