@@ -69,10 +69,10 @@ def test_lut_for_other_space_is_refused(tmp_path, pixel1_table_path):
 
 def test_bundle_round_trip(tmp_path):
     bundle = tmp_path / "bundle"
-    out = spnas("latency", "bundle", *tiny_space_args(), "--out", str(bundle))
+    out = spnas("latency", "bundle", *tiny_space_args(), "--networks", "8", "--out", str(bundle))
     assert out.returncode == 0, out.stderr
     manifest = json.loads((bundle / "manifest.json").read_text())
-    assert len(manifest["models"]) == 3 + 20 * 4
+    assert len(manifest["models"]) == 3 + 20 * 4 + 8 and len(manifest["networks"]) == 8
     # the device script runs with only numpy + onnxruntime: run it from another directory, isolated
     results = tmp_path / "results.json"
     run = subprocess.run([sys.executable, "-I", str(bundle / "profile_device.py"), "--repeats", "3",
@@ -83,7 +83,11 @@ def test_bundle_round_trip(tmp_path):
     assert out.returncode == 0, out.stderr
     lut = LatencyTable.load(lut_path)
     assert lut.space_fingerprint == manifest["space_fingerprint"] and len(lut.layers) == 20
-    assert out.returncode == 0
+    # the device's whole networks calibrated the table and were reported like 'spnas latency validate'
+    assert lut.calibration is not None and lut.calibration.fitted_on == 4
+    report = json.loads((tmp_path / "lut-validation" / "validation.json").read_text())
+    assert report["samples"] == 8 and report["held_out_calibrated"]["n"] == 4
+    assert "held-out 4 architectures" in out.stdout and "per present layer" in out.stdout
     # refuses to overwrite a non-empty bundle directory
     again = spnas("latency", "bundle", *tiny_space_args(), "--out", str(bundle))
     assert again.returncode == 2 and "not empty" in again.stderr

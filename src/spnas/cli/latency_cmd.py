@@ -4,20 +4,22 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
+from pathlib import Path
 
 from spnas.arch import resolve_arch
 from spnas.cli.arch_cmd import ARCH_HELP
 from spnas.cli.space_cmd import add_space_overrides, space_from_args
 from spnas.errors import SpnasError
 from spnas.io import read_json
-from spnas.latency.bundle import write_bundle
+from spnas.latency.bundle import VALIDATION_NETWORKS, calibrate_from_bundle_results, write_bundle
 from spnas.latency.device_profiler import CACHE_STATES, Protocol
 from spnas.latency.lut import LatencyTable, import_pixel1
 from spnas.latency.predict import predict_ms
 from spnas.latency.parts import Part
 from spnas.latency.profile import lut_from_bundle_results, measure_parts, profile_space
 from spnas.latency.targets import TARGETS, get_target
-from spnas.latency.validate import SAMPLINGS, VALIDATION_FILES, validate
+from spnas.latency.validate import SAMPLINGS, VALIDATION_FILES, ValidationResult, validate
 from spnas.nn.network import SinglePathNet
 from spnas.rundir import check_output_file, checked_out_path, run_directory
 from spnas.space import PRESETS
@@ -33,7 +35,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_space_overrides(prof)
     _add_target_args(prof, repeats=100)
     prof.add_argument("--from-bundle-results", metavar="FILE",
-                      help="build the LUT from a device bundle's results.json instead of measuring here")
+                      help="build the LUT from a device bundle's results.json instead of measuring here; the whole "
+                      "networks the device timed calibrate it, and their accuracy report goes to --validation-out")
+    prof.add_argument("--validation-out", metavar="DIR", help="with --from-bundle-results: directory for "
+                      "validation.json/.csv/.png (default: beside --out, named after it with -validation)")
     prof.add_argument("--out", required=True, help="LUT file to write (JSON)")
     prof.add_argument("--force", action="store_true", help="replace --out if it exists")
     prof.set_defaults(func=run_profile)
@@ -78,6 +83,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     bun = lsub.add_parser("bundle", help="write ONNX models + a standalone profiler for another device")
     bun.add_argument("--space", default="small", help=f"search space ({', '.join(PRESETS)})")
     add_space_overrides(bun)
+    bun.add_argument("--networks", type=int, default=VALIDATION_NETWORKS,
+                     help="whole networks to time on the device beside the layers, from the smallest to the largest; "
+                     f"half calibrate the table, half check it (default {VALIDATION_NETWORKS}; 0: layers only)")
     bun.add_argument("--out", required=True, help="new directory for the bundle")
     bun.add_argument("--force", action="store_true", help="empty --out first if spnas created it")
     bun.set_defaults(func=run_bundle)
@@ -113,8 +121,17 @@ def _protocol(args: argparse.Namespace, default_cache: str = Protocol.cache) -> 
 def run_profile(args: argparse.Namespace) -> int:
     check_output_file(args.out, args.force)
     if args.from_bundle_results:
-        lut = lut_from_bundle_results(read_json(args.from_bundle_results, "bundle results file"),
-                                      args.from_bundle_results)
+        results = read_json(args.from_bundle_results, "bundle results file")
+        lut = lut_from_bundle_results(results, args.from_bundle_results)
+        out = checked_out_path(args.validation_out or str(Path(args.out).with_suffix("")) + "-validation")
+        for name in VALIDATION_FILES:
+            check_output_file(out / name, args.force)
+        validation = calibrate_from_bundle_results(lut, results, args.from_bundle_results, out)
+        if validation is None:
+            print("spnas: note: this bundle has no whole networks (made by an older spnas): the table is "
+                  "neither validated nor calibrated", file=sys.stderr)
+        else:
+            _print_validation(validation, lut.target)
     else:
         space = space_from_args(args)
         protocol = _protocol(args)
@@ -190,8 +207,18 @@ def run_validate(args: argparse.Namespace) -> int:
     protocol = _protocol(args, lut.timing_cache)
     target = get_target(lut.target, lut.threads)
     result = validate(lut, space, target, args.samples, args.seed, protocol, out, args.sampling)
+    _print_validation(result, lut.target)
+    if args.write_calibration:
+        lut.calibration = result.calibration
+        lut.save(args.lut)
+        print(f"stored the calibration in {args.lut}")
+    print(f"wrote {args.out}/validation.json, validation.csv, validation.png")
+    return 0
+
+
+def _print_validation(result: ValidationResult, target: str) -> None:
     raw, cal = result.report["held_out_raw"], result.report["held_out_calibrated"]
-    print(f"held-out {cal['n']} architectures on {lut.target}:")
+    print(f"held-out {cal['n']} architectures on {target}:")
     for name, m in (("plain sum", raw), ("calibrated", cal)):
         print(f"  {name:10s} MAPE {m['mape_pct']:.2f}%  RMSE {m['rmse_ms']:.3f} ms  max {m['max_abs_error_pct']:.1f}%  "
               f"within 5% {m['within_5pct'] * 100:.0f}%  within 10% {m['within_10pct'] * 100:.0f}%  "
@@ -201,17 +228,13 @@ def run_validate(args: argparse.Namespace) -> int:
               f"mean error {m['mean_error_pct']:+.2f}%")
     c = result.calibration
     print(f"calibration: measured = {c.a:.4f} * predicted + {c.b:.4f} ms + {c.per_layer:.4f} ms per present layer")
-    if args.write_calibration:
-        lut.calibration = result.calibration
-        lut.save(args.lut)
-        print(f"stored the calibration in {args.lut}")
-    print(f"wrote {args.out}/validation.json, validation.csv, validation.png")
-    return 0
 
 
 def run_bundle(args: argparse.Namespace) -> int:
     space = space_from_args(args)
+    if args.networks != 0 and args.networks < 4:
+        raise SpnasError("--networks must be 0 or at least 4 (half calibrate, half are held out)")
     with run_directory(args.out, force=args.force) as out:
-        write_bundle(space, out)
+        write_bundle(space, out, networks=args.networks)
     print(f"wrote {out}: copy it to the device and run 'python3 profile_device.py --out results.json'")
     return 0

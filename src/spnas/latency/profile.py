@@ -45,3 +45,4 @@ def lut_from_bundle_results(results: dict[str, Any], source: str) -> LatencyTabl
     if space.fingerprint() != manifest.get("space_fingerprint"):
         raise SpnasError(f"{source}: field 'space_fingerprint' does not match the space it describes")
     return lut_from_stats(space, stats, info, protocol)
+

@@ -132,9 +132,21 @@ def validate(
     lut: LatencyTable, space: SearchSpace, target: Target, n: int, seed: int, protocol: Protocol,
     out_dir: Path, sampling: str = "stratified",
 ) -> ValidationResult:
+    """Measure ``n`` sampled whole networks on ``target`` here and compare them with the table."""
     torch.manual_seed(seed)
     archs = sample_architectures(space, n, seed, sampling)
     measured_stats = measure_architectures(space, archs, target, protocol)
+    return validation_report(lut, space, archs, measured_stats, seed, target.info(), protocol.to_dict(), out_dir,
+                             sampling)
+
+
+def validation_report(
+    lut: LatencyTable, space: SearchSpace, archs: list[Architecture], measured_stats: list[Stats], seed: int,
+    target_info: dict, protocol: dict, out_dir: Path, sampling: str,
+) -> ValidationResult:
+    """Fit the calibration on half of the measured networks and report the other half (JSON, CSV, PNG),
+    wherever they were measured: here, or on a device through a bundle."""
+    n = len(archs)
     measured = np.array([s.median for s in measured_stats])
     raw = np.array([predict_ms(lut, a, calibrated=False) for a in archs])
     present = np.array([sum(op != "skip" for op in a.ops) for a in archs], dtype=float)
@@ -143,12 +155,12 @@ def validate(
     calibration = fit_calibration(raw[cal_idx], measured[cal_idx], present[cal_idx])
     calibrated = calibration.apply(raw, present)
     report = {
-        "target": target.info(),
+        "target": target_info,
         "space": space.name,
         "space_fingerprint": space.fingerprint(),
         "samples": n,
         "seed": seed,
-        "protocol": protocol.to_dict(),
+        "protocol": protocol,
         "lut_protocol": lut.protocol,
         "calibration": calibration.__dict__,
         "held_out_raw": error_metrics(raw[test_idx], measured[test_idx]),
