@@ -30,7 +30,8 @@ from spnas.device import Precision, resolve_device
 from spnas.errors import SpnasError
 from spnas.export import export_model
 from spnas.io import read_json, write_json
-from spnas.latency.device_profiler import Protocol, Stats, measure_interleaved, ort_runner
+from spnas.latency.device_profiler import Protocol, measure_until_stable
+from spnas.latency.fresh_process import measure_onnx_models
 from spnas.latency.lut import LatencyTable
 from spnas.latency.predict import predict_ms
 from spnas.latency.profile import profile_space
@@ -221,6 +222,11 @@ class Pipeline:
         measured = self.stage("measure", lambda: self.measure(list(models))) if self.measured_here else None
         return self.report(lut, models, measured, target_ms)
 
+    @staticmethod
+    def measured_models(measured: dict | None) -> dict | None:
+        """Each model's timing from the measure stage (directories of older versions hold only those)."""
+        return None if measured is None else measured.get("models", measured)
+
     def stage(self, name: str, work):
         if name not in self.state["stages"]:
             self.state["stages"][name] = work()
@@ -324,20 +330,32 @@ class Pipeline:
                              "the cause and run the same command to resume")
 
     def measure(self, names: list[str], stages: dict[str, str] | None = None) -> dict:
-        """All ``names`` measured interleaved; ``stages``: the training stage of each (default train:NAME)."""
+        """All ``names`` measured interleaved until their medians are stable; ``stages``: the training
+        stage of each (default train:NAME). ONNX models are timed in a fresh process; a measurement
+        that the machine's load made unreliable is taken once more, and warned about if it still is."""
         space, target = self.space, self.target
         shape = [1, space.in_channels, space.input_size, space.input_size]
-        runners = {}
-        for name in names:
-            trained = self.state["stages"][(stages or {}).get(name, f"train:{name}")]
-            runners[name] = (ort_runner(trained["onnx"], shape, target.threads) if target.name == "onnxruntime-cpu"
-                             else target.runner(load_model(Path(trained.get("out", self.run_dir / "train" / name)))[0],
-                                                shape))
-        stats: dict[str, Stats] = measure_interleaved(
-            runners, Protocol(warmup=10, repeats=self.preset.measure_repeats), RoundProgress("measuring models"))
-        return {name: s.to_dict() for name, s in stats.items()}
+        trained = {name: self.state["stages"][(stages or {}).get(name, f"train:{name}")] for name in names}
+        protocol = Protocol(warmup=10, repeats=self.preset.measure_repeats)
+        for attempt in (1, 2):
+            if target.name == "onnxruntime-cpu":
+                stats, conditions = measure_onnx_models({n: t["onnx"] for n, t in trained.items()}, shape,
+                                                        target.threads, protocol, self.run_dir / "measure")
+            else:
+                runners = {n: target.runner(load_model(Path(t.get("out", self.run_dir / "train" / n)))[0], shape)
+                           for n, t in trained.items()}
+                stats, conditions = measure_until_stable(runners, protocol, RoundProgress("measuring models"))
+            if not conditions.get("warnings"):
+                break
+            if attempt == 1:
+                print("spnas: note: the machine was busy or unsteady while measuring "
+                      f"({'; '.join(conditions['warnings'])}); measuring again", file=sys.stderr)
+        for warning in conditions.get("warnings", []):
+            print(f"spnas: warning: measured latencies may be off: {warning}", file=sys.stderr)
+        return {"models": {name: s.to_dict() for name, s in stats.items()}, "conditions": conditions}
 
-    def report(self, lut: LatencyTable, models: dict, measured: dict | None, target_ms: float) -> dict:
+    def report(self, lut: LatencyTable, models: dict, measure_stage: dict | None, target_ms: float) -> dict:
+        measured = self.measured_models(measure_stage)
         rows = []
         for name, arch_text in models.items():
             t = self.state["stages"][f"train:{name}"]
@@ -355,7 +373,10 @@ class Pipeline:
                    "search": self.state["stages"]["search"], "models": rows,
                    "settings": dataclasses.asdict(self.preset), "epochs": self.epochs,
                    "threads": self.target.threads, "processes": self.nproc}
+        conditions = (measure_stage or {}).get("conditions", {})
+        summary["measurement_conditions"] = conditions
         summary["warnings"] = [*(f"search: {w}" for w in self.state["stages"]["search"].get("warnings", [])),
+                               *(f"measured latencies may be off: {w}" for w in conditions.get("warnings", [])),
                                *comparison_warnings(rows, self.space.num_classes)]
         for warning in summary["warnings"]:
             print(f"spnas: warning: {warning}", file=sys.stderr)

@@ -31,6 +31,17 @@ def same_networks(rows: list[dict]) -> list[list[str]]:
     return [names for names in groups.values() if len(names) > 1]
 
 
+def measurement_conditions(conditions: dict | None) -> str:
+    """One sentence on how steady the machine was while measuring (empty for older runs)."""
+    if not conditions:
+        return ""
+    load = (f"load average {conditions['load_before']:.2f} before, {conditions['load_after']:.2f} after; "
+            if conditions.get("load_before") is not None and conditions.get("load_after") is not None else "")
+    return (f"Conditions: {conditions['passes']} pass(es); {load}a reference kernel "
+            f"{conditions['reference_drift_pct']:+.1f}% after vs before; spread (IQR) {conditions['spread_pct']:.1f}% "
+            f"of the median; medians known to ±{conditions['ci_pct']:.1f}% (95% CI). ")
+
+
 def _latency(row: dict) -> float:
     return row.get("latency_ms", row.get("measured_ms"))  # results.json of older runs: measured only
 
@@ -83,7 +94,8 @@ def _markdown(summary: dict, space: SearchSpace) -> str:
     measured = summary.get("latency", "measured") == "measured"
     basis = "measured" if measured else "predicted"
     how = (f"Measured: median of interleaved {target} runs of the trained models (batch 1, the exported ONNX "
-           "models for onnxruntime). Predicted: the calibrated latency table." if measured else
+           f"models for onnxruntime, in a fresh process). {measurement_conditions(summary.get('measurement_conditions'))}"
+           "Predicted: the calibrated latency table." if measured else
            f"The latency table is {target}'s, a device that is not this machine: the models were not measured "
            "here, and the comparison uses the table's predictions. Measure them on that device (spnas latency "
            "bundle) before trusting a close call.")

@@ -20,6 +20,7 @@ import torch
 
 from spnas import __version__
 from spnas.io import read_json, write_json
+from spnas.latency.device_profiler import device_info
 
 ENVIRONMENT = "environment.json"
 #: what cuBLAS needs for deterministic results (PyTorch's reproducibility notes)
@@ -42,23 +43,13 @@ def deterministic_algorithms() -> Iterator[None]:
         torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = before[1], before[2]
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def environment(device: torch.device, deterministic: bool) -> dict:
     """Versions, machine and settings that decide a run's numbers bit for bit."""
     cuda = device.type == "cuda"
     return {
         "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "spnas": __version__, "python": sys.version.split()[0], "torch": torch.__version__,
-        "platform": platform.platform(), "cpu": cpu_model(), "cpu_count": os.cpu_count(),
+        "platform": platform.platform(), "cpu": device_info()["cpu"], "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(), "device": str(device),
         "gpu": torch.cuda.get_device_name(device) if cuda else None,
         "cuda": torch.version.cuda if cuda else None,

@@ -106,13 +106,15 @@ class Sweep:
                 p.stage(f"train:{name}:seed{seed}", lambda n=name, a=arch, s=seed: p.train(
                     n, a, s, out=p.run_dir / "train" / n / f"seed{s}"))
         first = {name: f"train:{name}:seed{seeds[0]}" for name in models}  # one export per architecture
-        measured = p.stage("measure", lambda: p.measure(list(models), first)) if p.measured_here else None
+        measure_stage = p.stage("measure", lambda: p.measure(list(models), first)) if p.measured_here else None
+        measured = p.measured_models(measure_stage)
         summary = {"preset": p.options.preset, "data": p.data_name, "space": p.space.to_dict(),
                    "latency_target": lut.target, "latency": "measured" if measured else "predicted",
                    "targets_ms": list(targets), "seeds": list(seeds), "methods": list(methods),
                    "search_seeds": list(search_seeds), "lut": p.state["stages"]["lut"],
                    "warmup_steps": self.warmup_steps(), "epochs": p.epochs, "threads": p.target.threads,
-                   "processes": p.nproc, "models": self.rows(lut, models, origin, seeds, measured)}
+                   "processes": p.nproc, "models": self.rows(lut, models, origin, seeds, measured),
+                   "measurement_conditions": (measure_stage or {}).get("conditions", {})}
         return write_sweep_report(p.run_dir, summary, p.space.num_classes)
 
     def recorded(self, name: str, given: tuple | None, default=None) -> tuple:

@@ -103,8 +103,10 @@ def write_sweep_report(run_dir: Path, summary: dict, num_classes: int) -> dict:
     front, verdicts = compare_to_front(rows)
     summary = {**summary, "models": rows, "uniform_front": [list(p) for p in front], "verdicts": verdicts,
                "method_comparisons": compare_methods(rows), "same_networks": same_networks(rows),
-               "warnings": comparison_warnings([{"model": r["model"], "test_top1": r["test_top1_mean"]} for r in rows],
-                                               num_classes)}
+               "warnings": [*(f"measured latencies may be off: {w}"
+                                for w in summary.get("measurement_conditions", {}).get("warnings", [])),
+                              *comparison_warnings([{"model": r["model"], "test_top1": r["test_top1_mean"]} for r in rows],
+                                                   num_classes)]}
     write_json(run_dir / "sweep.json", summary)
     buf = io.StringIO()
     fields = ["model", "kind", "method", "search_seed", "seed", "test_top1", "latency_ms", "measured_iqr_ms",

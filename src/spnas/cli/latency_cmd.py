@@ -174,7 +174,7 @@ def run_measure(args: argparse.Namespace) -> int:
     protocol = _protocol(args, lut.timing_cache if lut else Protocol.cache)
     target = get_target(args.target, args.threads)
     part = Part("net", SinglePathNet(space, arch).eval(), [1, space.in_channels, space.input_size, space.input_size])
-    stats = measure_parts(target, [part], protocol)["net"]
+    stats = measure_parts(target, [part], protocol)[0]["net"]
     result = {"arch": arch.to_string(), "target": target.name, "threads": args.threads, "cache": protocol.cache,
               "measured_ms": stats.median, "iqr_ms": stats.iqr, "min_ms": stats.min, "n": stats.n}
     if lut:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from spnas.cli.run_cmd import add_pipeline_arguments, pipeline_options, resumable
 from spnas.engine import Interrupted
@@ -51,6 +52,8 @@ def sweep(args: argparse.Namespace) -> int:
         summary = run_sweep(options)
     except Interrupted as stop:
         raise resumable(stop, args.out) from None
+    for warning in summary["warnings"]:
+        print(f"spnas: warning: {warning}", file=sys.stderr)
     for c in summary["method_comparisons"]:
         print(f"  at {c['target_ms']:.3f} ms: {c['a']} - {c['b']} = {c['top1_diff_points']:+.2f} points "
               f"(95% CI {c['top1_diff_ci_points'][0]:+.2f} to {c['top1_diff_ci_points'][1]:+.2f})")

@@ -93,6 +93,6 @@ def calibrate_from_bundle_results(lut: LatencyTable, results: dict[str, Any], so
     info = {"target": lut.target, "runtime": lut.runtime, "runtime_version": lut.runtime_version,
             "threads": lut.threads, "device": lut.device}
     result = validation_report(lut, space, archs, measured, int(validation.get("seed", 0)), info, results["protocol"],
-                               out_dir, validation.get("sampling", "stratified"))
+                               out_dir, validation.get("sampling", "stratified"), results.get("conditions"))
     lut.calibration = result.calibration
     return result

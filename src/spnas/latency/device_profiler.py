@@ -31,7 +31,7 @@ import random
 import statistics
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Callable, Mapping
 
 Runner = Callable[[], float]  # runs one inference, returns its time in ms
@@ -80,15 +80,17 @@ def measure_interleaved(
     runners: Mapping[str, Runner],
     protocol: Protocol,
     progress: Callable[[int, int], None] | None = None,
+    samples_out: dict[str, list[float]] | None = None,
 ) -> dict[str, Stats]:
     """Visit every runner ``protocol.repeats`` times, interleaved in shuffled order each round; in
-    warm mode each visit is one untimed run and ``protocol.burst`` timed ones."""
+    warm mode each visit is one untimed run and ``protocol.burst`` timed ones. ``samples_out``: lists
+    per runner the samples are appended to (to pool several passes)."""
     keys = list(runners)
     for key in keys:
         for _ in range(protocol.warmup):
             runners[key]()
     rng = random.Random(protocol.seed)
-    samples: dict[str, list[float]] = {k: [] for k in keys}
+    samples: dict[str, list[float]] = samples_out if samples_out is not None else {k: [] for k in keys}
     for r in range(protocol.repeats):
         rng.shuffle(keys)
         for key in keys:
@@ -101,6 +103,84 @@ def measure_interleaved(
         if progress is not None:
             progress(r + 1, protocol.repeats)
     return {k: Stats.of(v) for k, v in samples.items()}
+
+
+def median_ci(samples: list[float]) -> tuple[float, float]:
+    """A distribution-free 95% confidence interval of the median: the order statistics at ranks
+    n/2 ± 1.96·sqrt(n)/2 (binomial, normal approximation)."""
+    ordered = sorted(samples)
+    n = len(ordered)
+    half = 0.98 * n ** 0.5
+    return ordered[max(0, int(n / 2 - half))], ordered[min(n - 1, int(n / 2 + half))]
+
+
+def reference_kernel_ms(repeats: int = 30) -> float:
+    """The median time of a fixed numpy kernel (a 192x192 float32 matmul, 5 times): timed before and
+    after a measurement, a change says the machine's speed changed under it (other load, throttling)."""
+    import numpy as np
+
+    a = np.random.default_rng(0).standard_normal((192, 192)).astype(np.float32)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(5):
+            a @ a
+        times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times)
+
+
+def load_average() -> float | None:
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
+
+
+#: a measurement is "unsteady" past these: the reference kernel's drift, a median's 95% CI half-width,
+#: the median inter-quartile range, all relative to the median
+MAX_REFERENCE_DRIFT, MAX_CI, MAX_SPREAD = 0.10, 0.02, 0.10
+
+
+def measure_until_stable(
+    runners: Mapping[str, Runner], protocol: Protocol, progress: Callable[[int, int], None] | None = None,
+    max_passes: int = 3,
+) -> tuple[dict[str, Stats], dict]:
+    """:func:`measure_interleaved`, repeated (up to ``max_passes`` passes, the samples pooled) until
+    every model's median is known to ±2% (95% CI), with the conditions recorded: load average and a
+    reference kernel before and after, spread and CI. ``conditions["warnings"]`` says why figures
+    taken on a busy or unsteady machine should not be trusted."""
+    cores = os.cpu_count() or 1
+    load_before, reference_before = load_average(), reference_kernel_ms()
+    pooled: dict[str, list[float]] = {k: [] for k in runners}
+    passes = 0
+    while True:
+        passes += 1
+        this_pass = replace(protocol, warmup=protocol.warmup if passes == 1 else 1, seed=protocol.seed + passes - 1)
+        measure_interleaved(runners, this_pass, progress, samples_out=pooled)
+        ci = {k: median_ci(v) for k, v in pooled.items()}
+        widest = max((hi - lo) / 2 / statistics.median(pooled[k]) for k, (lo, hi) in ci.items())
+        if widest <= MAX_CI or passes >= max_passes:
+            break
+    load_after, reference_after = load_average(), reference_kernel_ms()
+    stats = {k: Stats.of(v) for k, v in pooled.items()}
+    spread = statistics.median(s.iqr / s.median for s in stats.values())
+    drift = reference_after / reference_before - 1
+    warnings = []
+    if abs(drift) > MAX_REFERENCE_DRIFT:
+        warnings.append(f"a reference kernel ran {drift * 100:+.0f}% slower after the measurement than before: the "
+                        "machine's speed changed under it (other load, throttling)")
+    busy = [v for v in (load_before, load_after) if v is not None and v > cores - 0.5]
+    if busy:
+        warnings.append(f"load average {max(busy):.1f} on {cores} cores: other processes competed for the CPU")
+    if spread > MAX_SPREAD:
+        warnings.append(f"the runs of a model spread by {spread * 100:.0f}% of their median (IQR): an unsteady machine")
+    if widest > MAX_CI:
+        warnings.append(f"after {passes} passes a median is still only known to ±{widest * 100:.1f}% (95% CI)")
+    conditions = {"cores": cores, "load_before": load_before, "load_after": load_after,
+                  "reference_ms_before": reference_before, "reference_ms_after": reference_after,
+                  "reference_drift_pct": drift * 100, "spread_pct": spread * 100, "ci_pct": widest * 100,
+                  "passes": passes, "median_ci_ms": {k: list(v) for k, v in ci.items()}, "warnings": warnings}
+    return stats, conditions
 
 
 def ort_runner(model: str | bytes, input_shape: list[int], threads: int = 1) -> Runner:
@@ -171,9 +251,12 @@ def profile_bundle(bundle_dir: str, threads: int, protocol: Protocol) -> dict:
         key: ort_runner(os.path.join(bundle_dir, entry["file"]), entry["input_shape"], threads)
         for key, entry in manifest["models"].items()
     }
-    stats = measure_interleaved(runners, protocol, TextProgress())
+    stats, conditions = measure_until_stable(runners, protocol, TextProgress())
+    for warning in conditions["warnings"]:
+        sys.stderr.write(f"warning: {warning}\n")
     return {
         "format": "spnas-bundle-results/1",
+        "conditions": conditions,
         "manifest": manifest,
         "runtime": "onnxruntime",
         "runtime_version": ort_version(),

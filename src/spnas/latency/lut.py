@@ -59,6 +59,8 @@ class LatencyTable:
     calibration: Calibration | None = None
     #: the full space definition, so a LUT alone can rebuild the network it was measured for
     space_def: dict = field(default_factory=dict)
+    #: how steady the machine was while the table was measured (load, a reference kernel, spread, CI)
+    conditions: dict = field(default_factory=dict)
     format: str = LUT_FORMAT
 
     @property
@@ -131,7 +133,7 @@ class LatencyTable:
         for key, kind in (("threads", int), ("input_size", int), ("space", str), ("target", str)):
             if not isinstance(data[key], kind) or isinstance(data[key], bool):
                 raise SpnasError(f"{source}: field '{key}' must be {kind.__name__}, got {data[key]!r}")
-        for key, kind in (("protocol", dict), ("device", dict), ("space_def", dict)):
+        for key, kind in (("protocol", dict), ("device", dict), ("space_def", dict), ("conditions", dict)):
             if key in data and not isinstance(data[key], kind):
                 raise SpnasError(f"{source}: field '{key}' must be a JSON object")
         cal = kwargs.get("calibration")

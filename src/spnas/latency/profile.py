@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from spnas.errors import SpnasError
-from spnas.latency.device_profiler import Protocol, Stats, measure_interleaved
+from spnas.latency.device_profiler import Protocol, Stats, measure_until_stable
 from spnas.latency.lut import LatencyTable, lut_from_stats
 from spnas.latency.parts import Part, all_parts
 from spnas.latency.targets import Target
@@ -13,19 +14,25 @@ from spnas.progress import RoundProgress, bar
 from spnas.space import SearchSpace
 
 
-def measure_parts(target: Target, parts: list[Part], protocol: Protocol) -> dict[str, Stats]:
-    """Prepare every part on the target, then time them all interleaved (one protocol for all)."""
+def measure_parts(target: Target, parts: list[Part], protocol: Protocol) -> tuple[dict[str, Stats], dict]:
+    """Prepare every part on the target, then time them all interleaved (one protocol for all) until
+    the medians are stable; returns the statistics and the conditions (whose warnings are printed)."""
     runners = {}
     with bar(len(parts), f"preparing {target.name}", "model") as progress:
         for part in parts:
             runners[part.key] = target.runner(part.module, part.input_shape)
             progress.update()
-    return measure_interleaved(runners, protocol, RoundProgress(f"timing {len(parts)} models"))
+    stats, conditions = measure_until_stable(runners, protocol, RoundProgress(f"timing {len(parts)} models"))
+    for warning in conditions["warnings"]:
+        print(f"spnas: warning: {warning}; the timings may be off", file=sys.stderr)
+    return stats, conditions
 
 
 def profile_space(space: SearchSpace, target: Target, protocol: Protocol) -> LatencyTable:
-    stats = measure_parts(target, all_parts(space), protocol)
-    return lut_from_stats(space, {k: s.to_dict() for k, s in stats.items()}, target.info(), protocol.to_dict())
+    stats, conditions = measure_parts(target, all_parts(space), protocol)
+    lut = lut_from_stats(space, {k: s.to_dict() for k, s in stats.items()}, target.info(), protocol.to_dict())
+    lut.conditions = conditions
+    return lut
 
 
 def lut_from_bundle_results(results: dict[str, Any], source: str) -> LatencyTable:
@@ -44,5 +51,7 @@ def lut_from_bundle_results(results: dict[str, Any], source: str) -> LatencyTabl
         raise SpnasError(f"{source}: not a bundle results file (field {err} is missing)") from None
     if space.fingerprint() != manifest.get("space_fingerprint"):
         raise SpnasError(f"{source}: field 'space_fingerprint' does not match the space it describes")
-    return lut_from_stats(space, stats, info, protocol)
+    lut = lut_from_stats(space, stats, info, protocol)
+    lut.conditions = dict(results.get("conditions", {}))
+    return lut
 

@@ -60,11 +60,12 @@ def sample_architectures(space: SearchSpace, n: int, seed: int, sampling: str = 
 
 def measure_architectures(
     space: SearchSpace, archs: list[Architecture], target: Target, protocol: Protocol
-) -> list[Stats]:
+) -> tuple[list[Stats], dict]:
+    """Each architecture's timing, and the measurement's conditions."""
     shape = [1, space.in_channels, space.input_size, space.input_size]
     parts = [Part(str(i), SinglePathNet(space, arch).eval(), shape) for i, arch in enumerate(archs)]
-    stats = measure_parts(target, parts, protocol)
-    return [stats[str(i)] for i in range(len(archs))]
+    stats, conditions = measure_parts(target, parts, protocol)
+    return [stats[str(i)] for i in range(len(archs))], conditions
 
 
 def error_metrics(predicted: np.ndarray, measured: np.ndarray) -> dict[str, float]:
@@ -135,14 +136,14 @@ def validate(
     """Measure ``n`` sampled whole networks on ``target`` here and compare them with the table."""
     torch.manual_seed(seed)
     archs = sample_architectures(space, n, seed, sampling)
-    measured_stats = measure_architectures(space, archs, target, protocol)
+    measured_stats, conditions = measure_architectures(space, archs, target, protocol)
     return validation_report(lut, space, archs, measured_stats, seed, target.info(), protocol.to_dict(), out_dir,
-                             sampling)
+                             sampling, conditions)
 
 
 def validation_report(
     lut: LatencyTable, space: SearchSpace, archs: list[Architecture], measured_stats: list[Stats], seed: int,
-    target_info: dict, protocol: dict, out_dir: Path, sampling: str,
+    target_info: dict, protocol: dict, out_dir: Path, sampling: str, conditions: dict | None = None,
 ) -> ValidationResult:
     """Fit the calibration on half of the measured networks and report the other half (JSON, CSV, PNG),
     wherever they were measured: here, or on a device through a bundle."""
@@ -169,6 +170,7 @@ def validation_report(
         "sampling": sampling,
         "all_raw": error_metrics(raw, measured),
         "measurement_iqr_pct_median": float(np.median([s.iqr / s.median for s in measured_stats]) * 100),
+        "conditions": conditions or {},
     }
     held_out = set(test_idx.tolist())
     rows = [

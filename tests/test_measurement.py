@@ -1,0 +1,65 @@
+"""Measurements you can trust: medians until stable, the machine's conditions recorded, busy or
+unsteady machines named; exported models timed in a fresh process."""
+
+from __future__ import annotations
+
+import itertools
+import random
+
+import pytest
+import torch
+
+from spnas.latency import device_profiler
+from spnas.latency.device_profiler import Protocol, median_ci, measure_until_stable
+
+QUICK = Protocol(warmup=1, repeats=20, burst=2)
+
+
+@pytest.fixture
+def quiet_machine(monkeypatch):
+    """Load and the reference kernel as on an idle machine, whatever this one is doing."""
+    monkeypatch.setattr(device_profiler, "load_average", lambda: 0.1)
+    monkeypatch.setattr(device_profiler, "reference_kernel_ms", lambda repeats=30: 1.0)
+
+
+def test_the_median_ci_covers_the_median_and_narrows_with_more_samples():
+    rng = random.Random(0)
+    few, many = [rng.gauss(10, 1) for _ in range(20)], [rng.gauss(10, 1) for _ in range(2000)]
+    (lo1, hi1), (lo2, hi2) = median_ci(few), median_ci(many)
+    assert lo1 < 10 < hi1 and lo2 < 10 < hi2
+    assert hi2 - lo2 < (hi1 - lo1) / 4
+
+
+def test_steady_runners_take_one_pass_and_raise_no_warning(quiet_machine):
+    stats, conditions = measure_until_stable({"a": lambda: 1.0, "b": lambda: 2.0}, QUICK)
+    assert (stats["a"].median, stats["b"].median) == (1.0, 2.0)
+    assert conditions["passes"] == 1 and conditions["warnings"] == [] and conditions["ci_pct"] == 0.0
+
+
+def test_noisy_runners_get_more_passes_and_say_so(quiet_machine):
+    rng = random.Random(0)
+    stats, conditions = measure_until_stable({"noisy": lambda: rng.uniform(0.5, 1.5)}, QUICK, max_passes=3)
+    assert conditions["passes"] == 3 and stats["noisy"].n == 3 * 20 * 2
+    assert any("spread" in w for w in conditions["warnings"]) and any("±" in w for w in conditions["warnings"])
+
+
+def test_a_busy_machine_is_named(monkeypatch):
+    monkeypatch.setattr(device_profiler, "load_average", lambda: 9.0)
+    clock = itertools.count()
+    monkeypatch.setattr(device_profiler, "reference_kernel_ms", lambda repeats=30: 1.0 + 0.5 * next(clock))
+    _, conditions = measure_until_stable({"a": lambda: 1.0}, QUICK)
+    assert conditions["reference_drift_pct"] == pytest.approx(50.0)
+    assert any("reference kernel ran +50% slower" in w for w in conditions["warnings"])
+    assert any(w.startswith("load average 9.0") for w in conditions["warnings"])
+
+
+def test_exported_models_are_timed_in_a_fresh_process(tmp_path):
+    from spnas.latency.fresh_process import measure_onnx_models
+    from spnas.onnx_io import onnx_bytes
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.ReLU()).eval()
+    path = tmp_path / "m.onnx"
+    path.write_bytes(onnx_bytes(model, [1, 1, 16, 16]))
+    stats, conditions = measure_onnx_models({"m": str(path)}, [1, 1, 16, 16], 1, QUICK, tmp_path / "measure")
+    assert stats["m"].median > 0 and stats["m"].n >= 40
+    assert {"load_before", "reference_drift_pct", "ci_pct", "passes", "warnings"} <= set(conditions)
