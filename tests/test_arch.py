@@ -74,8 +74,11 @@ def test_random_arch_helper_is_valid():
 
     space = get_space("small")
     rng = random.Random(0)
-    for _ in range(20):
-        random_arch(space, rng).validate(space)
+    archs = [random_arch(space, rng) for _ in range(20)]
+    for arch in archs:
+        assert arch.validate(space) is arch and len(arch.ops) == len(space.layers())
+    assert len({a.ops for a in archs}) == 20  # random, not one net repeated
+    assert any("skip" in a.ops for a in archs) and all(a.ops[0] != "skip" for a in archs)  # skips only where allowed
 
 
 def test_canonical_form_puts_each_stages_skips_last_and_keeps_the_op_order():

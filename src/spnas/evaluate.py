@@ -7,8 +7,10 @@ from contextlib import contextmanager
 
 import torch
 from torch import nn
+from torch.optim.swa_utils import update_bn
 
 from spnas.data.loader import BatchSource
+from spnas.nn.network import SinglePathNet
 
 
 @torch.no_grad()
@@ -45,23 +47,11 @@ def reestimate_batchnorm(model: nn.Module, source, num_batches: int) -> None:
     average the last few hundred steps, during which the weights still moved. After a long run that
     lag is harmless; after a few epochs it is not: a 3-epoch Fashion-MNIST run of a deep searched net
     scored 79.0% top-1 with its running statistics and 84.9% with re-estimated ones, which is enough
-    to reverse its ranking against the baselines. The weights and momenta are left as they were.
+    to reverse its ranking against the baselines. The weights and momenta are left as they were
+    (``torch.optim.swa_utils.update_bn``, batch by batch from the first training epoch's order).
     """
-    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    momenta = [m.momentum for m in bns]
-    was_training = model.training
-    for m in bns:
-        m.reset_running_stats()
-        m.momentum = None  # cumulative average over the batches below
-    model.train()
-    try:
-        device = _device_of(model)
-        for step in range(min(num_batches, source.steps_per_epoch)):
-            model(source.batch(0, step)[0].to(device))
-    finally:
-        for m, momentum in zip(bns, momenta):
-            m.momentum = momentum
-        model.train(was_training)
+    batches = (source.batch(0, step)[0] for step in range(min(num_batches, source.steps_per_epoch)))
+    update_bn(batches, model, _device_of(model))  # torch's: reset, cumulative average, momenta and mode put back
 
 
 def _device_of(model: nn.Module) -> torch.device:
@@ -69,7 +59,7 @@ def _device_of(model: nn.Module) -> torch.device:
 
 
 @contextmanager
-def recalibrated_batchnorm(model: nn.Module, source, num_batches: int = 20) -> Iterator[nn.Module]:
+def recalibrated_batchnorm(model: SinglePathNet, source, num_batches: int = 20) -> Iterator[SinglePathNet]:
     """Within the block, ``model`` (in eval mode) has BatchNorm statistics re-estimated on
     ``num_batches`` training batches with indicator dropout off; on exit its statistics, indicator
     dropout and mode are put back, so training continues exactly as without it.
@@ -84,18 +74,13 @@ def recalibrated_batchnorm(model: nn.Module, source, num_batches: int = 20) -> I
     bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     saved = [{k: b.clone() for k, b in m.named_buffers(recurse=False)} for m in bns]
     was_training = model.training
-    blocks = model.searchable_blocks() if hasattr(model, "searchable_blocks") else []
-    keeps = [b.superkernel.indicator_keep for b in blocks]
     try:
-        for b in blocks:
-            b.superkernel.indicator_keep = None
-        reestimate_batchnorm(model, source, num_batches)
-        yield model.eval()
+        with model.indicator_dropout_off():
+            reestimate_batchnorm(model, source, num_batches)
+            yield model.eval()
     finally:
         with torch.no_grad():
             for m, buffers in zip(bns, saved):
                 for k, b in buffers.items():
                     getattr(m, k).copy_(b)
-        for b, keep in zip(blocks, keeps):
-            b.superkernel.indicator_keep = keep
         model.train(was_training)

@@ -60,6 +60,19 @@ def staircase_schedule(optimizer: Optimizer, steps_per_epoch: int, decay: float 
     return LambdaLR(optimizer, factor)
 
 
+def cosine_schedule(optimizer, steps_per_epoch: int, total_steps: int, warmup_epochs: float) -> LambdaLR:
+    """Linear warm-up, then cosine decay to 0 at the last step: the short-run recipe (``--recipe quick``),
+    where the paper's staircase would barely decay in a few epochs."""
+    warmup = int(warmup_epochs * steps_per_epoch)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total_steps - warmup)))
+
+    return LambdaLR(optimizer, factor)
+
+
 def l2_penalty(model: nn.Module) -> torch.Tensor:
     """sum 0.5·||v||² over every parameter that is not BatchNorm, thresholds included (TF l2_loss)."""
     bn_params = {id(p) for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)

@@ -9,9 +9,8 @@ from pathlib import Path
 
 from spnas.arch import Architecture
 from spnas.io import atomic_write_text, write_json
-from spnas.plotting import pyplot, save_figure
-from spnas.search.plots import OP_COLORS, OP_ORDER
-from spnas.space import SearchSpace
+from spnas.plotting import OP_COLORS, OP_ORDER, pyplot, save_figure
+from spnas.space import SKIP, SearchSpace, op_kernel_expand
 from spnas.table import format_table
 
 
@@ -165,9 +164,9 @@ def _architecture_plot(path: Path, arch: Architecture, space: SearchSpace) -> No
     fig, ax = plt.subplots(figsize=(max(8, len(layers) * 0.6), 3.2), dpi=120)
     for i, (spec, op) in enumerate(zip(layers, arch.ops)):
         color = OP_COLORS[OP_ORDER.index(op)]
-        h = 0.5 if op == "skip" else (1.0 if op.startswith("k5") else 0.65)
+        h = 0.5 if op == SKIP else (1.0 if op_kernel_expand(op)[0] == 5 else 0.65)
         ax.add_patch(Rectangle((i + 0.1, (1.2 - h) / 2), 0.8, h, facecolor=color, edgecolor="k",
-                               hatch="//" if op == "skip" else None))
+                               hatch="//" if op == SKIP else None))
         ax.text(i + 0.5, 0.6, op, ha="center", va="center", fontsize=7, rotation=90)
         ax.text(i + 0.5, -0.15, f"{spec.out_channels}\ns{spec.stride}", ha="center", va="top", fontsize=6)
     for b in range(1, len(space.stages)):

@@ -25,10 +25,18 @@ SKIP = "skip"
 
 
 def op_kernel_expand(op: str) -> tuple[int, int]:
-    """Decode an op name such as ``k5e3`` into (kernel, expansion)."""
+    """Decode an op name such as ``k5e3`` into (kernel, expansion): the one place op names are read."""
     if op not in MBCONV_OPS:
         raise SpnasError(f"unknown op {op!r}; allowed: {', '.join(MBCONV_OPS)}")
     return int(op[1]), int(op[3])
+
+
+def op_name(kernel: int, expand: int) -> str:
+    """The op name of (kernel, expansion), e.g. ``k5e3``: the one place op names are written."""
+    op = f"k{kernel}e{expand}"
+    if op not in MBCONV_OPS:
+        raise SpnasError(f"no op with kernel {kernel} and expansion {expand}; ops: {', '.join(MBCONV_OPS)}")
+    return op
 
 
 def make_divisible(value: float, divisor: int = 8) -> int:

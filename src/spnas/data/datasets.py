@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import pickle
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -52,8 +52,6 @@ class DataSplits:
     flip: bool = True
     #: random-crop padding for small images
     crop_padding: int = 2
-    source: str = ""
-    extra: dict = field(default_factory=dict)
 
     @property
     def in_channels(self) -> int:
@@ -226,8 +224,7 @@ def load_data(name: str, data_dir: str | None = None, val_fraction: float = 0.1,
     return DataSplits(name=name, train=train, val=val, test=test, classes=classes, mean=mean, std=std,
                       # digits must not flip; synthetic class patterns are pixel noise, so no crop/flip either
                       flip=base not in ("mnist", "synthetic"),
-                      crop_padding=2 if train.images.shape[-1] <= 32 and base != "synthetic" else 0,
-                      source=str(directory) if base != "synthetic" else name)
+                      crop_padding=2 if train.images.shape[-1] <= 32 and base != "synthetic" else 0)
 
 
 def _load_imagefolder(name: str, data_dir: str | None, val_fraction: float, seed: int,
@@ -249,7 +246,7 @@ def _load_imagefolder(name: str, data_dir: str | None, val_fraction: float, seed
     grey = train.channels == 1
     return DataSplits(name=name, train=train, val=val, test=test, classes=tuple(classes),
                       mean=GREY_MEAN if grey else IMAGENET_MEAN, std=GREY_STD if grey else IMAGENET_STD,
-                      flip=True, crop_padding=0, source=str(root))
+                      flip=True, crop_padding=0)
 
 
 def _split_and_subset(train, val_fraction: float, seed: int, train_subset: int | None):

@@ -43,7 +43,6 @@ class Protocol:
     warmup: int = 10
     repeats: int = 100
     seed: int = 0
-    statistic: str = "median"
     #: "warm" (a model running in a loop) or "cold" (caches evicted by the other models)
     cache: str = "warm"
     #: timed runs per visit in warm mode (after one untimed run)

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from spnas.arch import Architecture
-from spnas.io import atomic_path, atomic_write_text, write_json
+from spnas.io import atomic_write_text, write_json
 from spnas.latency.device_profiler import Protocol, Stats
 from spnas.latency.lut import Calibration, LatencyTable
 from spnas.latency.parts import Part
@@ -28,7 +28,8 @@ from spnas.latency.predict import predict_ms
 from spnas.latency.profile import measure_parts
 from spnas.latency.targets import Target
 from spnas.nn.network import SinglePathNet
-from spnas.space import SearchSpace
+from spnas.plotting import pyplot, save_figure
+from spnas.space import SearchSpace, op_name
 
 
 SAMPLINGS = ("stratified", "uniform")
@@ -52,7 +53,7 @@ def sample_architectures(space: SearchSpace, n: int, seed: int, sampling: str = 
             skips, p_k5, p_e6 = round((i - 2) * len(skippable) / max(1, n - 3)), rng.random(), rng.random()
         skipped = set(rng.sample(skippable, skips))
         archs.append(Architecture(space.name, tuple(
-            "skip" if l.index in skipped else f"k{5 if rng.random() < p_k5 else 3}e{6 if rng.random() < p_e6 else 3}"
+            "skip" if l.index in skipped else op_name(5 if rng.random() < p_k5 else 3, 6 if rng.random() < p_e6 else 3)
             for l in layers)))
     rng.shuffle(archs)
     return archs
@@ -197,11 +198,7 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
 
 
 def _scatter(path: Path, raw, calibrated, measured, test_idx, report: dict) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 5.5), dpi=120)
     lo, hi = min(raw.min(), measured.min()) * 0.95, max(raw.max(), measured.max()) * 1.05
     ax.plot([lo, hi], [lo, hi], "k-", lw=0.8, label="y = x")
@@ -215,6 +212,4 @@ def _scatter(path: Path, raw, calibrated, measured, test_idx, report: dict) -> N
     ax.set_ylabel("measured latency (ms)")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
+    save_figure(fig, path)

@@ -7,6 +7,8 @@ state-dict keys line up with the supernet's and skipped layers are simply absent
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 from torch import nn
@@ -71,13 +73,22 @@ class SinglePathNet(nn.Module):
         """The superkernel blocks in layer order (empty for a derived network)."""
         return [m for m in self.layers if isinstance(m, MBConv) and m.superkernel is not None]
 
-    def threshold_parameters(self) -> list[nn.Parameter]:
-        return [p for b in self.searchable_blocks() for p in b.superkernel.parameters()]
-
     def set_indicator_keep(self, keep: float | None) -> None:
         """Indicator dropout for warm-up: keep probability (e.g. 0.6), or None to switch it off."""
         for block in self.searchable_blocks():
             block.superkernel.indicator_keep = keep
+
+    @contextmanager
+    def indicator_dropout_off(self) -> Iterator["SinglePathNet"]:
+        """Within the block the hard decisions act without dropout (evaluation, BN re-estimation);
+        each block's keep probability is put back on exit. A derived network has none to turn off."""
+        keeps = [block.superkernel.indicator_keep for block in self.searchable_blocks()]
+        self.set_indicator_keep(None)
+        try:
+            yield self
+        finally:
+            for block, keep in zip(self.searchable_blocks(), keeps):
+                block.superkernel.indicator_keep = keep
 
     @torch.no_grad()
     def set_indicator_scale(self, mode: str) -> None:

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from spnas.nn.indicator import indicator, indicator_dropout
-from spnas.space import SKIP
+from spnas.space import SKIP, op_kernel_expand, op_name
 
 
 @dataclass(frozen=True)
@@ -27,13 +27,14 @@ class Decision:
     def op(self) -> str:
         if not self.e3:
             return SKIP
-        return f"k{5 if self.k5 else 3}e{6 if self.e6 else 3}"
+        return op_name(5 if self.k5 else 3, 6 if self.e6 else 3)
 
     @classmethod
     def from_op(cls, op: str) -> "Decision":
         if op == SKIP:
             return cls(0, 0, 0)
-        return cls(int(op[1] == "5"), 1, int(op[3] == "6"))
+        kernel, expand = op_kernel_expand(op)
+        return cls(int(kernel == 5), 1, int(expand == 6))
 
 
 class SuperKernel(nn.Module):

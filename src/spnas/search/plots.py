@@ -6,20 +6,14 @@ from pathlib import Path
 
 import numpy as np
 
-from spnas.io import atomic_path
+from spnas.plotting import OP_COLORS, OP_ORDER, pyplot, save_figure
 from spnas.runs import read_metrics
-from spnas.space import MBCONV_OPS, SKIP, SearchSpace
-
-OP_ORDER = (SKIP,) + MBCONV_OPS
-OP_COLORS = ("#ffffff", "#c6dbef", "#6baed6", "#fdae6b", "#e6550d")
+from spnas.space import SearchSpace
 
 
 def plot_search_progress(metrics_path: Path, out: Path, space: SearchSpace, target_ms: float | None,
                          warmup_steps: int) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     from matplotlib.colors import ListedColormap
     from matplotlib.patches import Patch
 
@@ -50,6 +44,4 @@ def plot_search_progress(metrics_path: Path, out: Path, space: SearchSpace, targ
     ax2.legend(handles=[Patch(facecolor=c, edgecolor="k", label=o) for o, c in zip(OP_ORDER, OP_COLORS)],
                loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=5, fontsize=8)
     fig.tight_layout()
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
+    save_figure(fig, out)

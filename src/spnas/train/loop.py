@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 from torch import nn
-from torch.optim.lr_scheduler import LambdaLR
 from torch.optim.swa_utils import AveragedModel
 
 from spnas.arch import Architecture, resolve_arch
@@ -22,7 +20,7 @@ from spnas.errors import SpnasError
 from spnas.evaluate import evaluate, recalibrated_batchnorm, reestimate_batchnorm
 from spnas.io import atomic_path, write_json
 from spnas.nn.network import SinglePathNet
-from spnas.optim import l2_penalty, make_optimizer, staircase_schedule
+from spnas.optim import cosine_schedule, l2_penalty, make_optimizer, staircase_schedule
 from spnas.job import Job
 from spnas.runs import MetricsLog, resumed_config
 from spnas.space import SearchSpace, space_for_data
@@ -39,17 +37,6 @@ class TrainResult:
     arch: Architecture
     run_dir: Path
     metrics: dict
-
-
-def cosine_schedule(optimizer, steps_per_epoch: int, total_steps: int, warmup_epochs: float) -> LambdaLR:
-    warmup = int(warmup_epochs * steps_per_epoch)
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total_steps - warmup)))
-
-    return LambdaLR(optimizer, factor)
 
 
 def ema_with_warmup(decay: float):
