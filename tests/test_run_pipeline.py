@@ -36,11 +36,11 @@ def test_run_refuses_a_foreign_directory(tmp_path):
 
 
 def test_preset_budgets_keep_fashion_mnist_epochs_and_grow_for_small_data():
-    from spnas.pipeline import PRESETS
+    from spnas.pipeline import RUN_PRESETS
 
     # Fashion-MNIST: 54,000 training images after validation; quick uses 20,000 of them
-    assert PRESETS["quick"].epochs(20000) == (5, 3) and PRESETS["full"].epochs(54000) == (8, 15)
-    search, train = PRESETS["quick"].epochs(1260)  # a small image folder: 9 steps an epoch
+    assert RUN_PRESETS["quick"].epochs(20000) == (5, 3) and RUN_PRESETS["full"].epochs(54000) == (8, 15)
+    search, train = RUN_PRESETS["quick"].epochs(1260)  # a small image folder: 9 steps an epoch
     assert search * (1260 // 128) >= 460 and train * (1260 // 128) >= 460
     assert (search - 1) * (1260 // 128) < 460  # no more than needed
 

@@ -17,7 +17,7 @@ import pytest
 from conftest import fake_lut
 from spnas.cli.main import main
 from spnas.engine import Interrupted
-from spnas.io import atomic_write_text
+from spnas.files import atomic_write_text
 from spnas.rundir import LOCK, MARKER
 from spnas.runs import read_metrics
 from spnas.space import get_space

@@ -138,7 +138,7 @@ def test_repair_flips_least_confident_decisions(small_space):
     # make layer 7's e6 group the least confident "on" decision
     block = net.searchable_blocks()[7]
     with torch.no_grad():
-        block.superkernel.t_e6.fill_(block.superkernel.group_norms(block.dw.weight)["e6"] - 1e-3)
+        block.superkernel.t_e6.fill_(block.superkernel.group_norms(block.conv_dw.weight)["e6"] - 1e-3)
     repaired = repair_to_budget(net, lut, target_ms=full - 1e-6, margin=0.5)
     assert repaired.flips[0] == {"layer": 7, "group": "e6", "to": 0, "predicted_ms": pytest.approx(repaired.flips[0]["predicted_ms"])}
     assert predict_ms(lut, repaired.arch) <= full - 1e-6

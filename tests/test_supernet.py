@@ -115,8 +115,8 @@ def test_supernet_equals_derived_net(supernet, seed):
 def test_derived_net_has_no_masks_and_right_kernels(supernet):
     arch = Architecture(supernet.space.name, tuple("k3e3" if i % 2 else "k5e6" for i in range(20)))
     net = SinglePathNet(supernet.space, arch)
-    assert net.layers.L0.dw.kernel_size == (5, 5) and net.layers.L1.dw.kernel_size == (3, 3)
-    assert net.layers.L1.dw.out_channels == net.layers.L1.in_ch * 3
+    assert net.layers.L0.conv_dw.kernel_size == (5, 5) and net.layers.L1.conv_dw.kernel_size == (3, 3)
+    assert net.layers.L1.conv_dw.out_channels == net.layers.L1.in_ch * 3
     assert all(b.superkernel is None for b in net.layers)
 
 
@@ -171,3 +171,28 @@ def test_batchnorm_reestimate_is_the_plain_average_of_batch_statistics():
     torch.testing.assert_close(bn.running_var,
                                torch.stack([b.transpose(0, 1).flatten(1).var(1) for b in batches]).mean(0))
     assert bn.momentum == 0.01 and not net.training
+
+
+def test_checkpoints_with_the_old_positional_names_still_load():
+    from spnas.nn.blocks import _OLD_NAMES
+    from spnas.space import get_space
+
+    space = get_space("small", width=0.25, input_size=16, num_classes=4)
+    torch.manual_seed(0)
+    net = SinglePathNet(space).eval()
+    new_to_old = {new: old for old, new in _OLD_NAMES.items()}
+
+    def old_name(key: str) -> str:
+        for new, old in new_to_old.items():
+            marker = f".{new}"
+            if marker in key:
+                return key.replace(marker, f".{old}", 1)
+        return key
+
+    old_state = {old_name(k): v.clone() for k, v in net.state_dict().items()}
+    assert any(".expand_conv.0.weight" in k for k in old_state) and any(".project.1.bias" in k for k in old_state)
+    torch.manual_seed(1)
+    fresh = SinglePathNet(space).eval()
+    fresh.load_state_dict(old_state)  # strict: every old key found its new home
+    x = torch.randn(2, 1, 16, 16)
+    assert torch.equal(fresh(x), net(x))

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from spnas.errors import SpnasError
-from spnas.io import atomic_write_text
+from spnas.files import atomic_write_text
 from spnas.space import MBCONV_OPS, SKIP, SearchSpace, get_space
 
 ALL_OPS = MBCONV_OPS + (SKIP,)

@@ -11,7 +11,7 @@ import torch
 from spnas.data.datasets import load_data
 from spnas.data.loader import eval_source
 from spnas.errors import SpnasError
-from spnas.io import atomic_path
+from spnas.files import atomic_path
 from spnas.onnx_io import onnx_bytes
 
 FORMATS = ("onnx", "torchscript")

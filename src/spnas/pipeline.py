@@ -29,7 +29,7 @@ from spnas.engine import Interrupted
 from spnas.device import Precision, resolve_device
 from spnas.errors import SpnasError
 from spnas.export import export_model
-from spnas.io import read_json, write_json
+from spnas.files import read_json, write_json
 from spnas.latency.device_profiler import Protocol, measure_until_stable
 from spnas.latency.fresh_process import measure_onnx_models
 from spnas.latency.lut import LatencyTable
@@ -89,7 +89,7 @@ class Preset:
 
 # the minimum steps sit at or just under what each preset does on Fashion-MNIST (quick: 93 x 5 search
 # and 156 x 3 training steps; full: 421 x 8 and 421 x 15), so those runs keep their epochs
-PRESETS = {
+RUN_PRESETS = {
     "smoke": Preset("synthetic:320:1:16:4", 0.25, 5, 6, 2, None, 1, None, 32, 5,
                     "seconds; synthetic data; for tests only", search_min_steps=18, train_min_steps=9),
     "quick": Preset("fashion-mnist", 0.5, 100, 40, 5, 12000, 3, 20000, 128, 100,
@@ -142,9 +142,9 @@ def run_pipeline(options: PipelineOptions) -> dict:
 def open_pipeline(options: PipelineOptions, command: str) -> Iterator["Pipeline"]:
     """The checked options, the data read once and the locked run directory of ``spnas run`` or
     ``spnas sweep`` (``command``, recorded so that one never resumes the other's directory)."""
-    preset = PRESETS.get(options.preset)
+    preset = RUN_PRESETS.get(options.preset)
     if preset is None:
-        raise SpnasError(f"unknown preset {options.preset!r}; choose one of: {', '.join(PRESETS)}")
+        raise SpnasError(f"unknown preset {options.preset!r}; choose one of: {', '.join(RUN_PRESETS)}")
     if options.target_ms is not None and not (math.isfinite(options.target_ms) and options.target_ms > 0):
         raise SpnasError(f"--target-ms must be a positive number of ms, got {options.target_ms!r}")
     device = resolve_device(options.device)

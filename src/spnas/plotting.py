@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from spnas.io import atomic_path
+from spnas.files import atomic_path
 from spnas.space import MBCONV_OPS, SKIP
 
 #: ops in plotting order (small to large) and their colours, the same in every figure

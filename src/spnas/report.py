@@ -8,10 +8,10 @@ import shutil
 from pathlib import Path
 
 from spnas.arch import Architecture
-from spnas.io import atomic_write_text, write_json
+from spnas.files import atomic_write_text, write_json
 from spnas.plotting import OP_COLORS, OP_ORDER, pyplot, save_figure
 from spnas.space import SKIP, SearchSpace, op_kernel_expand
-from spnas.table import format_table
+from spnas.text_table import format_table
 
 
 def dominated_by(rows: list[dict], name: str) -> list[str]:

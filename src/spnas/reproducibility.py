@@ -19,7 +19,7 @@ from typing import Iterator
 import torch
 
 from spnas import __version__
-from spnas.io import read_json, write_json
+from spnas.files import read_json, write_json
 from spnas.latency.device_profiler import device_info
 
 ENVIRONMENT = "environment.json"

@@ -15,7 +15,7 @@ import torch
 import yaml
 
 from spnas.errors import SpnasError
-from spnas.io import atomic_path, read_json, write_json
+from spnas.files import atomic_path, read_json, write_json
 from spnas.data.datasets import DATA_DIR_ENV
 from spnas.divergence import first_non_finite
 from spnas.jobconfig import RESUME_OPTIONS

@@ -278,7 +278,7 @@ def small_space(
     )
 
 
-PRESETS = {"imagenet": imagenet_space, "small": small_space}
+SPACES = {"imagenet": imagenet_space, "small": small_space}
 
 #: what the data may change in a space: inside these ranges every layer keeps at least one pixel and channel
 OVERRIDE_RANGES = {"num_classes": (2, 100_000), "input_size": (8, 1024), "in_channels": (1, 16), "width": (0, 4)}
@@ -286,8 +286,8 @@ OVERRIDE_RANGES = {"num_classes": (2, 100_000), "input_size": (8, 1024), "in_cha
 
 def get_space(name: str, **overrides) -> SearchSpace:
     """A preset by name; ``overrides`` (num_classes, input_size, in_channels, width) adapt it to data."""
-    if name not in PRESETS:
-        raise SpnasError(f"unknown search space {name!r}; choose one of: {', '.join(PRESETS)}")
+    if name not in SPACES:
+        raise SpnasError(f"unknown search space {name!r}; choose one of: {', '.join(SPACES)}")
     overrides = {k: v for k, v in overrides.items() if v is not None}
     for key, value in overrides.items():
         low, high = OVERRIDE_RANGES[key]
@@ -296,7 +296,7 @@ def get_space(name: str, **overrides) -> SearchSpace:
             kind = "a number" if key == "width" else "a whole number"
             raise SpnasError(f"--{key.replace('_', '-')} must be {kind} in {'(' if key == 'width' else '['}{low:g}, "
                              f"{high:g}], got {value!r}")
-    base = PRESETS[name]()
+    base = SPACES[name]()
     return base.with_overrides(**overrides) if overrides else base
 
 

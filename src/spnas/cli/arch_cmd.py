@@ -7,9 +7,9 @@ import json
 
 from spnas.arch import ARCH_PRESETS, resolve_arch
 from spnas.cli.space_cmd import add_space_overrides, space_from_args
-from spnas.cost import count_macs, count_params
+from spnas.model_size import count_macs, count_params
 from spnas.nn.network import SinglePathNet
-from spnas.table import format_table
+from spnas.text_table import format_table
 
 ARCH_HELP = (
     f"a preset ({', '.join(ARCH_PRESETS)}), 'uniform-OP' (e.g. uniform-k3e6), an arch.json file, "

@@ -11,7 +11,7 @@ from spnas.arch import resolve_arch
 from spnas.cli.arch_cmd import ARCH_HELP
 from spnas.cli.space_cmd import add_space_overrides, space_from_args
 from spnas.errors import SpnasError
-from spnas.io import read_json
+from spnas.files import read_json
 from spnas.latency.bundle import VALIDATION_NETWORKS, calibrate_from_bundle_results, write_bundle
 from spnas.latency.device_profiler import CACHE_STATES, Protocol
 from spnas.latency.lut import LatencyTable, import_pixel1
@@ -22,7 +22,7 @@ from spnas.latency.targets import TARGETS, get_target
 from spnas.latency.validate import SAMPLINGS, VALIDATION_FILES, ValidationResult, validate
 from spnas.nn.network import SinglePathNet
 from spnas.rundir import check_output_file, checked_out_path, run_directory
-from spnas.space import PRESETS
+from spnas.space import SPACES
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -31,7 +31,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                             metavar="{profile,import-pixel1,predict,measure,validate,bundle}")
 
     prof = lsub.add_parser("profile", help="measure every op of every layer on a target -> LUT")
-    prof.add_argument("--space", default="small", help=f"search space ({', '.join(PRESETS)})")
+    prof.add_argument("--space", default="small", help=f"search space ({', '.join(SPACES)})")
     add_space_overrides(prof)
     _add_target_args(prof, repeats=100)
     prof.add_argument("--from-bundle-results", metavar="FILE",
@@ -81,7 +81,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     val.set_defaults(func=run_validate)
 
     bun = lsub.add_parser("bundle", help="write ONNX models + a standalone profiler for another device")
-    bun.add_argument("--space", default="small", help=f"search space ({', '.join(PRESETS)})")
+    bun.add_argument("--space", default="small", help=f"search space ({', '.join(SPACES)})")
     add_space_overrides(bun)
     bun.add_argument("--networks", type=int, default=VALIDATION_NETWORKS,
                      help="whole networks to time on the device beside the layers, from the smallest to the largest; "
@@ -110,12 +110,13 @@ def _add_cache_args(p) -> None:
 
 
 def _protocol(args: argparse.Namespace, default_cache: str = Protocol.cache) -> Protocol:
-    for name, low in (("repeats", 1), ("burst", 1), ("warmup", 0), ("seed", 0), ("threads", 1)):
-        value = getattr(args, name, low)
-        if value < low:
-            raise SpnasError(f"--{name} must be >= {low}, got {value}")
-    return Protocol(warmup=args.warmup, repeats=args.repeats, seed=args.seed,
-                    cache=args.cache or default_cache, burst=args.burst)
+    if getattr(args, "threads", 1) < 1:
+        raise SpnasError(f"--threads must be >= 1, got {args.threads}")
+    try:
+        return Protocol(warmup=args.warmup, repeats=args.repeats, seed=args.seed,
+                        cache=args.cache or default_cache, burst=args.burst)
+    except ValueError as err:
+        raise SpnasError(str(err)) from None
 
 
 def run_profile(args: argparse.Namespace) -> int:
@@ -144,7 +145,7 @@ def run_profile(args: argparse.Namespace) -> int:
 
 def run_import(args: argparse.Namespace) -> int:
     check_output_file(args.out, args.force)
-    lut = import_pixel1(args.file, PRESETS["imagenet"]())
+    lut = import_pixel1(args.file, SPACES["imagenet"]())
     lut.save(args.out)
     print(f"wrote {args.out}: Pixel 1 table for space imagenet, constant {lut.constant_ms} ms")
     return 0

@@ -6,12 +6,12 @@ import argparse
 
 from spnas.engine import Interrupted
 from spnas.latency.targets import TARGETS
-from spnas.pipeline import PRESETS, PipelineOptions, run_pipeline
-from spnas.space import PRESETS as SPACES
+from spnas.pipeline import RUN_PRESETS, PipelineOptions, run_pipeline
+from spnas.space import SPACES
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    presets = "; ".join(f"{k}: {v.note}" for k, v in PRESETS.items())
+    presets = "; ".join(f"{k}: {v.note}" for k, v in RUN_PRESETS.items())
     p = sub.add_parser(
         "run", help="the main job: profile, search, train, export, measure, report",
         description="Profile a latency table for this machine (cached), search at a target latency, train "
@@ -25,7 +25,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def add_pipeline_arguments(p: argparse.ArgumentParser, default_out: str) -> None:
     """The options ``spnas run`` and ``spnas sweep`` share (see :class:`~spnas.pipeline.PipelineOptions`)."""
-    p.add_argument("--preset", default="quick", choices=list(PRESETS), help="run size (default quick)")
+    p.add_argument("--preset", default="quick", choices=list(RUN_PRESETS), help="run size (default quick)")
     p.add_argument("--out", default=default_out, help=f"run directory (default {default_out})")
     p.add_argument("--data", help="dataset: fashion-mnist, mnist, cifar10, cifar100, imagefolder[:SIZE] (with "
                    "--data-dir ROOT holding train/ and val/), synthetic:N:C:SIZE:CLASSES (default: the preset's, "

@@ -5,15 +5,15 @@ from __future__ import annotations
 import argparse
 import json
 
-from spnas.space import PRESETS, get_space
-from spnas.table import format_table
+from spnas.space import SPACES, get_space
+from spnas.text_table import format_table
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("space", help="inspect search spaces")
     ssub = p.add_subparsers(dest="space_cmd", required=True, metavar="{show,list}")
     show = ssub.add_parser("show", help="print a space's layers as a table")
-    show.add_argument("space", help=f"a preset: {', '.join(PRESETS)}")
+    show.add_argument("space", help=f"a preset: {', '.join(SPACES)}")
     add_space_overrides(show)
     show.add_argument("--json", action="store_true", help="print the space definition as JSON")
     show.set_defaults(func=run_show)
@@ -62,7 +62,7 @@ def run_show(args: argparse.Namespace) -> int:
 
 
 def run_list(args: argparse.Namespace) -> int:
-    for name in PRESETS:
+    for name in SPACES:
         space = get_space(name)
         print(f"{name:10s} {space.fingerprint()}  {space.description}")
     return 0

@@ -22,7 +22,7 @@ from spnas.arch import Architecture
 from spnas.errors import SpnasError
 from spnas.latency.device_profiler import Stats
 from spnas.latency.lut import LatencyTable
-from spnas.io import atomic_path, atomic_write_text, write_json
+from spnas.files import atomic_path, atomic_write_text, write_json
 from spnas.latency import device_profiler
 from spnas.latency.parts import Part, all_parts
 from spnas.latency.validate import ValidationResult, sample_architectures, validation_report

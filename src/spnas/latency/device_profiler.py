@@ -49,10 +49,12 @@ class Protocol:
     burst: int = 5
 
     def __post_init__(self) -> None:
+        """The one check of a protocol's values (the CLI, the bundle script and spnas run all build one)."""
         if self.cache not in CACHE_STATES:
-            raise ValueError(f"cache must be one of {CACHE_STATES}, not {self.cache!r}")
-        if self.burst < 1:
-            raise ValueError("burst must be >= 1")
+            raise ValueError(f"--cache must be one of {', '.join(CACHE_STATES)}, got {self.cache!r}")
+        for name, low in (("repeats", 1), ("burst", 1), ("warmup", 0), ("seed", 0)):
+            if getattr(self, name) < low:
+                raise ValueError(f"--{name} must be >= {low}, got {getattr(self, name)}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -279,10 +281,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--burst", type=int, default=Protocol.burst, help="timed runs per visit when warm")
     p.add_argument("--out", default="results.json", help="where to write the results JSON")
     args = p.parse_args(argv)
-    if args.burst < 1 or args.repeats < 1 or args.warmup < 0:
-        p.error("--burst and --repeats must be >= 1, --warmup >= 0")
-    result = profile_bundle(args.bundle, args.threads,
-                            Protocol(args.warmup, args.repeats, cache=args.cache, burst=args.burst))
+    try:
+        protocol = Protocol(args.warmup, args.repeats, cache=args.cache, burst=args.burst)
+    except ValueError as err:
+        p.error(str(err))
+    result = profile_bundle(args.bundle, args.threads, protocol)
     tmp = args.out + ".tmp"
     with open(tmp, "w") as f:
         json.dump(result, f, indent=1)

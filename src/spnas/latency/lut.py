@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from spnas.errors import SpnasError
-from spnas.io import read_json, write_json
+from spnas.files import read_json, write_json
 from spnas.latency.parts import layer_key
 from spnas.space import MBCONV_OPS, SearchSpace, get_space
 

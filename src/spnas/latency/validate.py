@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from spnas.arch import Architecture
-from spnas.io import atomic_write_text, write_json
+from spnas.files import atomic_write_text, write_json
 from spnas.latency.device_profiler import Protocol, Stats
 from spnas.latency.lut import Calibration, LatencyTable
 from spnas.latency.parts import Part

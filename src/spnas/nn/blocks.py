@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from functools import partial
+from typing import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -22,45 +25,68 @@ def conv_bn_act(
     return nn.Sequential(*layers)
 
 
-class MBConv(nn.Module):
-    """Inverted residual: [1x1 expand -> BN -> ReLU] -> kxk depthwise -> BN -> ReLU -> 1x1 project -> BN.
+#: parameter names of checkpoints written before the sub-layers had names (spnas < 0.2) -> now
+_OLD_NAMES = {"expand_conv.0.": "conv_pw.", "expand_conv.1.": "bn1.", "dw_bn.": "bn2.", "dw.": "conv_dw.",
+              "project.0.": "conv_pwl.", "project.1.": "bn3."}
 
-    With ``searchable=True`` the block is built as k5e6 and its depthwise weight passes through a
-    :class:`SuperKernel` on every forward; otherwise it is a plain block of the given kernel/expansion.
-    Sharing the class keeps parameter names identical, so copying supernet weights into a derived
-    network is slicing, not renaming.
+
+def batchnorm(eps: float, momentum: float) -> Callable[[int], nn.Module]:
+    """The default norm layer of :class:`MBConv`: BatchNorm with the space's epsilon and momentum."""
+    return partial(nn.BatchNorm2d, eps=eps, momentum=momentum)
+
+
+class MBConv(nn.Module):
+    """Inverted residual: [conv_pw 1x1 -> bn1 -> ReLU] -> conv_dw kxk -> bn2 -> ReLU -> conv_pwl 1x1 -> bn3
+    (timm's names). ``norm_layer(channels)`` makes the norms (default: BatchNorm, see :func:`batchnorm`).
+
+    With a ``superkernel`` the block is the supernet's (build it as k5e6): its depthwise weight passes
+    through the :class:`SuperKernel` on every forward; without, it is a plain block of the given
+    kernel and expansion. Sharing the class keeps parameter names identical, so copying supernet
+    weights into a derived network is slicing, not renaming.
     """
 
     def __init__(
         self, in_ch: int, out_ch: int, stride: int, kernel: int, expand: int,
-        bn_eps: float = 1e-3, bn_momentum: float = 0.01,
-        searchable: bool = False, skippable: bool = False,
+        bn_eps: float = 1e-3, bn_momentum: float = 0.01, superkernel: SuperKernel | None = None,
+        norm_layer: Callable[[int], nn.Module] | None = None,
     ) -> None:
         super().__init__()
-        if searchable:
-            kernel, expand = 5, 6
+        if superkernel is not None and (kernel, expand) != (5, 6):
+            raise ValueError(f"a superkernel block is k5e6 (every candidate is a part of it), not k{kernel}e{expand}")
+        norm = norm_layer or batchnorm(bn_eps, bn_momentum)
         self.in_ch, self.out_ch, self.stride = in_ch, out_ch, stride
         self.kernel, self.expand = kernel, expand
         mid = in_ch * expand
-        self.expand_conv = (
-            conv_bn_act(in_ch, mid, 1, 1, bn_eps, bn_momentum) if expand != 1 else nn.Identity()
-        )
-        self.dw = nn.Conv2d(mid, mid, kernel, stride, kernel // 2, groups=mid, bias=False)
-        self.dw_bn = nn.BatchNorm2d(mid, eps=bn_eps, momentum=bn_momentum)
-        self.project = conv_bn_act(mid, out_ch, 1, 1, bn_eps, bn_momentum, act=False)
+        self.conv_pw = nn.Conv2d(in_ch, mid, 1, bias=False) if expand != 1 else None
+        self.bn1 = norm(mid) if expand != 1 else None
+        self.conv_dw = nn.Conv2d(mid, mid, kernel, stride, kernel // 2, groups=mid, bias=False)
+        self.bn2 = norm(mid)
+        self.conv_pwl = nn.Conv2d(mid, out_ch, 1, bias=False)
+        self.bn3 = norm(out_ch)
         self.has_residual = stride == 1 and in_ch == out_ch
-        self.superkernel = SuperKernel(skippable) if searchable else None
+        self.superkernel = superkernel
         #: indicators [d_k5, d_e3, d_e6] of the last forward pass (searchable blocks only)
         self.indicators: torch.Tensor | None = None
+        self._register_load_state_dict_pre_hook(_rename_old_keys)
 
     def depthwise(self, x: torch.Tensor) -> torch.Tensor:
         if self.superkernel is None:
-            return self.dw(x)
-        weight, self.indicators = self.superkernel(self.dw.weight)
+            return self.conv_dw(x)
+        weight, self.indicators = self.superkernel(self.conv_dw.weight)
         return F.conv2d(x, weight, None, self.stride, self.kernel // 2, groups=weight.shape[0])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.expand_conv(x)
-        y = F.relu(self.dw_bn(self.depthwise(y)))
-        y = self.project(y)
+        y = F.relu(self.bn1(self.conv_pw(x))) if self.conv_pw is not None else x
+        y = F.relu(self.bn2(self.depthwise(y)))
+        y = self.bn3(self.conv_pwl(y))
         return x + y if self.has_residual else y
+
+
+def _rename_old_keys(state_dict: dict, prefix: str, *args) -> None:
+    """Load checkpoints and models saved with the old positional names (see ``_OLD_NAMES``)."""
+    for key in [k for k in state_dict if k.startswith(prefix)]:
+        rest = key[len(prefix):]
+        for old, new in _OLD_NAMES.items():
+            if rest.startswith(old):
+                state_dict[prefix + new + rest[len(old):]] = state_dict.pop(key)
+                break

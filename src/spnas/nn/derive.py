@@ -40,7 +40,7 @@ def copy_supernet_weights(supernet: SinglePathNet, net: SinglePathNet) -> None:
         if op == SKIP:
             if last_present is None:  # cannot happen in valid spaces: stage starts are never skippable
                 raise ValueError(f"layer {spec.index} is skipped with no layer before it to absorb it")
-            last_present.project[1].bias += _masked_block_output(src, 0)
+            last_present.bn3.bias += _masked_block_output(src, 0)
             continue
         dst = getattr(net.layers, f"L{spec.index}")
         _copy_block(src, dst, op)
@@ -51,38 +51,33 @@ def _copy_block(src: MBConv, dst: MBConv, op: str) -> None:
     kernel, expand = op_kernel_expand(op)
     mid = src.in_ch * expand
     keep = slice(0, mid)
-    _copy_conv_bn(src.expand_conv, dst.expand_conv, keep)
-    weight = src.dw.weight[keep]
+    if src.conv_pw is not None:
+        dst.conv_pw.weight.copy_(src.conv_pw.weight[keep])
+        _copy_bn(src.bn1, dst.bn1, keep)
+    weight = src.conv_dw.weight[keep]
     if kernel == 3:
         weight = weight[..., 1:4, 1:4]
-    dst.dw.weight.copy_(weight)
-    _copy_bn(src.dw_bn, dst.dw_bn, keep)
-    dst.project[0].weight.copy_(src.project[0].weight[:, keep])
-    _copy_bn(src.project[1], dst.project[1], slice(None))
+    dst.conv_dw.weight.copy_(weight)
+    _copy_bn(src.bn2, dst.bn2, keep)
+    dst.conv_pwl.weight.copy_(src.conv_pwl.weight[:, keep])
+    _copy_bn(src.bn3, dst.bn3, slice(None))
     # channels [mid, 6*C_in) saw a zero kernel: their constant output feeds the projection
-    dst.project[1].running_mean -= _dropped_channel_contribution(src, mid)
+    dst.bn3.running_mean -= _dropped_channel_contribution(src, mid)
 
 
 def _dropped_channel_contribution(block: MBConv, first_dropped: int) -> torch.Tensor:
     """Projection-conv output (before BN) caused by channels >= first_dropped under a zero kernel."""
-    bn = block.dw_bn
+    bn = block.bn2
     const = bn.bias - bn.weight * bn.running_mean / torch.sqrt(bn.running_var + bn.eps)
     const = torch.relu(const)[first_dropped:]
-    return block.project[0].weight[:, first_dropped:, 0, 0] @ const
+    return block.conv_pwl.weight[:, first_dropped:, 0, 0] @ const
 
 
 def _masked_block_output(block: MBConv, first_dropped: int) -> torch.Tensor:
     """What a block adds to its input when every depthwise channel from first_dropped on is zero."""
-    bn = block.project[1]
+    bn = block.bn3
     z = _dropped_channel_contribution(block, first_dropped)
     return (z - bn.running_mean) * bn.weight / torch.sqrt(bn.running_var + bn.eps) + bn.bias
-
-
-def _copy_conv_bn(src: nn.Module, dst: nn.Module, keep: slice) -> None:
-    if isinstance(src, nn.Identity):
-        return
-    dst[0].weight.copy_(src[0].weight[keep])
-    _copy_bn(src[1], dst[1], keep)
 
 
 def _copy_bn(src: nn.BatchNorm2d, dst: nn.BatchNorm2d, keep: slice) -> None:

@@ -15,7 +15,7 @@ from torch import nn
 
 from spnas.arch import Architecture
 from spnas.nn.blocks import MBConv, conv_bn_act
-from spnas.nn.superkernel import Decision
+from spnas.nn.superkernel import Decision, SuperKernel
 from spnas.space import SKIP, LayerSpec, SearchSpace, op_kernel_expand
 
 INDICATOR_SCALES = ("absolute", "init-norm")
@@ -54,7 +54,7 @@ class SinglePathNet(nn.Module):
     def searchable_layer(self, spec: LayerSpec) -> nn.Module:
         """A supernet's layer at a searchable position: one MBConv through a superkernel."""
         return MBConv(spec.in_channels, spec.out_channels, spec.stride, 5, 6, self.space.bn_eps,
-                      self.space.bn_momentum, searchable=True, skippable=spec.skippable)
+                      self.space.bn_momentum, superkernel=SuperKernel(spec.skippable))
 
     @property
     def is_supernet(self) -> bool:
@@ -104,7 +104,7 @@ class SinglePathNet(nn.Module):
             if mode == "absolute":
                 sk.indicator_scale.fill_(1.0)
             else:
-                norms = sk.group_norms(block.dw.weight)
+                norms = sk.group_norms(block.conv_dw.weight)
                 sk.indicator_scale.copy_(torch.tensor([norms["k5"], norms["e3"], norms["e6"]]).clamp_min(1e-6))
 
     def indicators(self) -> torch.Tensor:
@@ -120,7 +120,7 @@ class SinglePathNet(nn.Module):
         for block in self.searchable_blocks():
             sk = block.superkernel
             keep, sk.indicator_keep = sk.indicator_keep, None
-            _, d = sk(block.dw.weight)
+            _, d = sk(block.conv_dw.weight)
             sk.indicator_keep = keep
             rows.append(d)
         return torch.stack(rows)
@@ -142,10 +142,10 @@ class SinglePathNet(nn.Module):
             sk = block.superkernel
             for t in (sk.t_k5, sk.t_e3, sk.t_e6):
                 t.fill_(-1.0)  # "on" for any norm (norms are >= 0)
-            norms = sk.group_norms(block.dw.weight)
+            norms = sk.group_norms(block.conv_dw.weight)
             if not want.k5:
                 sk.t_k5.fill_(norms["k5"] + 1.0)
-            norms = sk.group_norms(block.dw.weight)
+            norms = sk.group_norms(block.conv_dw.weight)
             if not want.e6:
                 sk.t_e6.fill_(norms["e6"] + 1.0)
             if not want.e3:
@@ -157,7 +157,7 @@ class SinglePathNet(nn.Module):
         return [b.superkernel.thresholds() for b in self.searchable_blocks()]
 
     def group_norms(self) -> list[dict[str, float]]:
-        return [b.superkernel.group_norms(b.dw.weight) for b in self.searchable_blocks()]
+        return [b.superkernel.group_norms(b.conv_dw.weight) for b in self.searchable_blocks()]
 
 
 def _fixed_blocks(space: SearchSpace, channels: int, blocks) -> tuple[nn.Sequential, int]:

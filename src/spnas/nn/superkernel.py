@@ -40,10 +40,9 @@ class Decision:
 class SuperKernel(nn.Module):
     """Thresholds of one searchable layer and the masking rule that turns them into a kernel."""
 
-    def __init__(self, skippable: bool, kernel: int = 5) -> None:
+    def __init__(self, skippable: bool) -> None:
+        """The superkernel is 5x5 (its 3x3 centre is the k3 candidate) over a k5e6 block's depthwise weight."""
         super().__init__()
-        if kernel != 5:
-            raise ValueError("the superkernel is 5x5 (3x3 is its centre)")
         self.skippable = skippable
         self.t_k5 = nn.Parameter(torch.zeros(()))
         self.t_e3 = nn.Parameter(torch.zeros(()))

@@ -15,7 +15,7 @@ import shutil
 from pathlib import Path
 
 from spnas.errors import SpnasError
-from spnas.io import read_json, write_json
+from spnas.files import read_json, write_json
 from spnas.rundir import LOCK, STALE_TMP_GLOB
 from spnas.runs import CHECKPOINT, CONFIG, load_checkpoint
 

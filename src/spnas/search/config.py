@@ -10,7 +10,7 @@ from spnas.jobconfig import JobSettings
 from spnas.limits import Limit, at_least, fraction, one_of, positive
 from spnas.nn.network import INDICATOR_SCALES
 from spnas.optim import OPTIMIZERS
-from spnas.space import PRESETS as SPACES
+from spnas.space import SPACES
 
 
 #: what every field may be; shared by options, --config files and a resumed config.json

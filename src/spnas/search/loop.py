@@ -19,7 +19,7 @@ from spnas.divergence import DivergenceGuard
 from spnas.engine import GlobalBatchStep, run_steps
 from spnas.errors import SpnasError
 from spnas.evaluate import accuracy, recalibrated_batchnorm
-from spnas.io import write_json
+from spnas.files import write_json
 from spnas.latency.lut import LatencyTable
 from spnas.latency.predict import lut_tensor, predict_ms
 from spnas.nn.network import SinglePathNet

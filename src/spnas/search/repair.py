@@ -40,7 +40,7 @@ def repair_to_budget(net: SinglePathNet, lut: LatencyTable, target_ms: float, ma
     confidence = []  # (layer, group) -> |margin| in units of the indicator's scale
     for block in net.searchable_blocks():
         sk = block.superkernel
-        norms, t, scale = sk.group_norms(block.dw.weight), sk.thresholds(), sk.indicator_scale.tolist()
+        norms, t, scale = sk.group_norms(block.conv_dw.weight), sk.thresholds(), sk.indicator_scale.tolist()
         confidence.append({g: abs(norms[g] - t[g]) / s for g, s in zip(("k5", "e3", "e6"), scale)})
     lower = target_ms * (1 - 2 * margin)
     flips: list[dict] = []

@@ -9,7 +9,7 @@ from spnas.errors import SpnasError
 from spnas.jobconfig import JobSettings
 from spnas.limits import Limit, at_least, fraction, one_of, positive
 from spnas.optim import OPTIMIZERS
-from spnas.space import PRESETS as SPACES
+from spnas.space import SPACES
 
 RECIPES: dict[str, dict] = {
     # SPEC §6: the released final-training recipe (meant for 350 ImageNet epochs)

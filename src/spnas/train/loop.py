@@ -18,7 +18,7 @@ from spnas.divergence import DivergenceGuard
 from spnas.engine import GlobalBatchStep, run_steps
 from spnas.errors import SpnasError
 from spnas.evaluate import evaluate, recalibrated_batchnorm, reestimate_batchnorm
-from spnas.io import atomic_path, write_json
+from spnas.files import atomic_path, write_json
 from spnas.nn.network import SinglePathNet
 from spnas.optim import cosine_schedule, l2_penalty, make_optimizer, staircase_schedule
 from spnas.job import Job
