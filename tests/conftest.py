@@ -73,3 +73,13 @@ def fake_lut(space, base: float = 0.1):
             stats[layer_key(l.index, op)] = {"median": ms, "iqr": 0.0}
     info = {"target": "onnxruntime-cpu", "runtime": "onnxruntime", "runtime_version": "test", "threads": 1}
     return lut_from_stats(space, stats, info, {"repeats": 0})
+
+
+@pytest.fixture(scope="session")
+def tiny_lut(tmp_path_factory) -> Path:
+    """A fake LUT file for the tiny test space (synthetic 16 px, 4 classes, width 0.25)."""
+    from spnas.space import get_space
+
+    path = tmp_path_factory.mktemp("lut") / "lut.json"
+    fake_lut(get_space("small", width=0.25, input_size=16, num_classes=4)).save(path)
+    return path

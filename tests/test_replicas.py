@@ -17,9 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import fake_lut
 from spnas.cli.main import main
-from spnas.space import get_space
 
 WORKER = Path(__file__).with_name("ddp_worker.py")
 DATA = ["--data", "synthetic:96:1:16:4", "--width", "0.25", "--batch-size", "16", "--threads", "1",
@@ -58,22 +56,15 @@ def assert_close(a: dict, b: dict, tol: float) -> float:
 
 
 @pytest.fixture(scope="module")
-def lut(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("lut") / "lut.json"
-    fake_lut(get_space("small", width=0.25, input_size=16, num_classes=4)).save(path)
-    return path
-
-
-@pytest.fixture(scope="module")
-def two_rank_search(tmp_path_factory, lut) -> Path:
+def two_rank_search(tmp_path_factory, tiny_lut) -> Path:
     out = tmp_path_factory.mktemp("ddp") / "search"
-    run = torchrun("search", *DATA, "--epochs", "2", "--lut", str(lut), "--out", str(out),
+    run = torchrun("search", *DATA, "--epochs", "2", "--lut", str(tiny_lut), "--out", str(out),
                    "--warmup-fraction", "0.5", "--target-ms", "0.5")
     assert run.returncode == 0, run.stderr[-3000:]
     return out
 
 
-def test_two_rank_search_agrees_across_ranks_and_with_one_process(two_rank_search, lut, tmp_path):
+def test_two_rank_search_agrees_across_ranks_and_with_one_process(two_rank_search, tiny_lut, tmp_path):
     out = two_rank_search
     rank0, rank1 = params(Path(f"{out}.rank0.pt")), params(Path(f"{out}.rank1.pt"))
     assert all(torch.equal(rank0[k], rank1[k]) for k in rank0)  # weights and thresholds, bit for bit
@@ -86,7 +77,7 @@ def test_two_rank_search_agrees_across_ranks_and_with_one_process(two_rank_searc
     assert config["micro_batch"] == 8 and config["batch_size"] == 16
     # the same run in one process: the two parts of each step in turn, gradients summed
     single = tmp_path / "single"
-    assert main(["search", *DATA, "--epochs", "2", "--lut", str(lut), "--out", str(single), "--warmup-fraction",
+    assert main(["search", *DATA, "--epochs", "2", "--lut", str(tiny_lut), "--out", str(single), "--warmup-fraction",
                  "0.5", "--target-ms", "0.5", "--micro-batch", "8"]) == 0
     assert_close(final_state(single), rank0, TOLERANCE)
     assert json.loads((single / "summary.json").read_text())["arch"] == json.loads(

@@ -6,22 +6,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
 import torch
 
-from conftest import fake_lut
 from spnas.cli.main import main
-from spnas.space import get_space
 
 COMMON = ["--data", "synthetic:96:1:16:4", "--width", "0.25", "--batch-size", "16", "--threads", "1",
           "--device", "cpu", "--epochs", "2", "--deterministic"]
-
-
-@pytest.fixture(scope="module")
-def lut(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("lut") / "lut.json"
-    fake_lut(get_space("small", width=0.25, input_size=16, num_classes=4)).save(path)
-    return path
 
 
 def weights(run_dir: Path) -> dict[str, torch.Tensor]:
@@ -33,8 +23,8 @@ def assert_identical(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> 
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_a_deterministic_search_reruns_bit_for_bit_even_when_interrupted(tmp_path, lut):
-    search = ["search", *COMMON, "--lut", str(lut), "--target-ms", "0.8"]
+def test_a_deterministic_search_reruns_bit_for_bit_even_when_interrupted(tmp_path, tiny_lut):
+    search = ["search", *COMMON, "--lut", str(tiny_lut), "--target-ms", "0.8"]
     first, second, cut = tmp_path / "first", tmp_path / "second", tmp_path / "cut"
     for out in (first, second):
         assert main([*search, "--out", str(out)]) == 0

@@ -8,12 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import fake_lut
 from spnas.cli.main import main
 from spnas.engine import Interrupted
 from spnas.pipeline import Pipeline
 from spnas.search.branch import branch_search
-from spnas.space import get_space
 from spnas.sweep_report import bootstrap_difference, compare_methods, compare_to_front, front_accuracy, pareto_front
 
 SEARCH = ["--data", "synthetic:96:1:16:4", "--width", "0.25", "--batch-size", "16", "--threads", "1",
@@ -64,20 +62,13 @@ def test_a_searched_net_is_above_the_front_only_past_the_interpolation():
     assert verdicts[0]["margin_points"] == pytest.approx(0.1)
 
 
-@pytest.fixture(scope="module")
-def lut(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("lut") / "lut.json"
-    fake_lut(get_space("small", width=0.25, input_size=16, num_classes=4)).save(path)
-    return path
-
-
 def model_state(run_dir: Path) -> dict[str, torch.Tensor]:
     return torch.load(run_dir / "checkpoint.pt", weights_only=False)["model"]
 
 
 @pytest.mark.parametrize("method", ["single-path", "multipath"])
-def test_a_branch_of_the_shared_warmup_is_the_search_started_at_its_target(method, tmp_path, lut):
-    search = ["search", *SEARCH, "--lut", str(lut), "--method", method]
+def test_a_branch_of_the_shared_warmup_is_the_search_started_at_its_target(method, tmp_path, tiny_lut):
+    search = ["search", *SEARCH, "--lut", str(tiny_lut), "--method", method]
     direct, warm, branch = tmp_path / "direct", tmp_path / "warm", tmp_path / "branch"
     assert main([*search, "--target-ms", "0.9", "--out", str(direct)]) == 0
     # the warm-up (5/8 of 2 x 5 steps = 6) run at another target, then branched to 0.9
@@ -99,9 +90,9 @@ def test_a_branch_of_the_shared_warmup_is_the_search_started_at_its_target(metho
 SWEEP = ["sweep", "--preset", "smoke", "--targets", "0.7,0.85", "--seeds", "0,1"]
 
 
-def test_sweep_writes_the_front_report_and_resumes_after_a_stop(tmp_path, lut, monkeypatch, capsys):
+def test_sweep_writes_the_front_report_and_resumes_after_a_stop(tmp_path, tiny_lut, monkeypatch, capsys):
     out = tmp_path / "sweep"
-    cmd = [*SWEEP, "--lut", str(lut), "--out", str(out)]
+    cmd = [*SWEEP, "--lut", str(tiny_lut), "--out", str(out)]
     real_train, calls = Pipeline.train, []
 
     def train_then_stop(self, *args, **kwargs):
@@ -134,7 +125,7 @@ def test_sweep_writes_the_front_report_and_resumes_after_a_stop(tmp_path, lut, m
     assert "searched nets lie above the uniform nets' front" in (out / "report.md").read_text()
     # the same directory with other targets is refused, not mixed
     capsys.readouterr()
-    assert main([*SWEEP[:3], "--targets", "0.8", "--seeds", "0,1", "--lut", str(lut), "--out", str(out)]) == 2
+    assert main([*SWEEP[:3], "--targets", "0.8", "--seeds", "0,1", "--lut", str(tiny_lut), "--out", str(out)]) == 2
     assert "this sweep's targets are [0.7, 0.85], not [0.8]" in capsys.readouterr().err
 
 
@@ -155,10 +146,10 @@ def test_bad_sweep_options_are_one_line_before_anything_is_written(options, mess
     assert not out.exists()
 
 
-def test_sweep_compares_methods_over_search_seeds(tmp_path, lut):
+def test_sweep_compares_methods_over_search_seeds(tmp_path, tiny_lut):
     out = tmp_path / "methods"
     assert main(["sweep", "--preset", "smoke", "--targets", "0.75", "--seeds", "0", "--methods", "single-path,random",
-                 "--search-seeds", "0,1", "--lut", str(lut), "--out", str(out)]) == 0
+                 "--search-seeds", "0,1", "--lut", str(tiny_lut), "--out", str(out)]) == 0
     summary = json.loads((out / "sweep.json").read_text())
     searched = [r for r in summary["models"] if r["kind"] == "searched"]
     assert sorted((r["method"], r["search_seed"]) for r in searched) == [

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from spnas.errors import SpnasError
-from spnas.files import atomic_write_text
+from spnas.files import atomic_write_text, read_json
 from spnas.space import MBCONV_OPS, SKIP, SearchSpace, get_space
 
 ALL_OPS = MBCONV_OPS + (SKIP,)
@@ -92,15 +92,7 @@ class Architecture:
 
     @classmethod
     def load(cls, path: str | Path) -> "Architecture":
-        try:
-            data = json.loads(Path(path).read_text())
-        except FileNotFoundError:
-            raise SpnasError(f"{path}: no such architecture file") from None
-        except IsADirectoryError:
-            raise SpnasError(f"{path}: is a directory, expected an arch.json file") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise SpnasError(f"{path}: not valid JSON ({getattr(err, 'msg', err)})") from None
-        return cls.from_dict(data, source=str(path))
+        return cls.from_dict(read_json(path, "architecture file"), source=str(path))
 
     def canonical(self) -> "Architecture":
         """The same network with each stage's skips last (see :meth:`SearchSpace.interchangeable_runs`):

@@ -50,6 +50,6 @@ def read_json(path: str | Path, what: str = "file") -> Any:
     except FileNotFoundError:
         raise SpnasError(f"{path}: no such {what}") from None
     except IsADirectoryError:
-        raise SpnasError(f"{path}: is a directory, expected a {what}") from None
+        raise SpnasError(f"{path}: is a directory, expected {'an' if what[0] in 'aeiou' else 'a'} {what}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise SpnasError(f"{path}: corrupt {what}, not valid JSON ({err})") from None
