@@ -8,35 +8,48 @@ on what hardware, not its recipe.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
-from typing import ClassVar
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 from spnas.device import AMP_MODES
 from spnas.limits import Limit, at_least, check_limits, one_of, positive
 
 
+def setting(default: Any, help: str) -> Any:
+    """A config field with its command-line help beside it: the one place that help is written."""
+    return field(default=default, metadata={"help": help})
+
+
 @dataclass
 class JobSettings:
-    #: stop (with a checkpoint) after this many steps; a one-time stop, not kept for a resume
-    max_steps: int | None = None
-    #: torch CPU threads (None: torch's default); recorded, since results depend on it bit for bit
-    threads: int | None = None
-    #: refuse nondeterministic kernels, so that the same command on the same machine gives identical
-    #: files and weights (torch.use_deterministic_algorithms; cuDNN autotuning off)
-    deterministic: bool = False
-    #: also checkpoint mid-epoch every this many minutes (epoch ends always checkpoint)
-    checkpoint_minutes: float = 10.0
-    #: auto (CUDA when present), cpu, cuda or cuda:N; checked when the job starts
-    device: str = "auto"
-    #: autocast of the forward pass: off, bf16 or fp16 (CUDA only, with loss scaling)
-    amp: str = "off"
-    #: images per forward pass and per BatchNorm statistic (None: the global batch over the number of
-    #: processes); fixed when the run starts, so it resumes on any number of processes up to the parts
-    micro_batch: int | None = None
-    #: BatchNorm statistics over the whole global batch across GPUs (torch's SyncBatchNorm; CUDA only)
-    sync_bn: bool = False
-    #: DataLoader processes decoding image folders (None: from the CPU count; 0: in the job's process)
-    workers: int | None = None
+    max_steps: int | None = setting(None, "stop (with a checkpoint) after this many steps; allowed with --resume")
+    threads: int | None = setting(
+        None, "torch CPU threads (default: torch's); a resume reuses the run's count, as results depend on it")
+    deterministic: bool = setting(
+        False, "bit-identical reruns: refuse nondeterministic kernels (torch.use_deterministic_algorithms, cuDNN "
+        "autotuning off); the same command on the same machine then gives identical files and weights. Every run "
+        "records its versions and machine in environment.json")
+    checkpoint_minutes: float = setting(
+        10.0, "also checkpoint mid-epoch every this many minutes (resume is exact from any step); "
+        "allowed with --resume")
+    device: str = setting(
+        "auto", "auto (CUDA when present), cpu, cuda or cuda:N; allowed with --resume (another device does not "
+        "reproduce "
+        "bit for bit)")
+    amp: str = setting(
+        "off", "mixed precision of the forward pass: off, bf16, or fp16 (CUDA only, with loss scaling); the loss, "
+        "latency term and thresholds stay float32")
+    micro_batch: int | None = setting(
+        None, "images per forward pass and per BatchNorm statistic: the global --batch-size is cut into parts of this "
+        "size whose gradients are summed (default: --batch-size / number of processes); fixed for the run, so it "
+        "resumes on any number of processes up to the number of parts (each takes a share of them)")
+    sync_bn: bool = setting(
+        False, "under torchrun on GPUs: BatchNorm statistics over the whole global batch (SyncBatchNorm) instead "
+        "of each"
+        " process's own part")
+    workers: int | None = setting(
+        None, "processes decoding an image folder ahead of the model (default: the CPU cores per process, at most 8; 0:"
+        " decode in the job's own process); allowed with --resume")
 
     #: the job's own limits, beside :data:`JOB_LIMITS`
     LIMITS: ClassVar[dict[str, Limit]] = {}
@@ -53,28 +66,6 @@ JOB_LIMITS: dict[str, Limit] = {"max_steps": at_least(1), "threads": at_least(1)
 
 #: options that may be given with --resume: they change when, where or how fast a run goes
 RESUME_OPTIONS = ("max_steps", "threads", "checkpoint_minutes", "device", "workers")
-
-JOB_HELPS = {
-    "max_steps": "stop (with a checkpoint) after this many steps; allowed with --resume",
-    "checkpoint_minutes": "also checkpoint mid-epoch every this many minutes (resume is exact from any step); "
-                          "allowed with --resume",
-    "device": "auto (CUDA when present), cpu, cuda or cuda:N; allowed with --resume (another device does not "
-              "reproduce bit for bit)",
-    "amp": "mixed precision of the forward pass: off, bf16, or fp16 (CUDA only, with loss scaling); the loss, "
-           "latency term and thresholds stay float32",
-    "micro_batch": "images per forward pass and per BatchNorm statistic: the global --batch-size is cut into "
-                   "parts of this size whose gradients are summed (default: --batch-size / number of processes); "
-                   "fixed for the run, so it resumes on any number of processes up to the number of parts (each takes a "
-                   "share of them)",
-    "sync_bn": "under torchrun on GPUs: BatchNorm statistics over the whole global batch (SyncBatchNorm) instead "
-               "of each process's own part",
-    "workers": "processes decoding an image folder ahead of the model (default: the CPU cores per process, "
-               "at most 8; 0: decode in the job's own process); allowed with --resume",
-    "threads": "torch CPU threads (default: torch's); a resume reuses the run's count, as results depend on it",
-    "deterministic": "bit-identical reruns: refuse nondeterministic kernels (torch.use_deterministic_algorithms, "
-                     "cuDNN autotuning off); the same command on the same machine then gives identical files and "
-                     "weights. Every run records its versions and machine in environment.json",
-}
 
 
 def default_workers() -> int:

@@ -12,8 +12,9 @@ from spnas.limits import option_name
 from spnas.runs import build_config, load_config_file
 
 
-def add_config_options(parser: argparse.ArgumentParser, cls: type, helps: dict[str, str]) -> None:
-    """One option per field (default None = 'not given', so config files and defaults show through)."""
+def add_config_options(parser: argparse.ArgumentParser, cls: type, helps: dict[str, str] | None = None) -> None:
+    """One option per field (default None = 'not given', so config files and defaults show through), with
+    the help written beside the field (``jobconfig.setting``); ``helps`` overrides some."""
     hints = typing.get_type_hints(cls)
     group = parser.add_argument_group("settings (also accepted as keys of --config FILE)")
     shared = {f.name for f in dataclasses.fields(JobSettings)}
@@ -21,7 +22,7 @@ def add_config_options(parser: argparse.ArgumentParser, cls: type, helps: dict[s
         kind = hints[f.name]
         base = next((t for t in typing.get_args(kind) if t is not type(None)), kind)
         default = f.default if f.default is not dataclasses.MISSING else None
-        text = helps.get(f.name, "")
+        text = (helps or {}).get(f.name) or f.metadata.get("help", "")
         if "(default" not in text and default not in (None, ""):  # a help that explains its default wins
             text = f"{text} (default: {default:.4g})" if isinstance(default, float) else f"{text} (default: {default})"
         if base is bool:
@@ -36,7 +37,7 @@ def given_values(args: argparse.Namespace, cls: type) -> dict:
     return {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if getattr(args, f.name, None) is not None}
 
 
-def add_run_options(parser: argparse.ArgumentParser, cls: type, helps: dict[str, str], job: str) -> None:
+def add_run_options(parser: argparse.ArgumentParser, cls: type, job: str, helps: dict[str, str] | None = None) -> None:
     """--config / --resume / --force plus one option per config field: what every long job takes."""
     parser.add_argument("--config", help="YAML/JSON file with the settings below (options override it)")
     parser.add_argument("--resume", metavar="RUN_DIR", help=f"continue an interrupted {job} exactly")

@@ -3,45 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
 from spnas.cli.arch_cmd import ARCH_HELP
-from spnas.jobconfig import JOB_HELPS
 from spnas.replicas import is_main_process
 from spnas.cli.options import add_run_options, config_from_args, resume_overrides
 from spnas.train.config import RECIPES, TrainConfig
 from spnas.train.loop import run_train
 
-HELPS = {
-    **JOB_HELPS,
-    "arch": "the architecture, as an option (or give it as ARCH)",
-    "space": "space the architecture belongs to (default: the one it names)",
-    "data": "dataset (see 'spnas search --help')",
-    "data_dir": "directory with the dataset files (env SPNAS_DATA_DIR)",
-    "width": "width multiplier of the space's body",
-    "out": "run directory to create",
-    "recipe": f"named defaults: {', '.join(RECIPES)} (paper = SPEC §6)",
-    "epochs": "training epochs",
-    "batch_size": "images per step, the global batch: under torchrun each of N processes computes 1/N of it",
-    "optimizer": "tf-rmsprop, sgd or adamw",
-    "lr_per_256": "learning rate per 256 images (LR = this x --batch-size / 256, the global batch)",
-    "schedule": "staircase (x lr-decay every lr-decay-epochs) or cosine",
-    "lr_decay": "staircase: multiply the LR by this",
-    "lr_decay_epochs": "staircase: every this many epochs",
-    "warmup_epochs": "linear LR warm-up epochs",
-    "weight_decay": "L2 on conv/linear weights",
-    "label_smoothing": "label smoothing",
-    "ema_decay": "weight EMA decay (evaluated; the better on validation is exported)",
-    "precise_bn_batches": "re-estimate BatchNorm statistics on this many training batches before every "
-                          "evaluation and for the saved model (0 = keep the running averages)",
-    "train_subset": "use only this many (seeded, random) training images",
-    "val_fraction": "share of the training images held out for validation",
-    "seed": "random seed (init, data order, augmentation)",
-    "log_every": "write a metrics.jsonl line every this many steps",
-}
-# the hyper-parameters a recipe fills in show each recipe's value instead of a default
-for _key in RECIPES["paper"]:
-    HELPS[_key] = HELPS.get(_key, _key.replace("_", " ")) + " (default: the recipe's: " + ", ".join(
-        f"{name} {values[_key]}" for name, values in RECIPES.items()) + ")"
+def recipe_helps() -> dict[str, str]:
+    """The hyper-parameters a recipe fills in show each recipe's value instead of a default."""
+    helps = {f.name: f.metadata.get("help", f.name.replace("_", " ")) for f in dataclasses.fields(TrainConfig)}
+    return {key: f"{helps[key]} (default: the recipe's: "
+                 + ", ".join(f"{name} {values[key]}" for name, values in RECIPES.items()) + ")"
+            for key in RECIPES["paper"]}
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -49,7 +24,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        description="Writes config.json, metrics.jsonl, checkpoint.pt, model.pt and results.json "
                        "(test top-1/top-5 with and without EMA) to --out.")
     p.add_argument("arch_arg", nargs="?", metavar="ARCH", help=ARCH_HELP)
-    add_run_options(p, TrainConfig, HELPS, "training")
+    add_run_options(p, TrainConfig, "training", recipe_helps())
     p.set_defaults(func=run)
 
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from spnas.latency.predict import FORMULAS
-from spnas.jobconfig import JobSettings
+from spnas.jobconfig import JobSettings, setting
 from spnas.limits import Limit, at_least, fraction, one_of, positive
 from spnas.nn.network import INDICATOR_SCALES
 from spnas.optim import OPTIMIZERS
@@ -32,50 +32,53 @@ SEARCH_LIMITS: dict[str, Limit] = {
 class SearchConfig(JobSettings):
     LIMITS: ClassVar[dict[str, Limit]] = SEARCH_LIMITS
 
-    space: str = "small"
-    data: str = "fashion-mnist"
-    data_dir: str | None = None
-    lut: str | None = None
-    out: str = "runs/search"
-    width: float | None = None
-    epochs: int = 8
-    batch_size: int = 128
-    #: LR per 256 images (0.064 at batch 1024); scaled linearly with the batch size
-    lr_per_256: float = 0.016
-    lr_decay: float = 0.97
-    lr_decay_epochs: float = 2.4
-    optimizer: str = "tf-rmsprop"
-    #: share of the run with lambda = 0 and indicator dropout on (5 of 8 epochs)
-    warmup_fraction: float = 5 / 8
-    indicator_keep: float = 0.6
-    #: absolute (the paper) or init-norm (beyond the paper: thresholds respond within a short run)
-    indicator_scale: str = "absolute"
-    label_smoothing: float = 0.1
-    weight_decay: float = 1e-5
-    #: faithful mode: fixed trade-off lambda (0.02 in the paper); ignored when target_ms is set
-    lambda_: float = 0.02
-    #: beyond the paper: adapt lambda so the final predicted latency lands at or just under this
-    target_ms: float | None = None
-    #: how far under target_ms to aim (the result must land in [target*(1-2*margin), target])
-    target_margin: float = 0.02
-    #: per-step rate of the additive lambda update in target mode (lambda += rate * ln(R / aim))
-    lambda_rate: float = 0.001
-    #: proportional gain of the lambda controller (lambda = integral + gain * ln(R / aim))
-    lambda_gain: float = 0.1
-    runtime_formula: str = "exact"
-    val_fraction: float = 0.1
-    train_subset: int | None = None
-    seed: int = 0
-    log_every: int = 10
-    eval_every_epoch: bool = True
-    #: single-path (the paper), multipath (an FBNet-style baseline: every op a branch) or random
-    #: (random search at the same budget in steps x batch)
-    method: str = "single-path"
-    #: random only: architectures drawn, each trained for 1/candidates of the budget
-    candidates: int = 8
-    #: multipath only: Gumbel-softmax temperature after warm-up, and its decay per epoch (FBNet's)
-    temperature: float = 5.0
-    temperature_decay: float = 0.956
+    space: str = setting("small", "search space preset (small, imagenet)")
+    data: str = setting(
+        "fashion-mnist", "dataset: fashion-mnist, mnist, cifar10, cifar100, imagefolder[:SIZE] (with --data-dir), "
+        "synthetic:N:C:SIZE:CLASSES")
+    data_dir: str | None = setting(None, "directory with the dataset files (env SPNAS_DATA_DIR)")
+    lut: str | None = setting(None, "latency table from 'spnas latency profile' (must match the space)")
+    out: str = setting("runs/search", "run directory to create")
+    width: float | None = setting(None, "width multiplier of the space's body")
+    epochs: int = setting(8, "search epochs (the paper: 8)")
+    batch_size: int = setting(
+        128, "images per step, the global batch: under torchrun each of N processes computes 1/N of it")
+    lr_per_256: float = setting(
+        0.016, "learning rate per 256 images: LR = this x --batch-size / 256 (the global batch, whatever the number of "
+        "processes)")
+    lr_decay: float = setting(0.97, "LR multiplier every --lr-decay-epochs")
+    lr_decay_epochs: float = setting(2.4, "epochs between LR decays (staircase)")
+    optimizer: str = setting("tf-rmsprop", "tf-rmsprop (the paper's), sgd or adamw")
+    warmup_fraction: float = setting(5 / 8, "share of the run with lambda=0 and indicator dropout")
+    indicator_keep: float = setting(0.6, "keep probability of indicator dropout during warm-up")
+    indicator_scale: str = setting(
+        "absolute", "absolute (the paper) or init-norm (surrogate gradient scaled by each group's initial norm: same "
+        "decisions, thresholds move in short runs)")
+    label_smoothing: float = setting(0.1, "label smoothing of the cross-entropy")
+    weight_decay: float = setting(1e-5, "L2 coefficient on non-BN parameters incl. thresholds")
+    lambda_: float = setting(0.02, "runtime-loss weight, faithful mode (ignored with --target-ms)")
+    target_ms: float | None = setting(
+        None, "adapt lambda so the result's predicted latency lands just under this many ms")
+    target_margin: float = setting(0.02, "aim this fraction under --target-ms")
+    lambda_rate: float = setting(0.001, "integral rate of the lambda controller with --target-ms (per step)")
+    lambda_gain: float = setting(0.1, "proportional gain of the lambda controller with --target-ms")
+    runtime_formula: str = setting("exact", "exact (all 4 LUT entries) or paper (the released approximation)")
+    val_fraction: float = setting(0.1, "share of training images held out for validation")
+    train_subset: int | None = setting(None, "use only this many (seeded, random) training images")
+    seed: int = setting(0, "random seed (data order, init, dropout)")
+    log_every: int = setting(10, "steps between metrics.jsonl records")
+    eval_every_epoch: bool = setting(
+        True, "validation accuracy of the supernet after each epoch (eval-mode BN; low during warm-up, whose BN "
+        "statistics include indicator dropout)")
+    method: str = setting(
+        "single-path", "single-path (the paper's superkernel), multipath (a baseline: every op a separate branch "
+        "mixed by "
+        "Gumbel-softmax weights, FBNet-style; 2-2.5x the time and memory per step, BENCHMARKS.md section 8) or "
+        "random (a baseline: --candidates random nets inside the latency band, each trained for a share of the "
+        "same steps x batch, the best on validation wins)")
+    candidates: int = setting(8, "random: how many architectures share the budget")
+    temperature: float = setting(5.0, "multipath: Gumbel-softmax temperature after the warm-up")
+    temperature_decay: float = setting(0.956, "multipath: temperature multiplier per epoch")
 
     @property
     def lr(self) -> float:

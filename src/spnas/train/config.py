@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from spnas.errors import SpnasError
-from spnas.jobconfig import JobSettings
+from spnas.jobconfig import JobSettings, setting
 from spnas.limits import Limit, at_least, fraction, one_of, positive
 from spnas.optim import OPTIMIZERS
 from spnas.space import SPACES
@@ -40,29 +40,33 @@ TRAIN_LIMITS: dict[str, Limit] = {
 class TrainConfig(JobSettings):
     LIMITS: ClassVar[dict[str, Limit]] = TRAIN_LIMITS
 
-    arch: str = ""
-    space: str | None = None
-    data: str = "fashion-mnist"
-    data_dir: str | None = None
-    width: float | None = None
-    out: str = "runs/train"
-    recipe: str = "quick"
-    epochs: int = 10
-    batch_size: int = 128
-    optimizer: str | None = None
-    lr_per_256: float | None = None
-    schedule: str | None = None
-    warmup_epochs: float | None = None
-    lr_decay: float | None = None
-    lr_decay_epochs: float | None = None
-    weight_decay: float | None = None
-    label_smoothing: float | None = None
-    ema_decay: float | None = None
-    precise_bn_batches: int | None = None
-    val_fraction: float = 0.1
-    train_subset: int | None = None
-    seed: int = 0
-    log_every: int = 20
+    arch: str = setting("", "the architecture, as an option (or give it as ARCH)")
+    space: str | None = setting(None, "space the architecture belongs to (default: the one it names)")
+    data: str = setting("fashion-mnist", "dataset (see 'spnas search --help')")
+    data_dir: str | None = setting(None, "directory with the dataset files (env SPNAS_DATA_DIR)")
+    width: float | None = setting(None, "width multiplier of the space's body")
+    out: str = setting("runs/train", "run directory to create")
+    recipe: str = setting("quick", "named defaults: paper, quick (paper = SPEC §6)")
+    epochs: int = setting(10, "training epochs")
+    batch_size: int = setting(
+        128, "images per step, the global batch: under torchrun each of N processes computes 1/N of it")
+    optimizer: str | None = setting(None, "tf-rmsprop, sgd or adamw")
+    lr_per_256: float | None = setting(
+        None, "learning rate per 256 images (LR = this x --batch-size / 256, the global batch)")
+    schedule: str | None = setting(None, "staircase (x lr-decay every lr-decay-epochs) or cosine")
+    warmup_epochs: float | None = setting(None, "linear LR warm-up epochs")
+    lr_decay: float | None = setting(None, "staircase: multiply the LR by this")
+    lr_decay_epochs: float | None = setting(None, "staircase: every this many epochs")
+    weight_decay: float | None = setting(None, "L2 on conv/linear weights")
+    label_smoothing: float | None = setting(None, "label smoothing")
+    ema_decay: float | None = setting(None, "weight EMA decay (evaluated; the better on validation is exported)")
+    precise_bn_batches: int | None = setting(
+        None, "re-estimate BatchNorm statistics on this many training batches before every evaluation and for the saved"
+        " model (0 = keep the running averages)")
+    val_fraction: float = setting(0.1, "share of the training images held out for validation")
+    train_subset: int | None = setting(None, "use only this many (seeded, random) training images")
+    seed: int = setting(0, "random seed (init, data order, augmentation)")
+    log_every: int = setting(20, "write a metrics.jsonl line every this many steps")
 
     def resolved(self) -> "TrainConfig":
         """Fill every None hyper-parameter from the recipe (the stored config is the resolved one)."""
