@@ -84,11 +84,8 @@ class Job:
             with ExitStack() as stack:
                 self.replicas.on_main(lambda: stack.enter_context(job_directory(self.cfg, self.resume_dir, force)))
                 self.run_dir = Path(self.resume_dir or self.cfg.out).expanduser().absolute()
-                changed = self.replicas.on_main(lambda: record_environment(self.run_dir, self.device,
-                                                                           self.cfg.deterministic))
-                if changed and self.cfg.deterministic:
-                    note(f"resuming with another {', '.join(changed)} than the run had (see {ENVIRONMENT}): "
-                         "it will not reproduce an uninterrupted run bit for bit")
+                if not self.resumed:  # a resume records itself once its checkpoint is accepted (restore)
+                    self._record_environment()
                 if self.cfg.deterministic:
                     stack.enter_context(deterministic_algorithms())
                 self._started = time.monotonic()
@@ -100,7 +97,17 @@ class Job:
         """(step, wall seconds before this process) of a resumed run, (0, 0) for a new one."""
         if not self.resumed:
             return 0, 0.0
-        return restore_checkpoint(self.run_dir / CHECKPOINT, parts, kind)
+        restored = restore_checkpoint(self.run_dir / CHECKPOINT, parts, kind)
+        self._record_environment()
+        return restored
+
+    def _record_environment(self) -> None:
+        """Append this start to the run's environment.json (rank 0); a deterministic run resumed with
+        other versions or hardware says it will not reproduce bit for bit."""
+        changed = self.replicas.on_main(lambda: record_environment(self.run_dir, self.device, self.cfg.deterministic))
+        if changed and self.cfg.deterministic:
+            note(f"resuming with another {', '.join(changed)} than the run had (see {ENVIRONMENT}): "
+                 "it will not reproduce an uninterrupted run bit for bit")
 
     def train_source(self):
         """This process's training batches: its parts of each step, decoded ahead for image folders."""
