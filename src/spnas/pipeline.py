@@ -350,8 +350,6 @@ class Pipeline:
             if attempt == 1:
                 print("spnas: note: the machine was busy or unsteady while measuring "
                       f"({'; '.join(conditions['warnings'])}); measuring again", file=sys.stderr)
-        for warning in conditions.get("warnings", []):
-            print(f"spnas: warning: measured latencies may be off: {warning}", file=sys.stderr)
         return {"models": {name: s.to_dict() for name, s in stats.items()}, "conditions": conditions}
 
     def report(self, lut: LatencyTable, models: dict, measure_stage: dict | None, target_ms: float) -> dict:

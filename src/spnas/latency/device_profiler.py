@@ -243,7 +243,7 @@ class TextProgress:
         sys.stderr.flush()
 
 
-def profile_bundle(bundle_dir: str, threads: int, protocol: Protocol) -> dict:
+def profile_bundle(bundle_dir: str, threads: int, protocol: Protocol, warn: bool = True) -> dict:
     """Measure every model of a bundle's manifest; the result is what `spnas latency profile
     --from-bundle-results` turns into a LUT."""
     with open(os.path.join(bundle_dir, "manifest.json")) as f:
@@ -253,7 +253,7 @@ def profile_bundle(bundle_dir: str, threads: int, protocol: Protocol) -> dict:
         for key, entry in manifest["models"].items()
     }
     stats, conditions = measure_until_stable(runners, protocol, TextProgress())
-    for warning in conditions["warnings"]:
+    for warning in conditions["warnings"] if warn else ():
         sys.stderr.write(f"warning: {warning}\n")
     return {
         "format": "spnas-bundle-results/1",
@@ -280,12 +280,14 @@ def main(argv: list[str] | None = None) -> int:
                    help="warm: each model timed in a burst after an untimed run; cold: one run per visit")
     p.add_argument("--burst", type=int, default=Protocol.burst, help="timed runs per visit when warm")
     p.add_argument("--out", default="results.json", help="where to write the results JSON")
+    p.add_argument("--no-warnings", action="store_true",
+                   help="leave the warnings about an unsteady machine to the caller (they are in the results)")
     args = p.parse_args(argv)
     try:
         protocol = Protocol(args.warmup, args.repeats, cache=args.cache, burst=args.burst)
     except ValueError as err:
         p.error(str(err))
-    result = profile_bundle(args.bundle, args.threads, protocol)
+    result = profile_bundle(args.bundle, args.threads, protocol, warn=not args.no_warnings)
     tmp = args.out + ".tmp"
     with open(tmp, "w") as f:
         json.dump(result, f, indent=1)

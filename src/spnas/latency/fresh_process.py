@@ -28,7 +28,7 @@ def measure_onnx_models(models: dict[str, str], input_shape: list[int], threads:
     results = workdir / "results.json"
     command = [sys.executable, "-I", device_profiler.__file__, "--bundle", str(workdir), "--threads", str(threads),
                "--warmup", str(protocol.warmup), "--repeats", str(protocol.repeats), "--cache", protocol.cache,
-               "--burst", str(protocol.burst), "--out", str(results)]
+               "--burst", str(protocol.burst), "--out", str(results), "--no-warnings"]
     done = subprocess.run(command, stdout=subprocess.DEVNULL)
     if done.returncode != 0:
         raise SpnasError(f"timing the exported models in a fresh process failed (exit {done.returncode}; its "
