@@ -19,6 +19,7 @@ from typing import Iterator
 import torch
 
 from spnas import __version__
+from spnas.errors import SpnasError
 from spnas.files import read_json, write_json
 from spnas.latency.device_profiler import device_info
 
@@ -62,7 +63,10 @@ def record_environment(run_dir: Path, device: torch.device, deterministic: bool)
     """Append this start's environment to the run's record; returns what changed since the last one
     (fields whose change breaks bit-identity), for a note."""
     path = run_dir / ENVIRONMENT
-    history = read_json(path, "environment record") if path.is_file() else []
+    try:  # a record, not a setting: a damaged one is started afresh rather than blocking a resume
+        history = read_json(path, "environment record") if path.is_file() else []
+    except SpnasError:
+        history = []
     history = history if isinstance(history, list) else []
     now = environment(device, deterministic)
     changed = []
