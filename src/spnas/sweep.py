@@ -10,6 +10,7 @@ them; the report (:mod:`spnas.sweep_report`).
 from __future__ import annotations
 
 import math
+from functools import cached_property
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -112,7 +113,7 @@ class Sweep:
                    "latency_target": lut.target, "latency": "measured" if measured else "predicted",
                    "targets_ms": list(targets), "seeds": list(seeds), "methods": list(methods),
                    "search_seeds": list(search_seeds), "lut": p.state["stages"]["lut"],
-                   "warmup_steps": self.warmup_steps(), "epochs": p.epochs, "threads": p.target.threads,
+                   "warmup_steps": self.warm_steps, "epochs": p.epochs, "threads": p.target.threads,
                    "processes": p.nproc, "models": self.rows(lut, models, origin, seeds, measured),
                    "measurement_conditions": (measure_stage or {}).get("conditions", {})}
         return write_sweep_report(p.run_dir, summary, p.space.num_classes)
@@ -133,7 +134,7 @@ class Sweep:
         out = p.run_dir / "search" / name
         if method == "random":  # its candidates are drawn in the target's latency band: nothing to share
             return p.stage(f"search:{name}", lambda: p.search(target_ms, out, method=method, seed=seed))
-        warm_dir, warm_steps = p.run_dir / "search" / f"warmup{_variant(method, seed)}", self.warmup_steps()
+        warm_dir, warm_steps = p.run_dir / "search" / f"warmup{_variant(method, seed)}", self.warm_steps
         p.stage(f"search:warmup{_variant(method, seed)}", lambda: p.search(
             warmup_target_ms, warm_dir, max_steps=warm_steps, method=method, seed=seed))
         return p.stage(f"search:{name}", lambda: self.branch(target_ms, warm_dir, out, warm_steps))
@@ -160,7 +161,9 @@ class Sweep:
             })
         return rows
 
-    def warmup_steps(self) -> int:
+    @cached_property
+    def warm_steps(self) -> int:
+        """The warm-up's steps, the same for every method and seed (the preset's data and epochs)."""
         p = self.pipeline
         cfg = p.search_config(1.0, p.run_dir)  # the preset's warm-up fraction and batch
         return warmup_steps(cfg.warmup_fraction, p.epochs["search"], len(p.search_data().train) // cfg.batch_size)

@@ -85,7 +85,7 @@ def calibrate_from_bundle_results(lut: LatencyTable, results: dict[str, Any], so
     space = lut.search_space(source)
     try:
         archs = [Architecture.from_string(text) for text in networks.values()]
-        measured = [Stats(**{k: results["stats"][key][k] for k in ("median", "iqr", "mean", "min", "n")})
+        measured = [Stats.from_dict(results["stats"][key])
                     for key in networks]
     except KeyError as err:
         raise SpnasError(f"{source}: the device's results lack a validation network's timing ({err})") from None

@@ -76,6 +76,11 @@ class Stats:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, data: Mapping[str, float]) -> "Stats":
+        """The statistics as :meth:`to_dict` (or a results file) wrote them; other keys are ignored."""
+        return cls(data["median"], data["iqr"], data["mean"], data["min"], int(data["n"]))
+
 
 def measure_interleaved(
     runners: Mapping[str, Runner],

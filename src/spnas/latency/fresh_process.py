@@ -34,5 +34,5 @@ def measure_onnx_models(models: dict[str, str], input_shape: list[int], threads:
         raise SpnasError(f"timing the exported models in a fresh process failed (exit {done.returncode}; its "
                          f"lines are above): {' '.join(command)}")
     data = read_json(results, "timing results")
-    stats = {name: Stats(**{k: s[k] for k in ("median", "iqr", "mean", "min", "n")}) for name, s in data["stats"].items()}
+    stats = {name: Stats.from_dict(s) for name, s in data["stats"].items()}
     return stats, data.get("conditions", {})
