@@ -160,3 +160,23 @@ def test_sweep_compares_methods_over_search_seeds(tmp_path, tiny_lut):
     [comparison] = summary["method_comparisons"]
     assert (comparison["a"], comparison["b"], comparison["searches"]) == ("random", "single-path", [2, 2])
     assert "Search methods compared at equal targets" in (out / "report.md").read_text()
+
+
+def test_epochs_given_replace_the_presets_and_a_resume_must_give_the_same(tmp_path, tiny_lut, capsys):
+    out = tmp_path / "budget"
+    cmd = ["sweep", "--preset", "smoke", "--targets", "0.75", "--seeds", "0", "--lut", str(tiny_lut), "--out", str(out)]
+    assert main([*cmd, "--search-epochs", "3", "--train-epochs", "2"]) == 0  # the preset: 2 and 1
+    assert json.loads((out / "search" / "warmup" / "config.json").read_text())["epochs"] == 3
+    trained = list((out / "train").rglob("config.json"))
+    assert len(trained) == 5 and all(json.loads(p.read_text())["epochs"] == 2 for p in trained)
+    summary = json.loads((out / "sweep.json").read_text())
+    assert summary["epochs"] == {"search": 3, "train": 2}
+    assert "Searches of\n3 epochs" in (out / "report.md").read_text()
+    capsys.readouterr()
+    assert main([*cmd, "--search-epochs", "3"]) == 2  # the preset's training epochs now: another budget
+    err = capsys.readouterr().err.strip()
+    assert "holds a run of 3 search and 2 training epochs, not 3 and 1" in err and len(err.splitlines()) == 1
+    assert main([*cmd, "--search-epochs", "3", "--train-epochs", "2"]) == 0  # the same budget resumes (all done)
+    assert main(["sweep", "--preset", "smoke", "--out", str(tmp_path / "bad"), "--train-epochs", "0"]) == 2
+    assert "--train-epochs must be at least 1, got 0" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()

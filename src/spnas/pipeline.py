@@ -130,6 +130,9 @@ class PipelineOptions:
     nproc_per_node: int | None = None
     #: searches and trainings refuse nondeterministic kernels (bit-identical reruns)
     deterministic: bool = False
+    #: epochs of the search and of every training instead of the preset's (exactly these: no minimum steps)
+    search_epochs: int | None = None
+    train_epochs: int | None = None
 
 
 def run_pipeline(options: PipelineOptions) -> dict:
@@ -169,16 +172,21 @@ def open_pipeline(options: PipelineOptions, command: str) -> Iterator["Pipeline"
                          f"{preset.batch_size}; use a larger dataset")
     space = space_for_data(options.space, splits, preset.width)
     foreign_lut = _foreign_lut(options.lut, space) if options.lut else None
+    for option, value in (("--search-epochs", options.search_epochs), ("--train-epochs", options.train_epochs)):
+        if value is not None and value < 1:
+            raise SpnasError(f"{option} must be at least 1, got {value}")
     search_epochs, train_epochs = preset.epochs(len(splits.train))
-    if (search_epochs, train_epochs) != (preset.search_epochs, preset.train_epochs):
+    search_epochs, train_epochs = options.search_epochs or search_epochs, options.train_epochs or train_epochs
+    if (options.search_epochs, options.train_epochs) == (None, None) and \
+            (search_epochs, train_epochs) != (preset.search_epochs, preset.train_epochs):
         print(f"spnas: note: {len(splits.train):,} training images make few steps an epoch at batch "
               f"{preset.batch_size}: searching {search_epochs} epochs and training {train_epochs} (the "
               f"{options.preset} preset's minimum of {preset.search_min_steps} and {preset.train_min_steps} steps)",
               file=sys.stderr)
     with run_directory(options.out, resume=resume, force=options.force) as run_dir:
-        yield Pipeline(options, preset, run_dir, _open_state(run_dir, command, options.preset, data_name, resume),
-                       data_name, full, space, target, foreign_lut, nproc,
-                       {"search": search_epochs, "train": train_epochs})
+        epochs = {"search": search_epochs, "train": train_epochs}
+        yield Pipeline(options, preset, run_dir, _open_state(run_dir, command, options.preset, data_name, epochs, resume),
+                       data_name, full, space, target, foreign_lut, nproc, epochs)
 
 
 @dataclass
@@ -422,8 +430,8 @@ def _usable_cache(path: Path, space) -> bool:
     return True
 
 
-def _open_state(run_dir: Path, command: str, preset: str, data: str, resume: bool) -> dict:
-    """Resume a directory of the same command, preset and data; refuse anything else."""
+def _open_state(run_dir: Path, command: str, preset: str, data: str, epochs: dict, resume: bool) -> dict:
+    """Resume a directory of the same command, preset, data and epochs; refuse anything else."""
     path = run_dir / STATE
     if resume:
         state = read_json(path, "pipeline state")
@@ -436,7 +444,12 @@ def _open_state(run_dir: Path, command: str, preset: str, data: str, resume: boo
         if state.get("preset") != preset or state.get("data") != data:
             raise SpnasError(f"{run_dir}: holds a run of preset {state.get('preset')!r} on {state.get('data')!r}; "
                              "choose another --out or pass --force")
+        recorded = state.setdefault("epochs", epochs)  # directories of older versions: the preset's epochs
+        if recorded != epochs:
+            raise SpnasError(f"{run_dir}: holds a run of {recorded['search']} search and {recorded['train']} training "
+                             f"epochs, not {epochs['search']} and {epochs['train']}; give the same --search-epochs "
+                             "and --train-epochs, or choose another --out")
         return state
-    state = {"command": command, "preset": preset, "data": data, "stages": {}}
+    state = {"command": command, "preset": preset, "data": data, "epochs": epochs, "stages": {}}
     write_json(path, state)
     return state

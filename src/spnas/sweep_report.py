@@ -170,8 +170,9 @@ def _markdown(summary: dict) -> str:
     lines += f"\n{same}" if same else ""
     return f"""# spnas sweep: {summary['preset']} preset on {summary['data']}
 
-{len(verdicts)} targets, {len(summary['seeds'])} training seeds per network (seeds {summary['seeds']}); one
-shared warm-up of {summary['warmup_steps']} search steps, branched to every target. Latency:
+{len(verdicts)} targets, {len(summary['seeds'])} training seeds per network (seeds {summary['seeds']}). Searches of
+{summary['epochs']['search']} epochs (one warm-up of {summary['warmup_steps']} steps per method and search seed, shared
+by every target), trainings of {summary['epochs']['train']} epochs. Latency:
 {summary['latency']} ({summary['latency_target']}, {summary['threads']} thread).
 {warnings}
 **{above} of {len(verdicts)} searched nets lie above the uniform nets' front** (their mean accuracy

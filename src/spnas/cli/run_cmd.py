@@ -48,6 +48,10 @@ def add_pipeline_arguments(p: argparse.ArgumentParser, default_out: str) -> None
                    "kernels, so the same command on the same machine gives the same architectures and weights")
     p.add_argument("--no-cache", action="store_true", help="profile a new latency table even if one is cached")
     p.add_argument("--force", action="store_true", help="start over in a non-empty --out that spnas created")
+    p.add_argument("--search-epochs", type=int, help="search epochs instead of the preset's (exactly these; a "
+                   "resume must give the same)")
+    p.add_argument("--train-epochs", type=int, help="epochs of every training instead of the preset's (exactly "
+                   "these; a resume must give the same)")
 
 
 def pipeline_options(args: argparse.Namespace) -> PipelineOptions:
@@ -55,7 +59,8 @@ def pipeline_options(args: argparse.Namespace) -> PipelineOptions:
         preset=args.preset, out=args.out, data=args.data, data_dir=args.data_dir, space=args.space,
         target_ms=getattr(args, "target_ms", None), target=args.target, lut=args.lut, threads=args.threads,
         force=args.force, cache=not args.no_cache, device=args.device, amp=args.amp,
-        nproc_per_node=args.nproc_per_node, deterministic=args.deterministic)
+        nproc_per_node=args.nproc_per_node, deterministic=args.deterministic, search_epochs=args.search_epochs,
+        train_epochs=args.train_epochs)
 
 
 def resumable(stop: Interrupted, out: str) -> Interrupted:
