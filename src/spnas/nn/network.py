@@ -78,6 +78,13 @@ class SinglePathNet(nn.Module):
         for block in self.searchable_blocks():
             block.superkernel.indicator_keep = keep
 
+    def freeze(self, arch: Architecture | None) -> None:
+        """Hold the decisions at ``arch`` whatever the norms and thresholds do (None: free them again)."""
+        if arch is not None:
+            arch.validate(self.space)
+        for i, block in enumerate(self.searchable_blocks()):
+            block.superkernel.frozen = None if arch is None else Decision.from_op(arch.ops[i])
+
     @contextmanager
     def indicator_dropout_off(self) -> Iterator["SinglePathNet"]:
         """Within the block the hard decisions act without dropout (evaluation, BN re-estimation);

@@ -56,6 +56,8 @@ class SuperKernel(nn.Module):
         self.register_buffer("indicator_scale", torch.ones(3))
         #: keep probability of indicator dropout, or None for off (set by the search schedule)
         self.indicator_keep: float | None = None
+        #: decisions held fixed whatever the norms and thresholds (a search's landing), or None
+        self.frozen: Decision | None = None
 
     def _maybe_drop(self, d: torch.Tensor) -> torch.Tensor:
         if self.training and self.indicator_keep is not None and self.indicator_keep < 1.0:
@@ -67,6 +69,10 @@ class SuperKernel(nn.Module):
         half = weight.shape[0] // 2
         core = weight * self.core_mask
         ring = weight * self.ring_mask
+        if self.frozen is not None:  # constants: the thresholds get no gradient, the decisions never flip
+            d_k5, d_e3, d_e6 = (weight.new_tensor(float(v)) for v in (self.frozen.k5, self.frozen.e3, self.frozen.e6))
+            masked = core + d_k5 * ring
+            return d_e3 * torch.cat([masked[:half], d_e6 * masked[half:]], dim=0), torch.stack([d_k5, d_e3, d_e6])
         s_k5, s_e3, s_e6 = self.indicator_scale.unbind()
         d_k5 = self._maybe_drop(indicator((torch.linalg.vector_norm(ring) - self.t_k5) / s_k5))
         masked = core + d_k5 * ring

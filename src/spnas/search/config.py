@@ -24,7 +24,7 @@ SEARCH_LIMITS: dict[str, Limit] = {
     "lambda_rate": at_least(0), "lambda_gain": at_least(0), "runtime_formula": one_of(*FORMULAS),
     "val_fraction": fraction(), "train_subset": at_least(1), "seed": at_least(0), "log_every": at_least(1),
     "method": one_of("single-path", "multipath", "random"), "temperature": positive(), "candidates": at_least(1),
-    "temperature_decay": fraction(low_open=True, high_open=False),
+    "temperature_decay": fraction(low_open=True, high_open=False), "landing": fraction(high_open=False),
 }
 
 
@@ -62,6 +62,10 @@ class SearchConfig(JobSettings):
     target_margin: float = setting(0.02, "aim this fraction under --target-ms")
     lambda_rate: float = setting(0.001, "integral rate of the lambda controller with --target-ms (per step)")
     lambda_gain: float = setting(0.1, "proportional gain of the lambda controller with --target-ms")
+    landing: float = setting(
+        0.0, "single-path with --target-ms: in this last share of the run, the first hard decisions inside the "
+        "budget band [T(1-2 margin), T] are frozen and returned unrepaired (0: off, the decisions move to the last "
+        "step and a repair meets the band)")
     runtime_formula: str = setting("exact", "exact (all 4 LUT entries) or paper (the released approximation)")
     val_fraction: float = setting(0.1, "share of training images held out for validation")
     train_subset: int | None = setting(None, "use only this many (seeded, random) training images")

@@ -43,6 +43,8 @@ class Diagnosis:
     last_step_ms: float | None
     target_ms: float | None
     warnings: list[str] = field(default_factory=list)
+    #: the step whose decisions met the budget band and were frozen (``--landing``), or None
+    landed_step: int | None = None
 
     @property
     def last_step_off_pct(self) -> float | None:
@@ -66,6 +68,8 @@ class Diagnosis:
                      f"{', '.join(map(str, self.flipping_last_epoch))}. ")
         else:
             text += "No layer flipped in the last epoch. "
+        if self.landed_step is not None:
+            text += f"The decisions met the budget band at step {self.landed_step} and were frozen there. "
         if self.last_step_off_pct is not None:
             text += (f"The last step's decisions: {self.last_step_ms:.3f} ms predicted, "
                      f"{self.last_step_off_pct:+.1f}% from the {self.target_ms:.3f} ms target.")
@@ -97,7 +101,8 @@ def diagnose(records: list[dict], space: SearchSpace, total_steps: int, warmup_s
             if step >= last_tenth_start:
                 last_tenth.add(i)
     diagnosis = Diagnosis(len(layers), total_steps, warmup_steps, settled, per_epoch, sorted(last_epoch),
-                          sorted(last_tenth), states[-1]["predicted_ms"] if states else None, target_ms)
+                          sorted(last_tenth), states[-1]["predicted_ms"] if states else None, target_ms,
+                          landed_step=next((r["step"] for r in records if "landed" in r), None))
     diagnosis.warnings = _warnings(diagnosis, states, space, warmup_steps, total_steps, result_ops)
     return diagnosis
 

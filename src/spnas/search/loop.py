@@ -29,6 +29,7 @@ from spnas.runs import METRICS, MetricsLog, read_metrics, resumed_config
 from spnas.search.branch import warmup_steps
 from spnas.search.config import SearchConfig
 from spnas.search.diagnostics import Diagnosis, diagnose, plot_decisions
+from spnas.search.landing import Landing
 from spnas.search.objective import Regularisers, TargetController, regularisers
 from spnas.search.plots import plot_search_progress
 from spnas.search.methods import METHODS, MultiPath, SinglePath
@@ -98,8 +99,10 @@ def _search(job: Job, space: SearchSpace, lut: LatencyTable) -> SearchResult:
     controller = (TargetController(cfg.target_ms, cfg.lambda_, cfg.target_margin, cfg.lambda_rate,
                                    cfg.lambda_gain)
                   if cfg.target_ms else None)
+    landing = (Landing.for_run(cfg.target_ms, cfg.target_margin, cfg.landing, total)
+               if controller and method.lands and cfg.landing > 0 else None)
     parts = {"model": net, "optimizer": optimizer, "schedule": schedule, "controller": controller,
-             "precision": precision}
+             "precision": precision, "landing": landing}
     start, wall_before = job.restore(parts, "search")
     guard = job.guard(total, f"--lr-per-256 {cfg.lr_per_256:g}, LR {cfg.lr:g} at batch {cfg.batch_size}", start)
     one_step = GlobalBatchStep(job.replicas.wrap(net, precision.device, cfg.sync_bn), net, optimizer, precision,
@@ -108,8 +111,8 @@ def _search(job: Job, space: SearchSpace, lut: LatencyTable) -> SearchResult:
     log = job.metrics_log(start)
     val = eval_source(data, data.val, device=precision.device)
 
-    loop = SearchSteps(job, method, net, lut, table, controller, source, one_step, schedule, guard, log, val,
-                       warm_steps, steps_per_epoch, total)
+    loop = SearchSteps(job, method, net, lut, table, controller, landing, source, one_step, schedule, guard, log,
+                       val, warm_steps, steps_per_epoch, total)
     try:
         run_steps(start=start, total=total, steps_per_epoch=steps_per_epoch, desc="search", step=loop.step,
                   epoch_end=loop.epoch_end, save=lambda step: job.checkpoint(step, parts, "search", guard, wall_before),
@@ -127,6 +130,7 @@ def _search(job: Job, space: SearchSpace, lut: LatencyTable) -> SearchResult:
     records = read_metrics(run_dir / METRICS)
     result.diagnosis = diagnose(records, space, total, warm_steps, steps_per_epoch, cfg.target_ms, arch.ops)
     _save_result(job, space, lut, result, lambda_=controller.lam if controller else cfg.lambda_, steps=total,
+                 landing=landing.state_dict() if landing else None,
                  diagnostics=result.diagnosis.to_dict(), warnings=result.diagnosis.warnings, **method.state(net))
     plot_search_progress(run_dir / METRICS, run_dir / "progress.png", space, cfg.target_ms, warm_steps)
     plot_decisions(records, run_dir / "decisions.png", result.diagnosis, steps_per_epoch)
@@ -195,6 +199,7 @@ class SearchSteps:
     lut: LatencyTable
     table: torch.Tensor
     controller: TargetController | None
+    landing: Landing | None
     source: Any
     one_step: GlobalBatchStep
     schedule: Any
@@ -208,6 +213,8 @@ class SearchSteps:
     previous_ops: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        if self.landing and self.landing.landed:  # a resume after the landing
+            self.net.freeze(self.landing.landed)
         self.previous_ops = self.net.architecture().ops
 
     def step(self, step: int) -> dict:
@@ -238,6 +245,9 @@ class SearchSteps:
         hard_ms = predict_ms(lut, arch)
         if self.controller and not warm:
             self.controller.update(hard_ms)
+        if self.landing and self.landing.update(step, arch, hard_ms):
+            self.net.freeze(arch)
+            self.log.write({"step": step, "landed": arch.to_string(), "landed_ms": hard_ms})
         flipped = [i for i, (a, b) in enumerate(zip(self.previous_ops, arch.ops)) if a != b]
         if flipped:  # every flip, not only at logged steps: the diagnostics count them exactly
             self.log.write({"step": step, "flipped": flipped})

@@ -31,6 +31,8 @@ from spnas.space import SearchSpace
 @dataclass(frozen=True)
 class SinglePath:
     name: ClassVar[str] = "single-path"
+    #: its decisions can be frozen where they meet the budget (:mod:`spnas.search.landing`)
+    lands: ClassVar[bool] = True
 
     def build(self, space: SearchSpace, cfg) -> SinglePathNet:
         net = SinglePathNet(space)
@@ -57,6 +59,7 @@ class SinglePath:
 @dataclass(frozen=True)
 class MultiPath:
     name: ClassVar[str] = "multipath"
+    lands: ClassVar[bool] = False
 
     def build(self, space: SearchSpace, cfg) -> MultiPathNet:
         return MultiPathNet(space)

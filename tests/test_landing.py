@@ -1,0 +1,102 @@
+"""Target mode's landing (issue 18, item 3): frozen decisions, the landing rule, a search that lands."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from conftest import fake_lut
+from spnas.arch import Architecture
+from spnas.engine import Interrupted
+from spnas.nn.network import SinglePathNet
+from spnas.runs import read_metrics
+from spnas.search.config import SearchConfig
+from spnas.search.landing import Landing
+from spnas.search.loop import run_search
+from spnas.space import get_space
+
+SPACE = get_space("small", width=0.25, input_size=16, num_classes=4)
+
+
+def some_arch() -> Architecture:
+    ops = ["k3e3", "k5e6", "skip", "k3e6", "k5e3"]
+    return Architecture(SPACE.name, tuple(
+        op if op != "skip" or spec.skippable else "k3e3"
+        for spec, op in zip(SPACE.layers(), (ops * 10)[:len(SPACE.layers())])))
+
+
+def test_a_frozen_supernet_computes_the_forced_one_and_its_thresholds_learn_nothing():
+    torch.manual_seed(0)
+    arch, x, y = some_arch(), torch.randn(4, 1, 16, 16), torch.tensor([0, 1, 2, 3])
+    forced = SinglePathNet(SPACE).eval()
+    forced.force_architecture(arch)
+    frozen = SinglePathNet(SPACE).eval()
+    frozen.load_state_dict(forced.state_dict())
+    with torch.no_grad():
+        for block in frozen.searchable_blocks():  # thresholds anywhere: a frozen net does not look at them
+            for t in (block.superkernel.t_k5, block.superkernel.t_e3, block.superkernel.t_e6):
+                t.fill_(1e3)
+    assert frozen.architecture() != arch
+    frozen.freeze(arch)
+    assert frozen.architecture() == arch
+    assert torch.equal(frozen(x), forced(x))
+    F.cross_entropy(frozen(x), y).backward()
+    thresholds = [t for b in frozen.searchable_blocks() for t in (b.superkernel.t_k5, b.superkernel.t_e3, b.superkernel.t_e6)]
+    assert all(t.grad is None or not t.grad.any() for t in thresholds)
+    assert any(p.grad is not None and p.grad.any() for p in frozen.parameters())  # the weights still learn
+    frozen.freeze(None)
+    assert frozen.architecture() != arch  # freed: the thresholds decide again
+
+
+def test_landing_freezes_the_first_in_band_decisions_of_its_window():
+    landing = Landing.for_run(target_ms=1.0, margin=0.02, share=0.25, total_steps=100)
+    assert (landing.start_step, landing.low_ms) == (75, pytest.approx(0.96))
+    a, b = some_arch(), Architecture(SPACE.name, ("k5e6",) * len(SPACE.layers()))
+    assert not landing.update(74, a, 0.98)  # in band, but before the window
+    assert not landing.update(75, a, 1.01) and not landing.update(76, a, 0.95)  # over, and under the band
+    assert landing.update(77, a, 0.97) and landing.landed == a and landing.step == 77
+    assert not landing.update(78, b, 0.99) and landing.landed == a  # landed once, for good
+    again = Landing.for_run(1.0, 0.02, 0.25, 100)
+    again.load_state_dict(landing.state_dict())
+    assert (again.landed, again.step) == (a, 77)
+
+
+@pytest.fixture
+def tiny_lut(tmp_path) -> str:
+    path = tmp_path / "lut.json"
+    fake_lut(SPACE).save(path)
+    return str(path)
+
+
+def cfg(tmp_path: Path, lut: str, name: str, **kw) -> SearchConfig:
+    return SearchConfig(data="synthetic:320:1:16:4", lut=lut, width=0.25, out=str(tmp_path / name), epochs=4,
+                        batch_size=16, val_fraction=0.2, log_every=1, eval_every_epoch=False, warmup_fraction=0.25,
+                        target_ms=0.8, lambda_=1.0, lr_per_256=1.0, indicator_scale="init-norm", landing=0.5, **kw)
+
+
+def test_a_landed_search_returns_its_frozen_decisions_unrepaired_and_resumes_exactly(tmp_path, tiny_lut):
+    full = run_search(cfg(tmp_path, tiny_lut, "full"))
+    summary = json.loads((full.run_dir / "summary.json").read_text())
+    landed_step, landed = summary["landing"]["step"], Architecture.from_string(summary["landing"]["arch"])
+    assert landed_step >= 32  # 64 steps: the window is the last 32
+    assert summary["repair_flips"] == [] and full.arch == landed.canonical() and full.last_step == full.arch
+    assert 0.8 * 0.96 <= full.predicted_ms <= 0.8
+    records = read_metrics(full.run_dir / "metrics.jsonl")
+    assert not [r for r in records if "flipped" in r and r["step"] > landed_step]
+    assert all(tuple(r["ops"]) == landed.ops for r in records if "ops" in r and r["step"] >= landed_step)
+    assert f"met the budget band at step {landed_step}" in summary["diagnostics"]["summary"]
+    # stopped after the landing and resumed: the same decisions and weights
+    with pytest.raises(Interrupted):
+        run_search(cfg(tmp_path, tiny_lut, "part", max_steps=landed_step + 2))
+    part = tmp_path / "part"
+    conf = json.loads((part / "config.json").read_text())
+    (part / "config.json").write_text(json.dumps({**conf, "max_steps": None}))
+    resumed = run_search(SearchConfig(), resume_dir=str(part))
+    assert resumed.arch == full.arch and resumed.repair_flips == []
+    a = torch.load(part / "checkpoint.pt", weights_only=False)["model"]
+    b = torch.load(full.run_dir / "checkpoint.pt", weights_only=False)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
