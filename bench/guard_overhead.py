@@ -19,15 +19,15 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from spnas.arch import uniform
-from spnas.divergence import DivergenceGuard
+from spnas.model.arch import uniform
+from spnas.jobs.divergence import DivergenceGuard
 from spnas.latency.lut import LatencyTable, lut_from_stats
 from spnas.latency.parts import layer_key
 from spnas.latency.predict import differentiable_ms
 from spnas.nn.network import SinglePathNet
-from spnas.optim import make_optimizer
+from spnas.jobs.optim import make_optimizer
 from spnas.search.objective import regularisers
-from spnas.space import MBCONV_OPS, SearchSpace, get_space
+from spnas.model.space import MBCONV_OPS, SearchSpace, get_space
 
 
 def flat_lut(space: SearchSpace) -> LatencyTable:

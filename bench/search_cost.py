@@ -26,12 +26,12 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).parent))
 from guard_overhead import flat_lut, write_results  # noqa: E402  (a LUT whose values do not change a step's time)
 
-from spnas.arch import uniform  # noqa: E402
+from spnas.model.arch import uniform  # noqa: E402
 from spnas.latency.predict import differentiable_ms, lut_tensor  # noqa: E402
 from spnas.nn.multipath import MultiPathNet  # noqa: E402
 from spnas.nn.network import SinglePathNet  # noqa: E402
-from spnas.optim import make_optimizer  # noqa: E402
-from spnas.space import get_space  # noqa: E402
+from spnas.jobs.optim import make_optimizer  # noqa: E402
+from spnas.model.space import get_space  # noqa: E402
 
 MODELS = ("single-path", "k5e6", "multi-path")
 #: the paper's search (SPEC §5): 8 epochs of ImageNet at global batch 1024

@@ -11,10 +11,10 @@ import time
 import torch
 import torch.nn.functional as F
 
-from spnas.model_size import count_macs
+from spnas.model.model_size import count_macs
 from spnas.nn.network import SinglePathNet
-from spnas.space import Stage, get_space
-from spnas.text_table import format_table
+from spnas.model.space import Stage, get_space
+from spnas.outputs.text_table import format_table
 
 
 def step_ms(space, batch: int = 128, reps: int = 6) -> float:

@@ -28,16 +28,16 @@ import torch.multiprocessing as mp
 sys.path.insert(0, str(Path(__file__).parent))
 from guard_overhead import flat_lut, write_results  # noqa: E402  (a LUT whose values do not change a step's time)
 
-from spnas.arch import uniform  # noqa: E402
-from spnas.device import Precision  # noqa: E402
-from spnas.divergence import DivergenceGuard  # noqa: E402
-from spnas.engine import GlobalBatchStep  # noqa: E402
+from spnas.model.arch import uniform  # noqa: E402
+from spnas.jobs.device import Precision  # noqa: E402
+from spnas.jobs.divergence import DivergenceGuard  # noqa: E402
+from spnas.jobs.engine import GlobalBatchStep  # noqa: E402
 from spnas.latency.predict import differentiable_ms, lut_tensor  # noqa: E402
 from spnas.nn.network import SinglePathNet  # noqa: E402
-from spnas.optim import make_optimizer  # noqa: E402
-from spnas.replicas import Replicas  # noqa: E402
+from spnas.jobs.optim import make_optimizer  # noqa: E402
+from spnas.jobs.replicas import Replicas  # noqa: E402
 from spnas.search.objective import regularisers  # noqa: E402
-from spnas.space import get_space  # noqa: E402
+from spnas.model.space import get_space  # noqa: E402
 
 #: the paper's search (SPEC §5): 8 epochs of ImageNet at global batch 1024
 PAPER_SEARCH_STEPS, PAPER_GLOBAL_BATCH = 10_008, 1024

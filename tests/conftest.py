@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from spnas.arch import Architecture
+from spnas.model.arch import Architecture
 from spnas.nn.network import SinglePathNet
-from spnas.space import get_space
+from spnas.model.space import get_space
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 PIXEL1_TABLE = SHARED / "data" / "pixel1_runtime_model.json"
@@ -78,7 +78,7 @@ def fake_lut(space, base: float = 0.1):
 @pytest.fixture(scope="session")
 def tiny_lut(tmp_path_factory) -> Path:
     """A fake LUT file for the tiny test space (synthetic 16 px, 4 classes, width 0.25)."""
-    from spnas.space import get_space
+    from spnas.model.space import get_space
 
     path = tmp_path_factory.mktemp("lut") / "lut.json"
     fake_lut(get_space("small", width=0.25, input_size=16, num_classes=4)).save(path)

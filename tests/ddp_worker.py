@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from spnas.cli.main import main
-from spnas.job import Job
+from spnas.jobs.job import Job
 
 checkpoint = Job.checkpoint
 

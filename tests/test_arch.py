@@ -6,9 +6,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from spnas.arch import ALL_OPS, Architecture, resolve_arch
+from spnas.model.arch import ALL_OPS, Architecture, resolve_arch
 from spnas.errors import SpnasError
-from spnas.space import get_space
+from spnas.model.space import get_space
 
 SPACE_NAMES = ("imagenet", "small")
 

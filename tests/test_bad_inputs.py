@@ -23,11 +23,11 @@ import torch
 
 from conftest import fake_lut
 from spnas.cli.main import main
-from spnas.engine import Interrupted
-from spnas.rundir import LOCK
+from spnas.jobs.engine import Interrupted
+from spnas.jobs.rundir import LOCK
 from spnas.search.config import SearchConfig
 from spnas.search.loop import run_search
-from spnas.space import get_space
+from spnas.model.space import get_space
 from spnas.train.config import TrainConfig
 from spnas.train.loop import run_train
 

@@ -11,8 +11,8 @@ import torch
 
 from spnas.data.datasets import load_data
 from spnas.data.loader import train_source
-from spnas.device import MAX_SKIPPED_STEPS, Precision, resolve_device
-from spnas.divergence import Diverged, DivergenceGuard
+from spnas.jobs.device import MAX_SKIPPED_STEPS, Precision, resolve_device
+from spnas.jobs.divergence import Diverged, DivergenceGuard
 from spnas.errors import SpnasError
 from spnas.train.config import TrainConfig
 from spnas.train.loop import load_model, run_train
@@ -47,7 +47,7 @@ def test_bf16_training_runs_and_keeps_float32_weights(tmp_path):
 
 def _fp16_on_cpu(monkeypatch) -> Precision:
     """The fp16 path (loss scaling, skipped steps) with the CPU standing in for CUDA."""
-    monkeypatch.setattr("spnas.device.check_amp", lambda amp, device: None)
+    monkeypatch.setattr("spnas.jobs.device.check_amp", lambda amp, device: None)
     return Precision(torch.device("cpu"), "fp16")
 
 

@@ -7,7 +7,7 @@ import json
 from conftest import fake_lut
 from spnas.cli.main import main
 from spnas.search.diagnostics import diagnose
-from spnas.space import get_space
+from spnas.model.space import get_space
 
 SPACE = get_space("small", width=0.25, input_size=16, num_classes=4)
 N = len(SPACE.layers())

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from conftest import fake_lut
-from spnas.divergence import GROWTH, Diverged, DivergenceGuard, first_non_finite
-from spnas.space import get_space
+from spnas.jobs.divergence import GROWTH, Diverged, DivergenceGuard, first_non_finite
+from spnas.model.space import get_space
 from spnas.train.config import TrainConfig
 from spnas.train.loop import run_train
 

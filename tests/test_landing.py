@@ -10,14 +10,14 @@ import torch
 import torch.nn.functional as F
 
 from conftest import fake_lut
-from spnas.arch import Architecture
-from spnas.engine import Interrupted
+from spnas.model.arch import Architecture
+from spnas.jobs.engine import Interrupted
 from spnas.nn.network import SinglePathNet
-from spnas.runs import read_metrics
+from spnas.jobs.runs import read_metrics
 from spnas.search.config import SearchConfig
 from spnas.search.landing import Landing
 from spnas.search.loop import run_search
-from spnas.space import get_space
+from spnas.model.space import get_space
 
 SPACE = get_space("small", width=0.25, input_size=16, num_classes=4)
 

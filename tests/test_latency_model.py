@@ -5,13 +5,13 @@ import pytest
 import torch
 
 from conftest import random_arch
-from spnas.arch import resolve_arch, uniform
+from spnas.model.arch import resolve_arch, uniform
 from spnas.errors import SpnasError
 from spnas.latency.lut import Calibration, LatencyTable, import_pixel1, lut_from_stats
 from spnas.latency.parts import all_parts
 from spnas.latency.predict import differentiable_ms, predict_ms
 from spnas.nn.superkernel import Decision
-from spnas.space import get_space
+from spnas.model.space import get_space
 
 
 @pytest.fixture
@@ -179,7 +179,7 @@ def test_warm_protocol_times_each_model_with_its_own_caches_and_cold_does_not():
 def test_a_table_that_could_not_be_loaded_back_is_never_written(tmp_path):
     from conftest import fake_lut
     from spnas.latency.lut import Calibration
-    from spnas.space import get_space
+    from spnas.model.space import get_space
 
     lut = fake_lut(get_space("small", width=0.25, input_size=16, num_classes=4))
     lut.calibration = Calibration(a=-0.5, b=0.1)  # a fit to pure noise

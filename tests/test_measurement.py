@@ -55,7 +55,7 @@ def test_a_busy_machine_is_named(monkeypatch):
 
 def test_exported_models_are_timed_in_a_fresh_process(tmp_path):
     from spnas.latency.fresh_process import measure_onnx_models
-    from spnas.onnx_io import onnx_bytes
+    from spnas.deploy.onnx_io import onnx_bytes
 
     model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.ReLU()).eval()
     path = tmp_path / "m.onnx"

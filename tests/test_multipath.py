@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from conftest import fake_lut, random_arch
-from spnas.arch import Architecture
+from spnas.model.arch import Architecture
 from spnas.latency.predict import lut_tensor, predict_ms
 from spnas.nn.derive import derive
 from spnas.nn.multipath import MultiPathNet
@@ -66,10 +66,10 @@ def test_every_branch_runs_and_the_expected_latency_follows_the_weights(supernet
 def test_multipath_search_learns_the_logits_and_resumes_exactly(tmp_path):
     """``spnas search --method multipath``: the same loop, loss and controller; the logits move once
     the uniform warm-up ends; a run stopped mid-way resumes to the same result."""
-    from spnas.engine import Interrupted
+    from spnas.jobs.engine import Interrupted
     from spnas.search.config import SearchConfig
     from spnas.search.loop import run_search
-    from spnas.space import get_space
+    from spnas.model.space import get_space
 
     lut = tmp_path / "lut.json"
     fake_lut(get_space("small", width=0.25, input_size=16, num_classes=4)).save(lut)
@@ -96,10 +96,10 @@ def test_multipath_search_learns_the_logits_and_resumes_exactly(tmp_path):
 
 
 def test_random_search_spends_the_search_budget_on_candidates_in_the_band_and_resumes_exactly(tmp_path):
-    from spnas.engine import Interrupted
+    from spnas.jobs.engine import Interrupted
     from spnas.search.config import SearchConfig
     from spnas.search.loop import run_search
-    from spnas.space import get_space
+    from spnas.model.space import get_space
 
     lut = tmp_path / "lut.json"
     fake_lut(get_space("small", width=0.25, input_size=16, num_classes=4)).save(lut)

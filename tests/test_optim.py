@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from spnas.optim import TFRMSprop, staircase_schedule
+from spnas.jobs.optim import TFRMSprop, staircase_schedule
 
 
 def test_tf_rmsprop_matches_its_formula_by_hand():

@@ -36,7 +36,7 @@ def test_run_refuses_a_foreign_directory(tmp_path):
 
 
 def test_preset_budgets_keep_fashion_mnist_epochs_and_grow_for_small_data():
-    from spnas.pipeline import RUN_PRESETS
+    from spnas.workflows.pipeline import RUN_PRESETS
 
     # Fashion-MNIST: 54,000 training images after validation; quick uses 20,000 of them
     assert RUN_PRESETS["quick"].epochs(20000) == (5, 3) and RUN_PRESETS["full"].epochs(54000) == (8, 15)
@@ -46,8 +46,8 @@ def test_preset_budgets_keep_fashion_mnist_epochs_and_grow_for_small_data():
 
 
 def test_near_chance_accuracy_is_flagged_in_the_report():
-    from spnas.report import _markdown, comparison_warnings
-    from spnas.space import get_space
+    from spnas.workflows.report import _markdown, comparison_warnings
+    from spnas.model.space import get_space
 
     rows = [{"model": m, "arch": "small:" + ",".join(["k3e3"] * 20), "test_top1": acc, "measured_ms": ms,
              "measured_iqr_ms": 0.01, "predicted_ms": ms, "train_wall_s": 60}
@@ -69,7 +69,7 @@ def test_with_a_foreign_table_and_two_processes_the_report_compares_predictions(
     import os
 
     from conftest import fake_lut
-    from spnas.space import get_space
+    from spnas.model.space import get_space
 
     lut = tmp_path / "phone.json"
     fake_lut(get_space("small", width=0.25, input_size=16, num_classes=4)).save(lut)
@@ -109,7 +109,7 @@ def test_sigterm_stops_a_multi_process_run_which_then_resumes(tmp_path):
     import time
 
     from conftest import fake_lut
-    from spnas.space import get_space
+    from spnas.model.space import get_space
 
     lut = tmp_path / "phone.json"
     fake_lut(get_space("small", width=0.25, input_size=16, num_classes=4)).save(lut)

@@ -16,11 +16,11 @@ import pytest
 
 from conftest import fake_lut
 from spnas.cli.main import main
-from spnas.engine import Interrupted
-from spnas.files import atomic_write_text
-from spnas.rundir import LOCK, MARKER
-from spnas.runs import read_metrics
-from spnas.space import get_space
+from spnas.jobs.engine import Interrupted
+from spnas.outputs.files import atomic_write_text
+from spnas.jobs.rundir import LOCK, MARKER
+from spnas.jobs.runs import read_metrics
+from spnas.model.space import get_space
 from spnas.train.config import TrainConfig
 from spnas.train.loop import run_train
 

@@ -8,12 +8,12 @@ import torch
 from conftest import fake_lut
 from spnas.errors import SpnasError
 from spnas.latency.predict import predict_ms
-from spnas.runs import read_metrics
+from spnas.jobs.runs import read_metrics
 from spnas.search.config import SearchConfig
-from spnas.engine import Interrupted
+from spnas.jobs.engine import Interrupted
 from spnas.search.loop import run_search
 from spnas.search.objective import TargetController
-from spnas.space import get_space
+from spnas.model.space import get_space
 
 DATA = "synthetic:320:1:16:4"
 

@@ -1,4 +1,4 @@
-from spnas.space import SKIP, get_space
+from spnas.model.space import SKIP, get_space
 
 
 def test_imagenet_space_matches_released_code():
@@ -37,6 +37,6 @@ def test_fingerprint_tracks_shapes_not_names():
 
 def test_space_round_trips_through_dict():
     space = get_space("imagenet")
-    from spnas.space import SearchSpace
+    from spnas.model.space import SearchSpace
 
     assert SearchSpace.from_dict(space.to_dict()) == space

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from conftest import random_arch
-from spnas.arch import Architecture
+from spnas.model.arch import Architecture
 from spnas.nn.derive import derive
 from spnas.nn.indicator import indicator, indicator_dropout
 from spnas.nn.network import SinglePathNet
@@ -84,7 +84,7 @@ def test_decisions_start_at_k5e6_and_flip_one_at_a_time(supernet):
 
 def test_depthwise_init_scale_matches_spec():
     torch.manual_seed(0)
-    from spnas.space import get_space
+    from spnas.model.space import get_space
 
     net = SinglePathNet(get_space("imagenet"))
     ring0 = net.group_norms()[0]["k5"]
@@ -133,7 +133,7 @@ class _OneBatch:
 
 
 def test_batchnorm_recalibration_measures_the_current_decisions_and_puts_everything_back(supernet):
-    from spnas.evaluate import recalibrated_batchnorm
+    from spnas.jobs.evaluate import recalibrated_batchnorm
 
     supernet.set_indicator_keep(0.6)
     supernet.train()
@@ -154,7 +154,7 @@ def test_batchnorm_recalibration_measures_the_current_decisions_and_puts_everyth
 
 
 def test_batchnorm_reestimate_is_the_plain_average_of_batch_statistics():
-    from spnas.evaluate import reestimate_batchnorm
+    from spnas.jobs.evaluate import reestimate_batchnorm
 
     bn = torch.nn.BatchNorm2d(3, momentum=0.01)
     net = torch.nn.Sequential(bn).eval()
@@ -175,7 +175,7 @@ def test_batchnorm_reestimate_is_the_plain_average_of_batch_statistics():
 
 def test_checkpoints_with_the_old_positional_names_still_load():
     from spnas.nn.blocks import _OLD_NAMES
-    from spnas.space import get_space
+    from spnas.model.space import get_space
 
     space = get_space("small", width=0.25, input_size=16, num_classes=4)
     torch.manual_seed(0)

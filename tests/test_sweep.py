@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from spnas.cli.main import main
-from spnas.engine import Interrupted
-from spnas.pipeline import Pipeline
+from spnas.jobs.engine import Interrupted
+from spnas.workflows.pipeline import Pipeline
 from spnas.search.branch import branch_search
-from spnas.sweep_report import bootstrap_difference, compare_methods, compare_to_front, front_accuracy, pareto_front
+from spnas.workflows.sweep_report import bootstrap_difference, compare_methods, compare_to_front, front_accuracy, pareto_front
 
 SEARCH = ["--data", "synthetic:96:1:16:4", "--width", "0.25", "--batch-size", "16", "--threads", "1",
           "--device", "cpu", "--epochs", "2", "--log-every", "1"]

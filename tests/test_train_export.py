@@ -6,9 +6,9 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from spnas.engine import Interrupted
+from spnas.jobs.engine import Interrupted
 from spnas.errors import SpnasError
-from spnas.export import export_model
+from spnas.deploy.export import export_model
 from spnas.train.config import TrainConfig
 from spnas.train.loop import load_model, run_train
 
@@ -54,7 +54,7 @@ def test_saved_model_carries_batchnorm_statistics_of_its_final_weights(trained):
     must change nothing, whereas the running averages of training would differ."""
     from spnas.data.datasets import load_data
     from spnas.data.loader import train_source
-    from spnas.evaluate import reestimate_batchnorm
+    from spnas.jobs.evaluate import reestimate_batchnorm
 
     net, meta = load_model(trained.run_dir)
     assert meta["metrics"]["precise_bn_batches"] == 50

@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 
-from spnas.arch import ARCH_PRESETS, resolve_arch
+from spnas.model.arch import ARCH_PRESETS, resolve_arch
 from spnas.cli.space_cmd import add_space_overrides, space_from_args
-from spnas.model_size import count_macs, count_params
+from spnas.model.model_size import count_macs, count_params
 from spnas.nn.network import SinglePathNet
-from spnas.text_table import format_table
+from spnas.outputs.text_table import format_table
 
 ARCH_HELP = (
     f"a preset ({', '.join(ARCH_PRESETS)}), 'uniform-OP' (e.g. uniform-k3e6), an arch.json file, "

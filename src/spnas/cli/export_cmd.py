@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from spnas.export import FORMATS, export_model
-from spnas.rundir import check_output_file
+from spnas.deploy.export import FORMATS, export_model
+from spnas.jobs.rundir import check_output_file
 from spnas.train.loop import load_model
 
 

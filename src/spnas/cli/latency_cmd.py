@@ -7,11 +7,11 @@ import json
 import sys
 from pathlib import Path
 
-from spnas.arch import resolve_arch
+from spnas.model.arch import resolve_arch
 from spnas.cli.arch_cmd import ARCH_HELP
 from spnas.cli.space_cmd import add_space_overrides, space_from_args
 from spnas.errors import SpnasError
-from spnas.files import read_json
+from spnas.outputs.files import read_json
 from spnas.latency.bundle import VALIDATION_NETWORKS, calibrate_from_bundle_results, write_bundle
 from spnas.latency.device_profiler import CACHE_STATES, Protocol
 from spnas.latency.lut import LatencyTable, import_pixel1
@@ -21,8 +21,8 @@ from spnas.latency.profile import lut_from_bundle_results, measure_parts, profil
 from spnas.latency.targets import TARGETS, get_target
 from spnas.latency.validate import SAMPLINGS, VALIDATION_FILES, ValidationResult, validate
 from spnas.nn.network import SinglePathNet
-from spnas.rundir import check_output_file, checked_out_path, run_directory
-from spnas.space import SPACES
+from spnas.jobs.rundir import check_output_file, checked_out_path, run_directory
+from spnas.model.space import SPACES
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

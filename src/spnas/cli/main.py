@@ -11,9 +11,9 @@ from typing import NoReturn
 
 from spnas import __version__
 from spnas.cli import arch_cmd, export_cmd, latency_cmd, run_cmd, search_cmd, space_cmd, sweep_cmd, train_cmd
-from spnas.engine import Interrupted
+from spnas.jobs.engine import Interrupted
 from spnas.errors import RankLocalError, SpnasError
-from spnas.replicas import RANK_ENV, is_main_process
+from spnas.jobs.replicas import RANK_ENV, is_main_process
 
 COMMANDS = (run_cmd, sweep_cmd, search_cmd, train_cmd, export_cmd, latency_cmd, space_cmd, arch_cmd)
 

@@ -7,9 +7,9 @@ import dataclasses
 import typing
 
 from spnas.errors import SpnasError
-from spnas.jobconfig import JobSettings
-from spnas.limits import option_name
-from spnas.runs import build_config, load_config_file
+from spnas.jobs.jobconfig import JobSettings
+from spnas.jobs.limits import option_name
+from spnas.jobs.runs import build_config, load_config_file
 
 
 def add_config_options(parser: argparse.ArgumentParser, cls: type, helps: dict[str, str] | None = None) -> None:

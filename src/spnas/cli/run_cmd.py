@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 
-from spnas.engine import Interrupted
+from spnas.jobs.engine import Interrupted
 from spnas.latency.targets import TARGETS
-from spnas.pipeline import RUN_PRESETS, PipelineOptions, run_pipeline
-from spnas.space import SPACES
+from spnas.workflows.pipeline import RUN_PRESETS, PipelineOptions, run_pipeline
+from spnas.model.space import SPACES
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -24,7 +24,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def add_pipeline_arguments(p: argparse.ArgumentParser, default_out: str) -> None:
-    """The options ``spnas run`` and ``spnas sweep`` share (see :class:`~spnas.pipeline.PipelineOptions`)."""
+    """The options ``spnas run`` and ``spnas sweep`` share (see :class:`~spnas.workflows.pipeline.PipelineOptions`)."""
     p.add_argument("--preset", default="quick", choices=list(RUN_PRESETS), help="run size (default quick)")
     p.add_argument("--out", default=default_out, help=f"run directory (default {default_out})")
     p.add_argument("--data", help="dataset: fashion-mnist, mnist, cifar10, cifar100, imagefolder[:SIZE] (with "

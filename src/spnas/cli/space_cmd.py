@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from spnas.space import SPACES, get_space
-from spnas.text_table import format_table
+from spnas.model.space import SPACES, get_space
+from spnas.outputs.text_table import format_table
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

@@ -6,9 +6,9 @@ import argparse
 import sys
 
 from spnas.cli.run_cmd import add_pipeline_arguments, pipeline_options, resumable
-from spnas.engine import Interrupted
+from spnas.jobs.engine import Interrupted
 from spnas.errors import SpnasError
-from spnas.sweep import DEFAULT_METHOD, MAX_POINTS, METHOD_NAMES, UNIFORM_OPS, SweepOptions, run_sweep
+from spnas.workflows.sweep import DEFAULT_METHOD, MAX_POINTS, METHOD_NAMES, UNIFORM_OPS, SweepOptions, run_sweep
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

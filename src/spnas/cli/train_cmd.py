@@ -6,7 +6,7 @@ import argparse
 import dataclasses
 
 from spnas.cli.arch_cmd import ARCH_HELP
-from spnas.replicas import is_main_process
+from spnas.jobs.replicas import is_main_process
 from spnas.cli.options import add_run_options, config_from_args, resume_overrides
 from spnas.train.config import RECIPES, TrainConfig
 from spnas.train.loop import run_train

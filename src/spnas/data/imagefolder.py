@@ -196,7 +196,7 @@ class FolderBatchSource:
     augment: bool = True
     drop_last: bool = True
     workers: int = 4
-    #: the parts of each step and those this process computes (see spnas.replicas)
+    #: the parts of each step and those this process computes (see spnas.jobs.replicas)
     parts: int = 1
     mine: range = range(0, 1)
     pin_memory: bool = False

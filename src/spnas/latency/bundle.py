@@ -18,18 +18,18 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from spnas.arch import Architecture
+from spnas.model.arch import Architecture
 from spnas.errors import SpnasError
 from spnas.latency.device_profiler import Stats
 from spnas.latency.lut import LatencyTable
-from spnas.files import atomic_path, atomic_write_text, write_json
+from spnas.outputs.files import atomic_path, atomic_write_text, write_json
 from spnas.latency import device_profiler
 from spnas.latency.parts import Part, all_parts
 from spnas.latency.validate import ValidationResult, sample_architectures, validation_report
 from spnas.nn.network import SinglePathNet
-from spnas.onnx_io import onnx_bytes
-from spnas.progress import bar
-from spnas.space import SearchSpace
+from spnas.deploy.onnx_io import onnx_bytes
+from spnas.jobs.progress import bar
+from spnas.model.space import SearchSpace
 
 SCRIPT_NAME = "profile_device.py"
 

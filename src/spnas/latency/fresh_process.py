@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from spnas.errors import SpnasError
-from spnas.files import read_json, write_json
+from spnas.outputs.files import read_json, write_json
 from spnas.latency import device_profiler
 from spnas.latency.device_profiler import Protocol, Stats
 

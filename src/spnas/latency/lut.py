@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from spnas.errors import SpnasError
-from spnas.files import read_json, write_json
+from spnas.outputs.files import read_json, write_json
 from spnas.latency.parts import layer_key
-from spnas.space import MBCONV_OPS, SearchSpace, get_space
+from spnas.model.space import MBCONV_OPS, SearchSpace, get_space
 
 LUT_FORMAT = "spnas-lut/1"
 #: the search computes latency in float32; a table whose sums overflow it would turn the loss into inf

@@ -13,10 +13,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from spnas.arch import uniform
+from spnas.model.arch import uniform
 from spnas.nn.blocks import MBConv
 from spnas.nn.network import SinglePathNet
-from spnas.space import MBCONV_OPS, SearchSpace, op_kernel_expand
+from spnas.model.space import MBCONV_OPS, SearchSpace, op_kernel_expand
 
 
 @dataclass

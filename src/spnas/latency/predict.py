@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import torch
 
-from spnas.arch import Architecture
+from spnas.model.arch import Architecture
 from spnas.errors import SpnasError
 from spnas.latency.lut import LatencyTable
-from spnas.space import MBCONV_OPS, SKIP
+from spnas.model.space import MBCONV_OPS, SKIP
 
 FORMULAS = ("exact", "paper")
 

@@ -10,8 +10,8 @@ from spnas.latency.device_profiler import Protocol, Stats, measure_until_stable
 from spnas.latency.lut import LatencyTable, lut_from_stats
 from spnas.latency.parts import Part, all_parts
 from spnas.latency.targets import Target
-from spnas.progress import RoundProgress, bar
-from spnas.space import SearchSpace
+from spnas.jobs.progress import RoundProgress, bar
+from spnas.model.space import SearchSpace
 
 
 def measure_parts(target: Target, parts: list[Part], protocol: Protocol) -> tuple[dict[str, Stats], dict]:

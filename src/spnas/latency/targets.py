@@ -13,7 +13,7 @@ from torch import nn
 
 from spnas.errors import SpnasError
 from spnas.latency.device_profiler import Runner, device_info, ort_runner, ort_version
-from spnas.onnx_io import onnx_bytes
+from spnas.deploy.onnx_io import onnx_bytes
 
 
 class Target:

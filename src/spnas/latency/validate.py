@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from spnas.arch import Architecture
-from spnas.files import atomic_write_text, write_json
+from spnas.model.arch import Architecture
+from spnas.outputs.files import atomic_write_text, write_json
 from spnas.latency.device_profiler import Protocol, Stats
 from spnas.latency.lut import Calibration, LatencyTable
 from spnas.latency.parts import Part
@@ -28,8 +28,8 @@ from spnas.latency.predict import predict_ms
 from spnas.latency.profile import measure_parts
 from spnas.latency.targets import Target
 from spnas.nn.network import SinglePathNet
-from spnas.plotting import pyplot, save_figure
-from spnas.space import SearchSpace, op_name
+from spnas.outputs.plotting import pyplot, save_figure
+from spnas.model.space import SearchSpace, op_name
 
 
 SAMPLINGS = ("stratified", "uniform")

@@ -12,10 +12,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from spnas.arch import Architecture
+from spnas.model.arch import Architecture
 from spnas.nn.blocks import MBConv
 from spnas.nn.network import SinglePathNet
-from spnas.space import SKIP, op_kernel_expand
+from spnas.model.space import SKIP, op_kernel_expand
 
 
 def derive(supernet: SinglePathNet, arch: Architecture | None = None) -> SinglePathNet:

@@ -12,10 +12,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from spnas.arch import Architecture
+from spnas.model.arch import Architecture
 from spnas.nn.blocks import MBConv
 from spnas.nn.network import SinglePathNet
-from spnas.space import MBCONV_OPS, SKIP, LayerSpec, SearchSpace, op_kernel_expand
+from spnas.model.space import MBCONV_OPS, SKIP, LayerSpec, SearchSpace, op_kernel_expand
 
 
 class MixedLayer(nn.Module):

@@ -13,10 +13,10 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from spnas.arch import Architecture
+from spnas.model.arch import Architecture
 from spnas.nn.blocks import MBConv, conv_bn_act
 from spnas.nn.superkernel import Decision, SuperKernel
-from spnas.space import SKIP, LayerSpec, SearchSpace, op_kernel_expand
+from spnas.model.space import SKIP, LayerSpec, SearchSpace, op_kernel_expand
 
 INDICATOR_SCALES = ("absolute", "init-norm")
 

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from spnas.nn.indicator import indicator, indicator_dropout
-from spnas.space import SKIP, op_kernel_expand, op_name
+from spnas.model.space import SKIP, op_kernel_expand, op_name
 
 
 @dataclass(frozen=True)

@@ -15,9 +15,9 @@ import shutil
 from pathlib import Path
 
 from spnas.errors import SpnasError
-from spnas.files import read_json, write_json
-from spnas.rundir import LOCK, STALE_TMP_GLOB
-from spnas.runs import CHECKPOINT, CONFIG, load_checkpoint
+from spnas.outputs.files import read_json, write_json
+from spnas.jobs.rundir import LOCK, STALE_TMP_GLOB
+from spnas.jobs.runs import CHECKPOINT, CONFIG, load_checkpoint
 
 
 def warmup_steps(warmup_fraction: float, epochs: int, steps_per_epoch: int) -> int:

@@ -6,11 +6,11 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from spnas.latency.predict import FORMULAS
-from spnas.jobconfig import JobSettings, setting
-from spnas.limits import Limit, at_least, fraction, one_of, positive
+from spnas.jobs.jobconfig import JobSettings, setting
+from spnas.jobs.limits import Limit, at_least, fraction, one_of, positive
 from spnas.nn.network import INDICATOR_SCALES
-from spnas.optim import OPTIMIZERS
-from spnas.space import SPACES
+from spnas.jobs.optim import OPTIMIZERS
+from spnas.model.space import SPACES
 
 
 #: what every field may be; shared by options, --config files and a resumed config.json

@@ -13,8 +13,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from spnas.plotting import pyplot, save_figure
-from spnas.space import MBCONV_OPS, SKIP, SearchSpace
+from spnas.outputs.plotting import pyplot, save_figure
+from spnas.model.space import MBCONV_OPS, SKIP, SearchSpace
 
 GROUPS = ("k5", "e3", "e6")
 #: share of skippable layers skipped at the end above which the search "collapsed to skips"

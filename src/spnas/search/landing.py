@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from spnas.arch import Architecture
+from spnas.model.arch import Architecture
 
 
 @dataclass

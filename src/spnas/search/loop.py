@@ -12,20 +12,20 @@ from typing import Any
 
 import torch
 
-from spnas.arch import Architecture
+from spnas.model.arch import Architecture
 from spnas.data.datasets import DataSplits
 from spnas.data.loader import eval_source
-from spnas.divergence import DivergenceGuard
-from spnas.engine import GlobalBatchStep, run_steps
+from spnas.jobs.divergence import DivergenceGuard
+from spnas.jobs.engine import GlobalBatchStep, run_steps
 from spnas.errors import SpnasError
-from spnas.evaluate import accuracy, recalibrated_batchnorm
-from spnas.files import write_json
+from spnas.jobs.evaluate import accuracy, recalibrated_batchnorm
+from spnas.outputs.files import write_json
 from spnas.latency.lut import LatencyTable
 from spnas.latency.predict import lut_tensor, predict_ms
 from spnas.nn.network import SinglePathNet
-from spnas.optim import make_optimizer, staircase_schedule
-from spnas.job import Job
-from spnas.runs import METRICS, MetricsLog, read_metrics, resumed_config
+from spnas.jobs.optim import make_optimizer, staircase_schedule
+from spnas.jobs.job import Job
+from spnas.jobs.runs import METRICS, MetricsLog, read_metrics, resumed_config
 from spnas.search.branch import warmup_steps
 from spnas.search.config import SearchConfig
 from spnas.search.diagnostics import Diagnosis, diagnose, plot_decisions
@@ -34,7 +34,7 @@ from spnas.search.objective import Regularisers, TargetController, regularisers
 from spnas.search.plots import plot_search_progress
 from spnas.search.methods import METHODS, MultiPath, SinglePath
 from spnas.search.random_search import CandidateTraining, draw_candidates
-from spnas.space import SearchSpace, space_for_data
+from spnas.model.space import SearchSpace, space_for_data
 
 
 @dataclass
@@ -73,7 +73,7 @@ def load_lut_for(space: SearchSpace, path: str | None) -> LatencyTable:
 def run_search(cfg: SearchConfig, resume_dir: str | None = None, force: bool = False,
                overrides: dict | None = None, data: DataSplits | None = None) -> SearchResult:
     """Search into a new run directory, or resume ``resume_dir`` (``overrides``: the options given
-    with ``--resume``; only :data:`~spnas.jobconfig.RESUME_OPTIONS` may change). Under torchrun every
+    with ``--resume``; only :data:`~spnas.jobs.jobconfig.RESUME_OPTIONS` may change). Under torchrun every
     rank calls this; rank 0 writes the files."""
     if resume_dir is not None:
         cfg = resumed_config(SearchConfig, Path(resume_dir), overrides or {})
@@ -190,7 +190,7 @@ def _random_search(job: Job, space: SearchSpace, lut: LatencyTable) -> SearchRes
 
 @dataclass
 class SearchSteps:
-    """One search step and one epoch end (what :func:`~spnas.engine.run_steps` calls), with what they
+    """One search step and one epoch end (what :func:`~spnas.jobs.engine.run_steps` calls), with what they
     need; built once by the job."""
 
     job: Job

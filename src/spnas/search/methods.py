@@ -19,13 +19,13 @@ from typing import ClassVar
 
 import torch
 
-from spnas.arch import Architecture
+from spnas.model.arch import Architecture
 from spnas.latency.lut import LatencyTable
 from spnas.latency.predict import differentiable_ms
 from spnas.nn.multipath import MultiPathNet
 from spnas.nn.network import SinglePathNet
 from spnas.search.repair import repair_to_budget
-from spnas.space import SearchSpace
+from spnas.model.space import SearchSpace
 
 
 @dataclass(frozen=True)

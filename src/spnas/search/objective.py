@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from spnas.optim import l2_penalty
+from spnas.jobs.optim import l2_penalty
 
 
 @dataclass

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
-from spnas.plotting import OP_COLORS, OP_ORDER, pyplot, save_figure
-from spnas.runs import read_metrics
-from spnas.space import SearchSpace
+from spnas.outputs.plotting import OP_COLORS, OP_ORDER, pyplot, save_figure
+from spnas.jobs.runs import read_metrics
+from spnas.model.space import SearchSpace
 
 
 def plot_search_progress(metrics_path: Path, out: Path, space: SearchSpace, target_ms: float | None,

@@ -19,17 +19,17 @@ from typing import Any
 
 import torch
 
-from spnas.arch import Architecture
-from spnas.engine import GlobalBatchStep
+from spnas.model.arch import Architecture
+from spnas.jobs.engine import GlobalBatchStep
 from spnas.errors import SpnasError
-from spnas.evaluate import accuracy, recalibrated_batchnorm
-from spnas.job import Job
+from spnas.jobs.evaluate import accuracy, recalibrated_batchnorm
+from spnas.jobs.job import Job
 from spnas.latency.lut import LatencyTable
 from spnas.latency.predict import predict_ms
 from spnas.nn.network import SinglePathNet
-from spnas.optim import l2_penalty, make_optimizer
-from spnas.runs import MetricsLog
-from spnas.space import SearchSpace
+from spnas.jobs.optim import l2_penalty, make_optimizer
+from spnas.jobs.runs import MetricsLog
+from spnas.model.space import SearchSpace
 
 #: draws tried for each candidate before the band is declared empty
 MAX_DRAWS = 100_000

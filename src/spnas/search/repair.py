@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from spnas.arch import Architecture
+from spnas.model.arch import Architecture
 from spnas.latency.lut import LatencyTable
 from spnas.latency.predict import predict_ms
 from spnas.nn.network import SinglePathNet

@@ -6,10 +6,10 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from spnas.errors import SpnasError
-from spnas.jobconfig import JobSettings, setting
-from spnas.limits import Limit, at_least, fraction, one_of, positive
-from spnas.optim import OPTIMIZERS
-from spnas.space import SPACES
+from spnas.jobs.jobconfig import JobSettings, setting
+from spnas.jobs.limits import Limit, at_least, fraction, one_of, positive
+from spnas.jobs.optim import OPTIMIZERS
+from spnas.model.space import SPACES
 
 RECIPES: dict[str, dict] = {
     # SPEC §6: the released final-training recipe (meant for 350 ImageNet epochs)

@@ -11,19 +11,19 @@ import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel
 
-from spnas.arch import Architecture, resolve_arch
+from spnas.model.arch import Architecture, resolve_arch
 from spnas.data.datasets import DataSplits
 from spnas.data.loader import eval_source, train_source
-from spnas.divergence import DivergenceGuard
-from spnas.engine import GlobalBatchStep, run_steps
+from spnas.jobs.divergence import DivergenceGuard
+from spnas.jobs.engine import GlobalBatchStep, run_steps
 from spnas.errors import SpnasError
-from spnas.evaluate import evaluate, recalibrated_batchnorm, reestimate_batchnorm
-from spnas.files import atomic_path, write_json
+from spnas.jobs.evaluate import evaluate, recalibrated_batchnorm, reestimate_batchnorm
+from spnas.outputs.files import atomic_path, write_json
 from spnas.nn.network import SinglePathNet
-from spnas.optim import cosine_schedule, l2_penalty, make_optimizer, staircase_schedule
-from spnas.job import Job
-from spnas.runs import MetricsLog, resumed_config
-from spnas.space import SearchSpace, space_for_data
+from spnas.jobs.optim import cosine_schedule, l2_penalty, make_optimizer, staircase_schedule
+from spnas.jobs.job import Job
+from spnas.jobs.runs import MetricsLog, resumed_config
+from spnas.model.space import SearchSpace, space_for_data
 from spnas.train.config import TrainConfig
 
 MODEL_FILE = "model.pt"
@@ -64,7 +64,7 @@ def param_groups(net: nn.Module, weight_decay: float) -> list[dict]:
 def run_train(cfg: TrainConfig, resume_dir: str | None = None, force: bool = False,
               overrides: dict | None = None, data: DataSplits | None = None) -> TrainResult:
     """Train ``cfg.arch`` into a new run directory, or resume ``resume_dir`` (``overrides``: the options
-    given with ``--resume``; only :data:`~spnas.jobconfig.RESUME_OPTIONS` may change). Under torchrun
+    given with ``--resume``; only :data:`~spnas.jobs.jobconfig.RESUME_OPTIONS` may change). Under torchrun
     every rank calls this; rank 0 writes the files and measures the model."""
     if resume_dir is not None:
         cfg = resumed_config(TrainConfig, Path(resume_dir), overrides or {})
@@ -137,7 +137,7 @@ def _train(job: Job, arch: Architecture, space: SearchSpace) -> TrainResult:
 
 @dataclass
 class TrainingSteps:
-    """One training step and one epoch end (what :func:`~spnas.engine.run_steps` calls), with what
+    """One training step and one epoch end (what :func:`~spnas.jobs.engine.run_steps` calls), with what
     they need; built once by the job."""
 
     job: Job

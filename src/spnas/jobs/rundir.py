@@ -27,7 +27,7 @@ except ImportError:  # pragma: no cover - Windows
 MARKER = ".spnas-run"
 #: the lock file of a run directory; it holds the PID of the process that writes there
 LOCK = ".spnas.lock"
-#: what :func:`spnas.files.atomic_path` leaves behind when a process is killed mid-write
+#: what :func:`spnas.outputs.files.atomic_path` leaves behind when a process is killed mid-write
 STALE_TMP_GLOB = ".*.tmp"
 
 

@@ -4,7 +4,7 @@ The stages, each recorded in ``pipeline.json`` like ``spnas run``'s (so the same
 the latency table; the targets (given, or spread between the fastest and slowest uniform nets); one
 shared warm-up, branched to every target (:mod:`spnas.search.branch`); every searched net and every
 uniform baseline trained with the same recipe once per seed; one interleaved measurement of all of
-them; the report (:mod:`spnas.sweep_report`).
+them; the report (:mod:`spnas.workflows.sweep_report`).
 """
 
 from __future__ import annotations
@@ -14,15 +14,15 @@ from functools import cached_property
 from dataclasses import dataclass
 from pathlib import Path
 
-from spnas.arch import Architecture, uniform
+from spnas.model.arch import Architecture, uniform
 from spnas.errors import SpnasError
 from spnas.latency.lut import LatencyTable
 from spnas.latency.predict import predict_ms
-from spnas.pipeline import Pipeline, PipelineOptions, open_pipeline
-from spnas.runs import CHECKPOINT
+from spnas.workflows.pipeline import Pipeline, PipelineOptions, open_pipeline
+from spnas.jobs.runs import CHECKPOINT
 from spnas.search.branch import branch_search, warmup_steps
 from spnas.search.methods import METHODS
-from spnas.sweep_report import write_sweep_report
+from spnas.workflows.sweep_report import write_sweep_report
 
 #: the uniform nets of the sweep's front
 UNIFORM_OPS = ("k3e3", "k5e3", "k3e6", "k5e6")

@@ -11,8 +11,8 @@ import torch
 from spnas.data.datasets import load_data
 from spnas.data.loader import eval_source
 from spnas.errors import SpnasError
-from spnas.files import atomic_path
-from spnas.onnx_io import onnx_bytes
+from spnas.outputs.files import atomic_path
+from spnas.deploy.onnx_io import onnx_bytes
 
 FORMATS = ("onnx", "torchscript")
 TOLERANCE = 1e-4

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from spnas.errors import SpnasError
-from spnas.files import atomic_write_text, read_json
-from spnas.space import MBCONV_OPS, SKIP, SearchSpace, get_space
+from spnas.outputs.files import atomic_write_text, read_json
+from spnas.model.space import MBCONV_OPS, SKIP, SearchSpace, get_space
 
 ALL_OPS = MBCONV_OPS + (SKIP,)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from spnas.space import SearchSpace
+from spnas.model.space import SearchSpace
 
 
 def count_params(model: nn.Module) -> int:

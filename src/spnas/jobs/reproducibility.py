@@ -20,7 +20,7 @@ import torch
 
 from spnas import __version__
 from spnas.errors import SpnasError
-from spnas.files import read_json, write_json
+from spnas.outputs.files import read_json, write_json
 from spnas.latency.device_profiler import device_info
 
 ENVIRONMENT = "environment.json"

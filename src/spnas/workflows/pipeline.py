@@ -23,13 +23,13 @@ from typing import Iterator
 
 import torch
 
-from spnas.arch import Architecture, uniform
+from spnas.model.arch import Architecture, uniform
 from spnas.data.datasets import DataSplits, load_data, with_train_subset
-from spnas.engine import Interrupted
-from spnas.device import Precision, resolve_device
+from spnas.jobs.engine import Interrupted
+from spnas.jobs.device import Precision, resolve_device
 from spnas.errors import SpnasError
-from spnas.export import export_model
-from spnas.files import read_json, write_json
+from spnas.deploy.export import export_model
+from spnas.outputs.files import read_json, write_json
 from spnas.latency.device_profiler import Protocol, measure_until_stable
 from spnas.latency.fresh_process import measure_onnx_models
 from spnas.latency.lut import LatencyTable
@@ -37,13 +37,13 @@ from spnas.latency.predict import predict_ms
 from spnas.latency.profile import profile_space
 from spnas.latency.targets import Target, get_target
 from spnas.latency.validate import validate
-from spnas.progress import RoundProgress
-from spnas.report import comparison_warnings, write_report
-from spnas.rundir import check_new_run_dir, run_directory
-from spnas.runs import CHECKPOINT
+from spnas.jobs.progress import RoundProgress
+from spnas.workflows.report import comparison_warnings, write_report
+from spnas.jobs.rundir import check_new_run_dir, run_directory
+from spnas.jobs.runs import CHECKPOINT
 from spnas.search.config import SearchConfig
 from spnas.search.loop import run_search
-from spnas.space import SearchSpace, space_for_data
+from spnas.model.space import SearchSpace, space_for_data
 from spnas.train.config import TrainConfig
 from spnas.train.loop import load_model, run_train
 

@@ -20,14 +20,14 @@ import torch
 
 from spnas.data.datasets import DataSplits, load_data
 from spnas.data.loader import train_source
-from spnas.device import Precision, resolve_device
-from spnas.divergence import DivergenceGuard
+from spnas.jobs.device import Precision, resolve_device
+from spnas.jobs.divergence import DivergenceGuard
 from spnas.errors import SpnasError
-from spnas.jobconfig import default_workers
-from spnas.replicas import Replicas, check_parts
-from spnas.reproducibility import ENVIRONMENT, deterministic_algorithms, record_environment
-from spnas.rundir import check_new_run_dir
-from spnas.runs import (CHECKPOINT, METRICS, MetricsLog, job_directory, new_config, note, restore_checkpoint,
+from spnas.jobs.jobconfig import default_workers
+from spnas.jobs.replicas import Replicas, check_parts
+from spnas.jobs.reproducibility import ENVIRONMENT, deterministic_algorithms, record_environment
+from spnas.jobs.rundir import check_new_run_dir
+from spnas.jobs.runs import (CHECKPOINT, METRICS, MetricsLog, job_directory, new_config, note, restore_checkpoint,
                         save_checkpoint)
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from spnas.divergence import DivergenceGuard, gradient_norm
+from spnas.jobs.divergence import DivergenceGuard, gradient_norm
 from spnas.errors import SpnasError
 
 DEVICES_HELP = "auto (CUDA when present), cpu, cuda or cuda:N"

@@ -15,10 +15,10 @@ import random
 import statistics
 from pathlib import Path
 
-from spnas.files import atomic_write_text, write_json
-from spnas.plotting import pyplot, save_figure
-from spnas.report import comparison_warnings, same_networks
-from spnas.text_table import format_table
+from spnas.outputs.files import atomic_write_text, write_json
+from spnas.outputs.plotting import pyplot, save_figure
+from spnas.workflows.report import comparison_warnings, same_networks
+from spnas.outputs.text_table import format_table
 
 
 def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:

@@ -15,12 +15,12 @@ import torch
 import yaml
 
 from spnas.errors import SpnasError
-from spnas.files import atomic_path, read_json, write_json
+from spnas.outputs.files import atomic_path, read_json, write_json
 from spnas.data.datasets import DATA_DIR_ENV
-from spnas.divergence import first_non_finite
-from spnas.jobconfig import RESUME_OPTIONS
-from spnas.limits import option_name
-from spnas.rundir import run_directory
+from spnas.jobs.divergence import first_non_finite
+from spnas.jobs.jobconfig import RESUME_OPTIONS
+from spnas.jobs.limits import option_name
+from spnas.jobs.rundir import run_directory
 
 CHECKPOINT = "checkpoint.pt"
 CONFIG = "config.json"

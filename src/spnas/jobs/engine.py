@@ -1,6 +1,6 @@
 """What search and training share: one optimisation step over a global batch, and the step loop.
 
-:class:`GlobalBatchStep` runs this rank's parts of a global batch (see :mod:`spnas.replicas`),
+:class:`GlobalBatchStep` runs this rank's parts of a global batch (see :mod:`spnas.jobs.replicas`),
 accumulates their gradients, checks the loss and the gradients, and steps the optimiser, on any device
 and any number of ranks. :func:`run_steps` drives the steps: progress, epoch ends, checkpoints (every
 epoch end, and every ``checkpoint_s`` seconds in between, so a long epoch on a machine that may
@@ -19,12 +19,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from spnas.device import Precision
-from spnas.divergence import DivergenceGuard
+from spnas.jobs.device import Precision
+from spnas.jobs.divergence import DivergenceGuard
 from spnas.errors import SpnasError
-from spnas.progress import bar
-from spnas.replicas import Replicas, part_seed
-from spnas.runs import StopFlag
+from spnas.jobs.progress import bar
+from spnas.jobs.replicas import Replicas, part_seed
+from spnas.jobs.runs import StopFlag
 
 #: ``batch(part) -> (images, labels)``: one part of the current step's global batch
 PartBatch = Callable[[int], "tuple[torch.Tensor, torch.Tensor]"]

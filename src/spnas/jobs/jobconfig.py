@@ -11,8 +11,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from spnas.device import AMP_MODES
-from spnas.limits import Limit, at_least, check_limits, one_of, positive
+from spnas.jobs.device import AMP_MODES
+from spnas.jobs.limits import Limit, at_least, check_limits, one_of, positive
 
 
 def setting(default: Any, help: str) -> Any:

@@ -7,11 +7,11 @@ import io
 import shutil
 from pathlib import Path
 
-from spnas.arch import Architecture
-from spnas.files import atomic_write_text, write_json
-from spnas.plotting import OP_COLORS, OP_ORDER, pyplot, save_figure
-from spnas.space import SKIP, SearchSpace, op_kernel_expand
-from spnas.text_table import format_table
+from spnas.model.arch import Architecture
+from spnas.outputs.files import atomic_write_text, write_json
+from spnas.outputs.plotting import OP_COLORS, OP_ORDER, pyplot, save_figure
+from spnas.model.space import SKIP, SearchSpace, op_kernel_expand
+from spnas.outputs.text_table import format_table
 
 
 def dominated_by(rows: list[dict], name: str) -> list[str]:

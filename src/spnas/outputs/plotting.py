@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from spnas.files import atomic_path
-from spnas.space import MBCONV_OPS, SKIP
+from spnas.outputs.files import atomic_path
+from spnas.model.space import MBCONV_OPS, SKIP
 
 #: ops in plotting order (small to large) and their colours, the same in every figure
 OP_ORDER = (SKIP,) + MBCONV_OPS

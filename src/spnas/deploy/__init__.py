@@ -1,0 +1,1 @@
+"""Getting a trained network out: ONNX export and the ONNX files' I/O."""

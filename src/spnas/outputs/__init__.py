@@ -1,0 +1,1 @@
+"""Writing results people and programs read: atomic files and JSON, text tables, plots."""
