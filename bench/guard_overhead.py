@@ -34,7 +34,7 @@ def flat_lut(space: SearchSpace) -> LatencyTable:
     """A table of equal entries: its values do not change the time of a step, only its existence does."""
     stats = {k: {"median": 0.1, "iqr": 0.0} for k in ("overhead", "prefix", "suffix")}
     stats.update({layer_key(l.index, op): {"median": 0.1, "iqr": 0.0} for l in space.layers() for op in MBCONV_OPS})
-    info = {"target": "none", "runtime": "none", "runtime_version": "-", "threads": 1}
+    info = {"backend": "none", "runtime": "none", "runtime_version": "-", "threads": 1}
     return lut_from_stats(space, stats, info, {})
 
 

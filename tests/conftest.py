@@ -71,7 +71,7 @@ def fake_lut(space, base: float = 0.1):
         for op, c in cost.items():
             ms = base * c * (l.out_channels / 16) * (l.input_size / 8) ** 2 / 4 + 0.01
             stats[layer_key(l.index, op)] = {"median": ms, "iqr": 0.0}
-    info = {"target": "onnxruntime-cpu", "runtime": "onnxruntime", "runtime_version": "test", "threads": 1}
+    info = {"backend": "onnxruntime-cpu", "runtime": "onnxruntime", "runtime_version": "test", "threads": 1}
     return lut_from_stats(space, stats, info, {"repeats": 0})
 
 

@@ -36,7 +36,7 @@ def test_profile_measure_validate_on_this_machine(tmp_path):
     out = spnas("latency", "profile", *tiny_space_args(), "--repeats", "5", "--warmup", "1", "--out", str(lut_path))
     assert out.returncode == 0, out.stderr
     lut = LatencyTable.load(lut_path)
-    assert lut.target == "onnxruntime-cpu" and lut.threads == 1 and lut.runtime_version
+    assert lut.backend == "onnxruntime-cpu" and lut.threads == 1 and lut.runtime_version
     assert lut.space_def["width"] == 0.25 and lut.input_size == 16
     assert all(v >= 0 for row in lut.layers for v in row.values())
     assert {"warmup", "repeats", "seed"} <= set(lut.protocol)
@@ -91,3 +91,24 @@ def test_bundle_round_trip(tmp_path):
     # refuses to overwrite a non-empty bundle directory
     again = spnas("latency", "bundle", *tiny_space_args(), "--out", str(bundle))
     assert again.returncode == 2 and "not empty" in again.stderr
+
+
+def test_tables_and_options_of_earlier_versions_still_work(tmp_path):
+    """The device side was called 'target' before it became 'backend': old LUTs load, --target parses."""
+    from conftest import fake_lut
+    from spnas.cli.main import build_parser
+    from spnas.model.space import get_space
+
+    saved = tmp_path / "lut.json"
+    fake_lut(get_space("small", width=0.25, input_size=16, num_classes=4)).save(saved)
+    data = json.loads(saved.read_text())
+    assert data["backend"] == "onnxruntime-cpu" and "target" not in data
+    data["target"] = data.pop("backend")
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps(data))
+    assert LatencyTable.load(old).backend == "onnxruntime-cpu"
+    parser = build_parser()
+    for command in (["run"], ["sweep"], ["latency", "profile", "--out", "x.json"]):
+        assert parser.parse_args([*command, "--target", "torch-cpu"]).backend == "torch-cpu"
+        assert parser.parse_args([*command, "--backend", "torch-cpu"]).backend == "torch-cpu"
+        assert parser.parse_args(command).backend == "onnxruntime-cpu"

@@ -59,7 +59,7 @@ def test_paper_formula_matches_exact_when_its_ratio_assumption_holds(pixel1):
 
 def test_latency_gradient_reaches_every_threshold(supernet, small_space):
     stats = {p.key: {"median": 1.0 + i * 0.01, "iqr": 0.0} for i, p in enumerate(all_parts(small_space))}
-    info = {"target": "t", "runtime": "r", "runtime_version": "0", "threads": 1}
+    info = {"backend": "t", "runtime": "r", "runtime_version": "0", "threads": 1}
     lut = lut_from_stats(small_space, stats, info, {})
     ms = differentiable_ms(lut, supernet.current_indicators())
     ms.backward()

@@ -18,7 +18,7 @@ from spnas.latency.lut import LatencyTable, import_pixel1
 from spnas.latency.predict import predict_ms
 from spnas.latency.parts import Part
 from spnas.latency.profile import lut_from_bundle_results, measure_parts, profile_space
-from spnas.latency.targets import TARGETS, get_target
+from spnas.latency.backends import BACKENDS, get_backend
 from spnas.latency.validate import SAMPLINGS, VALIDATION_FILES, ValidationResult, validate
 from spnas.nn.network import SinglePathNet
 from spnas.jobs.rundir import check_output_file, checked_out_path, run_directory
@@ -30,10 +30,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     lsub = p.add_subparsers(dest="latency_cmd", required=True,
                             metavar="{profile,import-pixel1,predict,measure,validate,bundle}")
 
-    prof = lsub.add_parser("profile", help="measure every op of every layer on a target -> LUT")
+    prof = lsub.add_parser("profile", help="measure every op of every layer on a backend -> LUT")
     prof.add_argument("--space", default="small", help=f"search space ({', '.join(SPACES)})")
     add_space_overrides(prof)
-    _add_target_args(prof, repeats=100)
+    _add_backend_args(prof, repeats=100)
     prof.add_argument("--from-bundle-results", metavar="FILE",
                       help="build the LUT from a device bundle's results.json instead of measuring here; the whole "
                       "networks the device timed calibrate it, and their accuracy report goes to --validation-out")
@@ -55,17 +55,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     pred.add_argument("--json", action="store_true")
     pred.set_defaults(func=run_predict)
 
-    meas = lsub.add_parser("measure", help="measure one whole architecture end to end on a target")
+    meas = lsub.add_parser("measure", help="measure one whole architecture end to end on a backend")
     meas.add_argument("arch", help=ARCH_HELP)
     meas.add_argument("--space", help="space (default: the one the architecture names)")
     add_space_overrides(meas)
-    _add_target_args(meas, repeats=100)
+    _add_backend_args(meas, repeats=100)
     meas.add_argument("--lut", help="also print this LUT's prediction")
     meas.add_argument("--json", action="store_true")
     meas.set_defaults(func=run_measure)
 
     val = lsub.add_parser("validate", help="predicted vs measured latency of random architectures")
-    val.add_argument("--lut", required=True, help="LUT file (its target is re-measured here)")
+    val.add_argument("--lut", required=True, help="LUT file (its backend is re-measured here)")
     val.add_argument("--samples", type=int, default=60, help="random architectures (default 60)")
     val.add_argument("--sampling", choices=SAMPLINGS, default="stratified",
                      help="stratified (default): from the smallest to the largest net, the number of skipped layers "
@@ -91,9 +91,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     bun.set_defaults(func=run_bundle)
 
 
-def _add_target_args(p: argparse.ArgumentParser, repeats: int) -> None:
+def _add_backend_args(p: argparse.ArgumentParser, repeats: int) -> None:
     g = p.add_argument_group("measurement")
-    g.add_argument("--target", default="onnxruntime-cpu", help=f"one of {', '.join(TARGETS)}")
+    g.add_argument("--backend", default="onnxruntime-cpu", help=f"where to measure: one of {', '.join(BACKENDS)}")
+    g.add_argument("--target", dest="backend", default="onnxruntime-cpu", help=argparse.SUPPRESS)  # its old name
     g.add_argument("--threads", type=int, default=1, help="intra-op threads (default 1)")
     g.add_argument("--warmup", type=int, default=10, help="untimed runs per model first")
     g.add_argument("--repeats", type=int, default=repeats, help="timed rounds (interleaved)")
@@ -132,13 +133,13 @@ def run_profile(args: argparse.Namespace) -> int:
             print("spnas: note: this bundle has no whole networks (made by an older spnas): the table is "
                   "neither validated nor calibrated", file=sys.stderr)
         else:
-            _print_validation(validation, lut.target)
+            _print_validation(validation, lut.backend)
     else:
         space = space_from_args(args)
         protocol = _protocol(args)
-        lut = profile_space(space, get_target(args.target, args.threads), protocol)
+        lut = profile_space(space, get_backend(args.backend, args.threads), protocol)
     lut.save(args.out)
-    print(f"wrote {args.out}: {lut.target}, {len(lut.layers)} layers, constant {lut.constant_ms:.3f} ms, "
+    print(f"wrote {args.out}: {lut.backend}, {len(lut.layers)} layers, constant {lut.constant_ms:.3f} ms, "
           f"range {min(min(r.values()) for r in lut.layers):.3f}-{max(max(r.values()) for r in lut.layers):.3f} ms/layer")
     return 0
 
@@ -159,10 +160,10 @@ def run_predict(args: argparse.Namespace) -> int:
     raw, ms = predict_ms(lut, arch, calibrated=False), predict_ms(lut, arch)
     if args.json:
         print(json.dumps({"arch": arch.to_string(), "predicted_ms": ms, "predicted_raw_ms": raw,
-                          "target": lut.target}))
+                          "backend": lut.backend}))
     else:
         extra = f" (plain sum {raw:.3f} ms, calibrated)" if lut.calibration else ""
-        print(f"{arch.to_string()}\npredicted {ms:.3f} ms on {lut.target}{extra}")
+        print(f"{arch.to_string()}\npredicted {ms:.3f} ms on {lut.backend}{extra}")
     return 0
 
 
@@ -173,17 +174,17 @@ def run_measure(args: argparse.Namespace) -> int:
     if lut:
         lut.check(space, args.lut)
     protocol = _protocol(args, lut.timing_cache if lut else Protocol.cache)
-    target = get_target(args.target, args.threads)
+    backend = get_backend(args.backend, args.threads)
     part = Part("net", SinglePathNet(space, arch).eval(), [1, space.in_channels, space.input_size, space.input_size])
-    stats = measure_parts(target, [part], protocol)[0]["net"]
-    result = {"arch": arch.to_string(), "target": target.name, "threads": args.threads, "cache": protocol.cache,
+    stats = measure_parts(backend, [part], protocol)[0]["net"]
+    result = {"arch": arch.to_string(), "backend": backend.name, "threads": args.threads, "cache": protocol.cache,
               "measured_ms": stats.median, "iqr_ms": stats.iqr, "min_ms": stats.min, "n": stats.n}
     if lut:
         result["predicted_ms"] = predict_ms(lut, arch)
     if args.json:
         print(json.dumps(result))
     else:
-        line = f"measured {stats.median:.3f} ms (IQR {stats.iqr:.3f}, n={stats.n}) on {target.name}"
+        line = f"measured {stats.median:.3f} ms (IQR {stats.iqr:.3f}, n={stats.n}) on {backend.name}"
         if "predicted_ms" in result:
             err = (result["predicted_ms"] - stats.median) / stats.median * 100
             line += f"; predicted {result['predicted_ms']:.3f} ms ({err:+.1f}%)"
@@ -195,8 +196,8 @@ def run_validate(args: argparse.Namespace) -> int:
     lut = LatencyTable.load(args.lut)
     space = lut.search_space()
     lut.check(space, args.lut)
-    if lut.target not in TARGETS:
-        raise SpnasError(f"{args.lut}: target {lut.target!r} cannot be measured here; "
+    if lut.backend not in BACKENDS:
+        raise SpnasError(f"{args.lut}: backend {lut.backend!r} cannot be measured here; "
                          f"validate on the device it was profiled on")
     if args.samples < 4:
         raise SpnasError("--samples must be at least 4 (half calibrate, half are held out)")
@@ -206,9 +207,9 @@ def run_validate(args: argparse.Namespace) -> int:
     for name in VALIDATION_FILES:
         check_output_file(out / name, args.force)
     protocol = _protocol(args, lut.timing_cache)
-    target = get_target(lut.target, lut.threads)
-    result = validate(lut, space, target, args.samples, args.seed, protocol, out, args.sampling)
-    _print_validation(result, lut.target)
+    backend = get_backend(lut.backend, lut.threads)
+    result = validate(lut, space, backend, args.samples, args.seed, protocol, out, args.sampling)
+    _print_validation(result, lut.backend)
     if args.write_calibration:
         lut.calibration = result.calibration
         lut.save(args.lut)
@@ -217,9 +218,9 @@ def run_validate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_validation(result: ValidationResult, target: str) -> None:
+def _print_validation(result: ValidationResult, backend: str) -> None:
     raw, cal = result.report["held_out_raw"], result.report["held_out_calibrated"]
-    print(f"held-out {cal['n']} architectures on {target}:")
+    print(f"held-out {cal['n']} architectures on {backend}:")
     for name, m in (("plain sum", raw), ("calibrated", cal)):
         print(f"  {name:10s} MAPE {m['mape_pct']:.2f}%  RMSE {m['rmse_ms']:.3f} ms  max {m['max_abs_error_pct']:.1f}%  "
               f"within 5% {m['within_5pct'] * 100:.0f}%  within 10% {m['within_10pct'] * 100:.0f}%  "

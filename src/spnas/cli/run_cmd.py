@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from spnas.jobs.engine import Interrupted
-from spnas.latency.targets import TARGETS
+from spnas.latency.backends import BACKENDS
 from spnas.workflows.pipeline import RUN_PRESETS, PipelineOptions, run_pipeline
 from spnas.model.space import SPACES
 
@@ -33,7 +33,9 @@ def add_pipeline_arguments(p: argparse.ArgumentParser, default_out: str) -> None
     p.add_argument("--data-dir", help="directory with the dataset files (env SPNAS_DATA_DIR)")
     p.add_argument("--space", default="small", choices=list(SPACES),
                    help="search space, adapted to the data's size, channels and classes (default small)")
-    p.add_argument("--target", default="onnxruntime-cpu", choices=list(TARGETS),
+    p.add_argument("--target", dest="backend", default="onnxruntime-cpu", choices=list(BACKENDS),
+                   help=argparse.SUPPRESS)  # its old name
+    p.add_argument("--backend", default="onnxruntime-cpu", choices=list(BACKENDS),
                    help="where the latency table is profiled and the models measured (default onnxruntime-cpu)")
     p.add_argument("--lut", help="a latency table made on another device (e.g. a phone, with 'spnas latency "
                    "bundle'): nothing is profiled or measured here, and the report compares predicted latencies")
@@ -57,7 +59,7 @@ def add_pipeline_arguments(p: argparse.ArgumentParser, default_out: str) -> None
 def pipeline_options(args: argparse.Namespace) -> PipelineOptions:
     return PipelineOptions(
         preset=args.preset, out=args.out, data=args.data, data_dir=args.data_dir, space=args.space,
-        target_ms=getattr(args, "target_ms", None), target=args.target, lut=args.lut, threads=args.threads,
+        target_ms=getattr(args, "target_ms", None), backend=args.backend, lut=args.lut, threads=args.threads,
         force=args.force, cache=not args.no_cache, device=args.device, amp=args.amp,
         nproc_per_node=args.nproc_per_node, deterministic=args.deterministic, search_epochs=args.search_epochs,
         train_epochs=args.train_epochs)

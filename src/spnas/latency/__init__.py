@@ -1,1 +1,1 @@
-"""Runtime model: per-layer latency tables (LUTs), targets that measure them, and prediction."""
+"""Runtime model: per-layer latency tables (LUTs), the backends that measure them, and prediction."""

@@ -47,7 +47,7 @@ VALIDATION_NETWORKS = 40
 NETWORK_PREFIX = "net/"
 
 
-def write_bundle(space: SearchSpace, out_dir: Path, target_name: str = "onnxruntime-device",
+def write_bundle(space: SearchSpace, out_dir: Path, backend_name: str = "onnxruntime-device",
                  networks: int = VALIDATION_NETWORKS, seed: int = 0) -> Path:
     """Write the bundle into ``out_dir`` (the caller makes it a fresh, locked run directory)."""
     out_dir = Path(out_dir)
@@ -67,7 +67,7 @@ def write_bundle(space: SearchSpace, out_dir: Path, target_name: str = "onnxrunt
     shutil.copyfile(device_profiler.__file__, out_dir / SCRIPT_NAME)
     atomic_write_text(out_dir / "README.txt",
                       README.format(space=space.name, fingerprint=space.fingerprint(), script=SCRIPT_NAME))
-    manifest = {"format": "spnas-bundle/1", "target": target_name, "space": space.to_dict(),
+    manifest = {"format": "spnas-bundle/1", "backend": backend_name, "space": space.to_dict(),
                 "space_fingerprint": space.fingerprint(), "models": models,
                 "networks": {f"{NETWORK_PREFIX}{i}": arch.to_string() for i, arch in enumerate(archs)},
                 "validation": {"seed": seed, "sampling": "stratified"}}
@@ -90,7 +90,7 @@ def calibrate_from_bundle_results(lut: LatencyTable, results: dict[str, Any], so
     except KeyError as err:
         raise SpnasError(f"{source}: the device's results lack a validation network's timing ({err})") from None
     validation = results["manifest"].get("validation", {})
-    info = {"target": lut.target, "runtime": lut.runtime, "runtime_version": lut.runtime_version,
+    info = {"backend": lut.backend, "runtime": lut.runtime, "runtime_version": lut.runtime_version,
             "threads": lut.threads, "device": lut.device}
     result = validation_report(lut, space, archs, measured, int(validation.get("seed", 0)), info, results["protocol"],
                                out_dir, validation.get("sampling", "stratified"), results.get("conditions"))

@@ -23,7 +23,7 @@ def measure_onnx_models(models: dict[str, str], input_shape: list[int], threads:
     """Median timings of ``models`` (name -> ONNX file) and the conditions they were taken under."""
     workdir.mkdir(parents=True, exist_ok=True)
     write_json(workdir / "manifest.json", {
-        "format": "spnas-bundle/1", "target": "onnxruntime-cpu",
+        "format": "spnas-bundle/1", "backend": "onnxruntime-cpu",
         "models": {name: {"file": str(Path(path).absolute()), "input_shape": input_shape} for name, path in models.items()}})
     results = workdir / "results.json"
     command = [sys.executable, "-I", device_profiler.__file__, "--bundle", str(workdir), "--threads", str(threads),

@@ -42,7 +42,8 @@ class Calibration:
 
 @dataclass
 class LatencyTable:
-    target: str
+    #: where the table was measured (onnxruntime-cpu, a phone's runtime, ...)
+    backend: str
     runtime: str
     runtime_version: str
     threads: int
@@ -113,7 +114,9 @@ class LatencyTable:
         if data.get("format") != LUT_FORMAT:
             raise SpnasError(f"{source}: field 'format' is {data.get('format')!r}, expected {LUT_FORMAT!r} "
                              "(convert the paper's table with 'spnas latency import-pixel1')")
-        required = ("target", "runtime", "runtime_version", "threads", "space", "space_fingerprint",
+        if "backend" not in data and "target" in data:  # tables of older versions
+            data = {**data, "backend": data["target"]}
+        required = ("backend", "runtime", "runtime_version", "threads", "space", "space_fingerprint",
                     "input_size", "constant_ms", "layers")
         for key in required:
             if key not in data:
@@ -130,42 +133,50 @@ class LatencyTable:
                 _check_ms(row[op], f"{source}: layers[{i}].{op}")
         known = {f for f in cls.__dataclass_fields__}
         kwargs = {k: v for k, v in data.items() if k in known}
-        for key, kind in (("threads", int), ("input_size", int), ("space", str), ("target", str)):
+        for key, kind in (("threads", int), ("input_size", int), ("space", str), ("backend", str)):
             if not isinstance(data[key], kind) or isinstance(data[key], bool):
                 raise SpnasError(f"{source}: field '{key}' must be {kind.__name__}, got {data[key]!r}")
         for key, kind in (("protocol", dict), ("device", dict), ("space_def", dict), ("conditions", dict)):
             if key in data and not isinstance(data[key], kind):
                 raise SpnasError(f"{source}: field '{key}' must be a JSON object")
-        cal = kwargs.get("calibration")
-        if cal is not None:
-            if (not isinstance(cal, dict) or not {"a", "b"} <= set(cal)
-                    or set(cal) - {"a", "b", "fitted_on", "note", "per_layer"}):
-                raise SpnasError(f"{source}: field 'calibration' needs numbers 'a' and 'b' (and nothing else "
-                                 "but 'per_layer', 'fitted_on', 'note')")
-            for key in ("a", "b", "per_layer"):
-                if key in cal:
-                    _check_number(cal[key], f"{source}: field 'calibration.{key}'")
-            kwargs["calibration"] = Calibration(**cal)
+        if kwargs.get("calibration") is not None:
+            kwargs["calibration"] = _calibration(kwargs["calibration"], source)
         lut = cls(**kwargs)
-        space = lut.search_space(source)  # a malformed space definition is refused here, not mid-search
-        if len(lut.layers) != space.num_layers:
-            raise SpnasError(f"{source}: has {len(lut.layers)} layers, its space has {space.num_layers}")
-        fastest = lut.constant_ms + sum(0.0 if spec.skippable else min(row[op] for op in MBCONV_OPS)
-                                        for spec, row in zip(space.layers(), lut.layers))
-        slowest = lut.constant_ms + sum(max(row[op] for op in MBCONV_OPS) for row in lut.layers)
-        fewest = sum(not spec.skippable for spec in space.layers())
-        if lut.calibration and lut.calibration.a <= 0:
-            raise SpnasError(f"{source}: field 'calibration.a' must be > 0 (a larger net must predict slower), "
-                             f"got {lut.calibration.a}")
-        lowest = lut.calibration.apply(fastest, fewest) if lut.calibration else fastest
-        if not lowest > 0:
-            raise SpnasError(f"{source}: predicts {lowest:.4g} ms for the fastest network (constant_ms "
-                             f"{lut.constant_ms}{', calibration' if lut.calibration else ''}); latencies must be > 0: "
-                             "re-profile or re-calibrate the table")
-        if not (lut.calibration.apply(slowest, space.num_layers) if lut.calibration else slowest) < FLOAT32_MAX:
-            raise SpnasError(f"{source}: predicts more than {FLOAT32_MAX:.3g} ms for the slowest network, "
-                             "beyond float32; check the table's units")
+        _check_range(lut, source)
         return lut
+
+
+def _calibration(cal: Any, source: str) -> Calibration:
+    if (not isinstance(cal, dict) or not {"a", "b"} <= set(cal)
+            or set(cal) - {"a", "b", "fitted_on", "note", "per_layer"}):
+        raise SpnasError(f"{source}: field 'calibration' needs numbers 'a' and 'b' (and nothing else "
+                         "but 'per_layer', 'fitted_on', 'note')")
+    for key in ("a", "b", "per_layer"):
+        if key in cal:
+            _check_number(cal[key], f"{source}: field 'calibration.{key}'")
+    return Calibration(**cal)
+
+
+def _check_range(lut: LatencyTable, source: str) -> None:
+    """The table fits its space and predicts positive, float32-sized latencies for every network."""
+    space = lut.search_space(source)  # a malformed space definition is refused here, not mid-search
+    if len(lut.layers) != space.num_layers:
+        raise SpnasError(f"{source}: has {len(lut.layers)} layers, its space has {space.num_layers}")
+    fastest = lut.constant_ms + sum(0.0 if spec.skippable else min(row[op] for op in MBCONV_OPS)
+                                    for spec, row in zip(space.layers(), lut.layers))
+    slowest = lut.constant_ms + sum(max(row[op] for op in MBCONV_OPS) for row in lut.layers)
+    fewest = sum(not spec.skippable for spec in space.layers())
+    if lut.calibration and lut.calibration.a <= 0:
+        raise SpnasError(f"{source}: field 'calibration.a' must be > 0 (a larger net must predict slower), "
+                         f"got {lut.calibration.a}")
+    lowest = lut.calibration.apply(fastest, fewest) if lut.calibration else fastest
+    if not lowest > 0:
+        raise SpnasError(f"{source}: predicts {lowest:.4g} ms for the fastest network (constant_ms "
+                         f"{lut.constant_ms}{', calibration' if lut.calibration else ''}); latencies must be > 0: "
+                         "re-profile or re-calibrate the table")
+    if not (lut.calibration.apply(slowest, space.num_layers) if lut.calibration else slowest) < FLOAT32_MAX:
+        raise SpnasError(f"{source}: predicts more than {FLOAT32_MAX:.3g} ms for the slowest network, "
+                         "beyond float32; check the table's units")
 
 
 def _check_number(value: Any, where: str) -> None:
@@ -195,7 +206,7 @@ def lut_from_stats(
 
     parts = {"prefix": net("prefix"), "suffix": net("suffix"), "overhead": overhead}
     return LatencyTable(
-        target=info["target"], runtime=info["runtime"], runtime_version=info["runtime_version"],
+        backend=info["backend"], runtime=info["runtime"], runtime_version=info["runtime_version"],
         threads=info["threads"], device=dict(info.get("device", {})),
         space=space.name, space_fingerprint=space.fingerprint(), input_size=space.input_size,
         space_def=space.to_dict(), constant_ms=sum(parts.values()), constant_parts=parts,
@@ -227,7 +238,7 @@ def import_pixel1(path: str | Path, space: SearchSpace) -> LatencyTable:
             entry[op] = float(row[str(j)])
         layers.append(entry)
     return LatencyTable(
-        target="pixel1-tflite", runtime="tflite", runtime_version="released Single-Path NAS model",
+        backend="pixel1-tflite", runtime="tflite", runtime_version="released Single-Path NAS model",
         threads=1, space=space.name, space_fingerprint=space.fingerprint(), input_size=space.input_size,
         space_def=space.to_dict(), constant_ms=PIXEL1_CONSTANT_MS, layers=layers,
         protocol={"runs": 50, "source": "Stamoulis et al. 2019, released runtime model"},

@@ -1,4 +1,4 @@
-"""Profile a space on a target: time every op of every layer and the fixed parts, build a LUT."""
+"""Profile a space on a backend: time every op of every layer and the fixed parts, build a LUT."""
 
 from __future__ import annotations
 
@@ -9,18 +9,18 @@ from spnas.errors import SpnasError
 from spnas.latency.device_profiler import Protocol, Stats, measure_until_stable
 from spnas.latency.lut import LatencyTable, lut_from_stats
 from spnas.latency.parts import Part, all_parts
-from spnas.latency.targets import Target
+from spnas.latency.backends import Backend
 from spnas.jobs.progress import RoundProgress, bar
 from spnas.model.space import SearchSpace
 
 
-def measure_parts(target: Target, parts: list[Part], protocol: Protocol) -> tuple[dict[str, Stats], dict]:
-    """Prepare every part on the target, then time them all interleaved (one protocol for all) until
+def measure_parts(backend: Backend, parts: list[Part], protocol: Protocol) -> tuple[dict[str, Stats], dict]:
+    """Prepare every part on the backend, then time them all interleaved (one protocol for all) until
     the medians are stable; returns the statistics and the conditions (whose warnings are printed)."""
     runners = {}
-    with bar(len(parts), f"preparing {target.name}", "model") as progress:
+    with bar(len(parts), f"preparing {backend.name}", "model") as progress:
         for part in parts:
-            runners[part.key] = target.runner(part.module, part.input_shape)
+            runners[part.key] = backend.runner(part.module, part.input_shape)
             progress.update()
     stats, conditions = measure_until_stable(runners, protocol, RoundProgress(f"timing {len(parts)} models"))
     for warning in conditions["warnings"]:
@@ -28,9 +28,9 @@ def measure_parts(target: Target, parts: list[Part], protocol: Protocol) -> tupl
     return stats, conditions
 
 
-def profile_space(space: SearchSpace, target: Target, protocol: Protocol) -> LatencyTable:
-    stats, conditions = measure_parts(target, all_parts(space), protocol)
-    lut = lut_from_stats(space, {k: s.to_dict() for k, s in stats.items()}, target.info(), protocol.to_dict())
+def profile_space(space: SearchSpace, backend: Backend, protocol: Protocol) -> LatencyTable:
+    stats, conditions = measure_parts(backend, all_parts(space), protocol)
+    lut = lut_from_stats(space, {k: s.to_dict() for k, s in stats.items()}, backend.info(), protocol.to_dict())
     lut.conditions = conditions
     return lut
 
@@ -43,7 +43,7 @@ def lut_from_bundle_results(results: dict[str, Any], source: str) -> LatencyTabl
     try:
         manifest = results["manifest"]
         space = SearchSpace.from_dict(manifest["space"], f"{source}: field 'manifest.space'")
-        info = {"target": manifest.get("target", "onnxruntime-device"), "runtime": results["runtime"],
+        info = {"backend": manifest.get("backend", manifest.get("target", "onnxruntime-device")), "runtime": results["runtime"],
                 "runtime_version": results["runtime_version"], "threads": results["threads"],
                 "device": results.get("device", {}), "date": results.get("date", "")}
         stats, protocol = results["stats"], results["protocol"]

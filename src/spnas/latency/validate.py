@@ -26,7 +26,7 @@ from spnas.latency.lut import Calibration, LatencyTable
 from spnas.latency.parts import Part
 from spnas.latency.predict import predict_ms
 from spnas.latency.profile import measure_parts
-from spnas.latency.targets import Target
+from spnas.latency.backends import Backend
 from spnas.nn.network import SinglePathNet
 from spnas.outputs.plotting import pyplot, save_figure
 from spnas.model.space import SearchSpace, op_name
@@ -60,12 +60,12 @@ def sample_architectures(space: SearchSpace, n: int, seed: int, sampling: str = 
 
 
 def measure_architectures(
-    space: SearchSpace, archs: list[Architecture], target: Target, protocol: Protocol
+    space: SearchSpace, archs: list[Architecture], backend: Backend, protocol: Protocol
 ) -> tuple[list[Stats], dict]:
     """Each architecture's timing, and the measurement's conditions."""
     shape = [1, space.in_channels, space.input_size, space.input_size]
     parts = [Part(str(i), SinglePathNet(space, arch).eval(), shape) for i, arch in enumerate(archs)]
-    stats, conditions = measure_parts(target, parts, protocol)
+    stats, conditions = measure_parts(backend, parts, protocol)
     return [stats[str(i)] for i in range(len(archs))], conditions
 
 
@@ -131,20 +131,20 @@ VALIDATION_FILES = ("validation.json", "validation.csv", "validation.png")
 
 
 def validate(
-    lut: LatencyTable, space: SearchSpace, target: Target, n: int, seed: int, protocol: Protocol,
+    lut: LatencyTable, space: SearchSpace, backend: Backend, n: int, seed: int, protocol: Protocol,
     out_dir: Path, sampling: str = "stratified",
 ) -> ValidationResult:
-    """Measure ``n`` sampled whole networks on ``target`` here and compare them with the table."""
+    """Measure ``n`` sampled whole networks on ``backend`` here and compare them with the table."""
     torch.manual_seed(seed)
     archs = sample_architectures(space, n, seed, sampling)
-    measured_stats, conditions = measure_architectures(space, archs, target, protocol)
-    return validation_report(lut, space, archs, measured_stats, seed, target.info(), protocol.to_dict(), out_dir,
+    measured_stats, conditions = measure_architectures(space, archs, backend, protocol)
+    return validation_report(lut, space, archs, measured_stats, seed, backend.info(), protocol.to_dict(), out_dir,
                              sampling, conditions)
 
 
 def validation_report(
     lut: LatencyTable, space: SearchSpace, archs: list[Architecture], measured_stats: list[Stats], seed: int,
-    target_info: dict, protocol: dict, out_dir: Path, sampling: str, conditions: dict | None = None,
+    backend_info: dict, protocol: dict, out_dir: Path, sampling: str, conditions: dict | None = None,
 ) -> ValidationResult:
     """Fit the calibration on half of the measured networks and report the other half (JSON, CSV, PNG),
     wherever they were measured: here, or on a device through a bundle."""
@@ -157,7 +157,7 @@ def validation_report(
     calibration = fit_calibration(raw[cal_idx], measured[cal_idx], present[cal_idx])
     calibrated = calibration.apply(raw, present)
     report = {
-        "target": target_info,
+        "backend": backend_info,
         "space": space.name,
         "space_fingerprint": space.fingerprint(),
         "samples": n,
@@ -206,7 +206,7 @@ def _scatter(path: Path, raw, calibrated, measured, test_idx, report: dict) -> N
     ax.scatter(raw[test_idx], measured[test_idx], s=12, c="tab:gray", label="plain LUT sum")
     ax.scatter(calibrated[test_idx], measured[test_idx], s=12, c="tab:blue", label="calibrated")
     m = report["held_out_calibrated"]
-    ax.set_title(f"{report['target']['target']} / {report['space']}: held-out MAPE {m['mape_pct']:.2f}%, "
+    ax.set_title(f"{report['backend']['backend']} / {report['space']}: held-out MAPE {m['mape_pct']:.2f}%, "
                  f"{m['within_5pct'] * 100:.0f}% within ±5%", fontsize=9)
     ax.set_xlabel("predicted latency (ms)")
     ax.set_ylabel("measured latency (ms)")

@@ -143,7 +143,7 @@ def _save_result(job: Job, space: SearchSpace, lut: LatencyTable, result: Search
     cfg, arch = job.cfg, result.arch
     arch.save(job.run_dir / "arch.json", predicted_ms=result.predicted_ms,
               predicted_raw_ms=predict_ms(lut, arch, calibrated=False), target_ms=cfg.target_ms,
-              lambda_=extra.get("lambda_"), lut=cfg.lut, lut_target=lut.target,
+              lambda_=extra.get("lambda_"), lut=cfg.lut, lut_backend=lut.backend,
               space_def=space.to_dict(), last_step_arch=result.last_step.to_string(),
               last_step_predicted_ms=result.last_step_ms, repair_flips=result.repair_flips, method=cfg.method,
               search_encoding=result.encoding.to_string())

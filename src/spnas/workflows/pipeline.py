@@ -35,7 +35,7 @@ from spnas.latency.fresh_process import measure_onnx_models
 from spnas.latency.lut import LatencyTable
 from spnas.latency.predict import predict_ms
 from spnas.latency.profile import profile_space
-from spnas.latency.targets import Target, get_target
+from spnas.latency.backends import Backend, get_backend
 from spnas.latency.validate import validate
 from spnas.jobs.progress import RoundProgress
 from spnas.workflows.report import comparison_warnings, write_report
@@ -118,7 +118,7 @@ class PipelineOptions:
     space: str = "small"
     target_ms: float | None = None
     #: where the latency table is profiled and the models measured
-    target: str = "onnxruntime-cpu"
+    backend: str = "onnxruntime-cpu"
     #: a latency table made elsewhere (a phone's, from a bundle): nothing is profiled or measured here
     lut: str | None = None
     threads: int = 1
@@ -164,7 +164,7 @@ def open_pipeline(options: PipelineOptions, command: str) -> Iterator["Pipeline"
     resume = (Path(options.out) / STATE).is_file() and not options.force
     if not resume:
         check_new_run_dir(options.out, options.force)
-    target = get_target(options.target, options.threads)
+    backend = get_backend(options.backend, options.threads)
     full = load_data(data_name, options.data_dir, 0.1, 0)  # once; each job takes its subset of it
     splits = with_train_subset(full, preset.train_subset, 0)
     if len(splits.train) < preset.batch_size:
@@ -186,7 +186,7 @@ def open_pipeline(options: PipelineOptions, command: str) -> Iterator["Pipeline"
     with run_directory(options.out, resume=resume, force=options.force) as run_dir:
         epochs = {"search": search_epochs, "train": train_epochs}
         yield Pipeline(options, preset, run_dir, _open_state(run_dir, command, options.preset, data_name, epochs, resume),
-                       data_name, full, space, target, foreign_lut, nproc, epochs)
+                       data_name, full, space, backend, foreign_lut, nproc, epochs)
 
 
 @dataclass
@@ -200,7 +200,7 @@ class Pipeline:
     data_name: str
     data: DataSplits
     space: SearchSpace
-    target: Target
+    backend: Backend
     foreign_lut: LatencyTable | None
     nproc: int
     epochs: dict
@@ -248,23 +248,23 @@ class Pipeline:
         if self.foreign_lut is not None:
             self.foreign_lut.save(self.lut_path)
             return {"source": str(Path(self.options.lut).absolute()), "cached": False,
-                    "target": self.foreign_lut.target}
-        space, target, cached = self.space, self.target, None
+                    "backend": self.foreign_lut.backend}
+        space, backend, cached = self.space, self.backend, None
         if self.options.cache:
-            cached = lut_cache_dir() / f"{target.name}-t{target.threads}-{Protocol.cache}-{space.fingerprint()}.json"
+            cached = lut_cache_dir() / f"{backend.name}-t{backend.threads}-{Protocol.cache}-{space.fingerprint()}.json"
             if _usable_cache(cached, space):
                 shutil.copyfile(cached, self.lut_path)
-                return {"source": str(cached), "cached": True, "target": target.name}
+                return {"source": str(cached), "cached": True, "backend": backend.name}
         repeats = self.preset.lut_repeats
-        lut = profile_space(space, target, Protocol(warmup=5, repeats=repeats))
+        lut = profile_space(space, backend, Protocol(warmup=5, repeats=repeats))
         lut.save(self.lut_path)
-        result = validate(lut, space, target, self.preset.validate_samples, 0,
+        result = validate(lut, space, backend, self.preset.validate_samples, 0,
                           Protocol(warmup=3, repeats=max(5, repeats // 2)), self.run_dir / "latency")
         lut.calibration = result.calibration
         lut.save(self.lut_path)
         if cached is not None:
             lut.save(cached)
-        return {"source": "profiled", "cached": False, "target": target.name,
+        return {"source": "profiled", "cached": False, "backend": backend.name,
                 "validation": result.report["held_out_calibrated"]}
 
     def search_config(self, target_ms: float, out: Path, **settings) -> SearchConfig:
@@ -341,16 +341,16 @@ class Pipeline:
         """All ``names`` measured interleaved until their medians are stable; ``stages``: the training
         stage of each (default train:NAME). ONNX models are timed in a fresh process; a measurement
         that the machine's load made unreliable is taken once more, and warned about if it still is."""
-        space, target = self.space, self.target
+        space, backend = self.space, self.backend
         shape = [1, space.in_channels, space.input_size, space.input_size]
         trained = {name: self.state["stages"][(stages or {}).get(name, f"train:{name}")] for name in names}
         protocol = Protocol(warmup=10, repeats=self.preset.measure_repeats)
         for attempt in (1, 2):
-            if target.name == "onnxruntime-cpu":
+            if backend.name == "onnxruntime-cpu":
                 stats, conditions = measure_onnx_models({n: t["onnx"] for n, t in trained.items()}, shape,
-                                                        target.threads, protocol, self.run_dir / "measure")
+                                                        backend.threads, protocol, self.run_dir / "measure")
             else:
-                runners = {n: target.runner(load_model(Path(t.get("out", self.run_dir / "train" / n)))[0], shape)
+                runners = {n: backend.runner(load_model(Path(t.get("out", self.run_dir / "train" / n)))[0], shape)
                            for n, t in trained.items()}
                 stats, conditions = measure_until_stable(runners, protocol, RoundProgress("measuring models"))
             if not conditions.get("warnings"):
@@ -374,11 +374,11 @@ class Pipeline:
                          "test_top1_raw": t["test_top1_raw"], "test_top1_ema": t["test_top1_ema"],
                          "train_wall_s": t["train_wall_s"], "export_max_abs_diff": t["export_max_abs_diff"]})
         summary = {"preset": self.options.preset, "data": self.data_name, "space": self.space.to_dict(),
-                   "target_ms": target_ms, "latency_target": lut.target,
+                   "target_ms": target_ms, "latency_backend": lut.backend,
                    "latency": "measured" if measured else "predicted", "lut": self.state["stages"]["lut"],
                    "search": self.state["stages"]["search"], "models": rows,
                    "settings": dataclasses.asdict(self.preset), "epochs": self.epochs,
-                   "threads": self.target.threads, "processes": self.nproc}
+                   "threads": self.backend.threads, "processes": self.nproc}
         conditions = (measure_stage or {}).get("conditions", {})
         summary["measurement_conditions"] = conditions
         summary["warnings"] = [*(f"search: {w}" for w in self.state["stages"]["search"].get("warnings", [])),

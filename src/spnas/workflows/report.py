@@ -73,7 +73,7 @@ def write_report(run_dir: Path, summary: dict, space: SearchSpace) -> None:
     atomic_write_text(run_dir / "results.csv", buf.getvalue())
     basis = "measured" if summary.get("latency", "measured") == "measured" else "predicted"
     _accuracy_latency_plot(run_dir / "accuracy_latency.png", rows, summary["target_ms"],
-                           f"{basis} latency, ms ({summary.get('latency_target', 'onnxruntime-cpu')}")
+                           f"{basis} latency, ms ({summary.get('latency_backend', 'onnxruntime-cpu')}")
     _architecture_plot(run_dir / "architecture.png", Architecture.from_string(summary["search"]["arch"]), space)
     for name in ("progress", "decisions"):
         if (run_dir / "search" / f"{name}.png").is_file():
@@ -89,7 +89,7 @@ def _markdown(summary: dict, space: SearchSpace) -> str:
           f"{r['measured_ms']:.3f} ({r['measured_iqr_ms']:.3f})" if r.get("measured_ms") is not None else "not here",
           f"{r['predicted_ms']:.3f}", f"{r['train_wall_s'] / 60:.1f}", f"`{r['arch'].split(':', 1)[1]}`")
          for r in rows], markdown=True)
-    target = summary.get("latency_target", "onnxruntime-cpu")
+    target = summary.get("latency_backend", "onnxruntime-cpu")
     measured = summary.get("latency", "measured") == "measured"
     basis = "measured" if measured else "predicted"
     how = (f"Measured: median of interleaved {target} runs of the trained models (batch 1, the exported ONNX "

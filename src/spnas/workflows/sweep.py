@@ -110,10 +110,10 @@ class Sweep:
         measure_stage = p.stage("measure", lambda: p.measure(list(models), first)) if p.measured_here else None
         measured = p.measured_models(measure_stage)
         summary = {"preset": p.options.preset, "data": p.data_name, "space": p.space.to_dict(),
-                   "latency_target": lut.target, "latency": "measured" if measured else "predicted",
+                   "latency_backend": lut.backend, "latency": "measured" if measured else "predicted",
                    "targets_ms": list(targets), "seeds": list(seeds), "methods": list(methods),
                    "search_seeds": list(search_seeds), "lut": p.state["stages"]["lut"],
-                   "warmup_steps": self.warm_steps, "epochs": p.epochs, "threads": p.target.threads,
+                   "warmup_steps": self.warm_steps, "epochs": p.epochs, "threads": p.backend.threads,
                    "processes": p.nproc, "models": self.rows(lut, models, origin, seeds, measured),
                    "measurement_conditions": (measure_stage or {}).get("conditions", {})}
         return write_sweep_report(p.run_dir, summary, p.space.num_classes)

@@ -140,7 +140,7 @@ def _plot(path: Path, rows: list[dict], front: list[tuple[float, float]], summar
     for target in summary["targets_ms"]:
         ax.axvline(target, color="tab:red", ls=":", lw=0.8)
     ax.plot([], [], "*", color="tab:red", ms=10, label="searched (its predicted target: dotted line)")
-    ax.set_xlabel(f"{summary['latency']} latency, ms ({summary['latency_target']}, batch 1)")
+    ax.set_xlabel(f"{summary['latency']} latency, ms ({summary['latency_backend']}, batch 1)")
     ax.set_ylabel(f"test top-1 (%), mean ± std over {len(summary['seeds'])} seeds")
     ax.set_title("Latency sweep: searched nets against the uniform nets")
     ax.legend(fontsize=8)
@@ -173,7 +173,7 @@ def _markdown(summary: dict) -> str:
 {len(verdicts)} targets, {len(summary['seeds'])} training seeds per network (seeds {summary['seeds']}). Searches of
 {summary['epochs']['search']} epochs (one warm-up of {summary['warmup_steps']} steps per method and search seed, shared
 by every target), trainings of {summary['epochs']['train']} epochs. Latency:
-{summary['latency']} ({summary['latency_target']}, {summary['threads']} thread).
+{summary['latency']} ({summary['latency_backend']}, {summary['threads']} thread).
 {warnings}
 **{above} of {len(verdicts)} searched nets lie above the uniform nets' front** (their mean accuracy
 above the front's linear interpolation at their own latency):

@@ -1,6 +1,8 @@
-"""Targets: where latency is measured. A target turns (module, input shape) into a timed runner.
+"""Backends: where latency is measured. A backend turns (module, input shape) into a timed runner.
 
-Adding a target is one small class with ``name``, ``runtime``, ``version()`` and ``runner()``.
+Adding a backend is one small class with ``name``, ``runtime``, ``version()`` and ``runner()``. (Called
+"targets" in earlier versions, whose ``--target`` option is still accepted; a *target* now only means a
+latency budget.)
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from spnas.latency.device_profiler import Runner, device_info, ort_runner, ort_v
 from spnas.deploy.onnx_io import onnx_bytes
 
 
-class Target:
+class Backend:
     name: ClassVar[str]
     runtime: ClassVar[str]
 
@@ -32,11 +34,11 @@ class Target:
         raise NotImplementedError
 
     def info(self) -> dict:
-        return {"target": self.name, "runtime": self.runtime, "runtime_version": self.version(),
+        return {"backend": self.name, "runtime": self.runtime, "runtime_version": self.version(),
                 "threads": self.threads, "device": device_info()}
 
 
-class OnnxRuntimeCPU(Target):
+class OnnxRuntimeCPU(Backend):
     """ONNX export + onnxruntime on the CPU: what most edge deployments run (the default)."""
 
     name, runtime = "onnxruntime-cpu", "onnxruntime"
@@ -48,7 +50,7 @@ class OnnxRuntimeCPU(Target):
         return ort_runner(onnx_bytes(module, input_shape), input_shape, self.threads)
 
 
-class TorchCPU(Target):
+class TorchCPU(Backend):
     """Eager PyTorch under ``torch.inference_mode`` (sets the process's torch thread count)."""
 
     name, runtime = "torch-cpu", "torch"
@@ -71,7 +73,7 @@ class TorchCPU(Target):
         return run
 
 
-class TorchCUDA(Target):
+class TorchCUDA(Backend):
     """Eager PyTorch on the GPU, timed with CUDA events (threads is ignored)."""
 
     name, runtime = "torch-cuda", "torch"
@@ -79,7 +81,7 @@ class TorchCUDA(Target):
     def __init__(self, threads: int = 1) -> None:
         super().__init__(threads)
         if not torch.cuda.is_available():
-            raise SpnasError("target torch-cuda needs a CUDA GPU; none is visible (use onnxruntime-cpu)")
+            raise SpnasError("backend torch-cuda needs a CUDA GPU; none is visible (use onnxruntime-cpu)")
 
     def version(self) -> str:
         return f"{torch.__version__} cuda {torch.version.cuda} {torch.cuda.get_device_name()}"
@@ -100,10 +102,10 @@ class TorchCUDA(Target):
         return run
 
 
-TARGETS: dict[str, type[Target]] = {t.name: t for t in (OnnxRuntimeCPU, TorchCPU, TorchCUDA)}
+BACKENDS: dict[str, type[Backend]] = {t.name: t for t in (OnnxRuntimeCPU, TorchCPU, TorchCUDA)}
 
 
-def get_target(name: str, threads: int = 1) -> Target:
-    if name not in TARGETS:
-        raise SpnasError(f"unknown target {name!r}; choose one of: {', '.join(TARGETS)}")
-    return TARGETS[name](threads)
+def get_backend(name: str, threads: int = 1) -> Backend:
+    if name not in BACKENDS:
+        raise SpnasError(f"unknown backend {name!r}; choose one of: {', '.join(BACKENDS)}")
+    return BACKENDS[name](threads)
