@@ -57,6 +57,9 @@ def test_each_collapse_is_named_with_what_to_try():
     diverged = [state(s, warm=s < 50, margin=-7.0 if s == 90 else 0.5) for s in range(0, 100, 10)]
     assert any(w.startswith("thresholds diverging") and "--indicator-scale init-norm" in w
                for w in diagnose(diverged, SPACE, 100, 50, 25, 0.5).warnings)
+    [w] = [w for w in diagnose(diverged, SPACE, 100, 50, 25, 0.5, indicator_scale="init-norm").warnings
+           if w.startswith("thresholds diverging")]
+    assert "--lr-per-256" in w and "init-norm" not in w  # no advice to use what is in use
 
     worse = [state(s, warm=s < 50, ce=1.0 if s < 50 else 1.6, ms=0.6 if s < 50 else 0.4) for s in range(0, 100, 10)]
     [w] = diagnose(worse, SPACE, 100, 50, 25, None).warnings

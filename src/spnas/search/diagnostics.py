@@ -80,7 +80,8 @@ class Diagnosis:
 
 
 def diagnose(records: list[dict], space: SearchSpace, total_steps: int, warmup_steps: int, steps_per_epoch: int,
-             target_ms: float | None, result_ops: tuple[str, ...] | None = None) -> Diagnosis:
+             target_ms: float | None, result_ops: tuple[str, ...] | None = None,
+             indicator_scale: str = "absolute") -> Diagnosis:
     """The diagnosis of one search's metrics records (see the module docstring); ``result_ops``: what
     the search returned (after a budget repair), checked for a collapse beside its last step."""
     layers = space.layers()
@@ -103,12 +104,12 @@ def diagnose(records: list[dict], space: SearchSpace, total_steps: int, warmup_s
     diagnosis = Diagnosis(len(layers), total_steps, warmup_steps, settled, per_epoch, sorted(last_epoch),
                           sorted(last_tenth), states[-1]["predicted_ms"] if states else None, target_ms,
                           landed_step=next((r["step"] for r in records if "landed" in r), None))
-    diagnosis.warnings = _warnings(diagnosis, states, space, warmup_steps, total_steps, result_ops)
+    diagnosis.warnings = _warnings(diagnosis, states, space, warmup_steps, total_steps, result_ops, indicator_scale)
     return diagnosis
 
 
 def _warnings(d: Diagnosis, states: list[dict], space: SearchSpace, warmup_steps: int, total_steps: int,
-              result_ops: tuple[str, ...] | None) -> list[str]:
+              result_ops: tuple[str, ...] | None, indicator_scale: str) -> list[str]:
     """Signs of a degenerate search, each with what to try."""
     if not states:
         return []
@@ -130,7 +131,8 @@ def _warnings(d: Diagnosis, states: list[dict], space: SearchSpace, warmup_steps
     if diverged:
         warnings.append(f"thresholds diverging: layer{'s' if len(diverged) > 1 else ''} "
                         f"{', '.join(map(str, diverged))} have a threshold over {DIVERGED_MARGIN + 1:g}x its group's "
-                        "norm, a decision that cannot come back; lower the LR or use --indicator-scale init-norm")
+                        "norm, a decision that will hardly come back; lower the LR (--lr-per-256)"
+                        + (" or use --indicator-scale init-norm" if indicator_scale != "init-norm" else ""))
     if d.flipping_last_tenth:
         warnings.append(f"decisions still flipping in the last tenth of the search (layers "
                         f"{', '.join(map(str, d.flipping_last_tenth))}): the result depends on where it stopped; "

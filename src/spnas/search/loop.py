@@ -128,7 +128,8 @@ def _search(job: Job, space: SearchSpace, lut: LatencyTable) -> SearchResult:
     if not job.replicas.main:
         return result
     records = read_metrics(run_dir / METRICS)
-    result.diagnosis = diagnose(records, space, total, warm_steps, steps_per_epoch, cfg.target_ms, arch.ops)
+    result.diagnosis = diagnose(records, space, total, warm_steps, steps_per_epoch, cfg.target_ms, arch.ops,
+                                cfg.indicator_scale)
     _save_result(job, space, lut, result, lambda_=controller.lam if controller else cfg.lambda_, steps=total,
                  landing=landing.state_dict() if landing else None,
                  diagnostics=result.diagnosis.to_dict(), warnings=result.diagnosis.warnings, **method.state(net))
