@@ -180,3 +180,20 @@ def test_epochs_given_replace_the_presets_and_a_resume_must_give_the_same(tmp_pa
     assert main(["sweep", "--preset", "smoke", "--out", str(tmp_path / "bad"), "--train-epochs", "0"]) == 2
     assert "--train-epochs must be at least 1, got 0" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()
+
+
+def test_the_landing_variant_shares_the_single_path_warmup(tmp_path, tiny_lut):
+    out = tmp_path / "landing"
+    assert main(["sweep", "--preset", "smoke", "--targets", "0.75", "--seeds", "0", "--methods",
+                 "single-path,single-path-landing", "--lut", str(tiny_lut), "--out", str(out)]) == 0
+    searches = sorted(p.name for p in (out / "search").iterdir())
+    assert searches == ["searched-0.750ms", "searched-0.750ms-single-path-landing", "warmup"]  # one warm-up
+    plain, landing = (json.loads((out / "search" / name / "config.json").read_text())
+                      for name in ("searched-0.750ms", "searched-0.750ms-single-path-landing"))
+    assert (plain["landing"], landing["landing"]) == (0.0, 0.125)
+    assert {k: v for k, v in plain.items() if k not in ("landing", "out")} == \
+        {k: v for k, v in landing.items() if k not in ("landing", "out")}
+    summary = json.loads((out / "sweep.json").read_text())
+    rows = {r["model"]: r for r in summary["models"]}
+    assert rows["searched-0.750ms-single-path-landing"]["method"] == "single-path-landing"
+    assert "landed_step" in rows["searched-0.750ms"] and rows["searched-0.750ms"]["landed_step"] is None

@@ -25,9 +25,10 @@ def warmup_steps(warmup_fraction: float, epochs: int, steps_per_epoch: int) -> i
     return round(warmup_fraction * (epochs * steps_per_epoch))
 
 
-def branch_search(warm_dir: Path, out: Path, target_ms: float, at_step: int) -> None:
+def branch_search(warm_dir: Path, out: Path, target_ms: float, at_step: int, settings: dict | None = None) -> None:
     """Make ``out`` a copy of the warm-up run ``warm_dir`` (checkpointed at ``at_step``) that resumes as
-    a search at ``target_ms``. Written beside ``out`` and renamed, so a stop leaves no half branch."""
+    a search at ``target_ms``, with ``settings`` (search config fields the warm-up does not use, such as
+    ``landing``). Written beside ``out`` and renamed, so a stop leaves no half branch."""
     step = load_checkpoint(warm_dir / CHECKPOINT)["step"]
     if step != at_step:
         raise SpnasError(f"{warm_dir}: the shared warm-up's checkpoint is at step {step}, not at the warm-up's end "
@@ -37,5 +38,6 @@ def branch_search(warm_dir: Path, out: Path, target_ms: float, at_step: int) -> 
         shutil.rmtree(tmp)
     shutil.copytree(warm_dir, tmp, ignore=shutil.ignore_patterns(LOCK, STALE_TMP_GLOB))
     config = read_json(tmp / CONFIG, "warm-up config")
-    write_json(tmp / CONFIG, {**config, "target_ms": target_ms, "out": str(out.absolute()), "max_steps": None})
+    write_json(tmp / CONFIG, {**config, **(settings or {}), "target_ms": target_ms, "out": str(out.absolute()),
+                              "max_steps": None})
     os.replace(tmp, out)

@@ -14,6 +14,10 @@ from dataclasses import dataclass
 
 from spnas.model.arch import Architecture
 
+#: the landing share of ``spnas sweep``'s single-path-landing variant: the last 1/8 of a search, a third
+#: of the part after the paper's 5/8 warm-up
+SWEEP_SHARE = 0.125
+
 
 @dataclass
 class Landing:

@@ -289,7 +289,8 @@ class Pipeline:
         return {"arch": summary["arch"], "predicted_ms": summary["predicted_ms"], "target_ms": target_ms,
                 "wall_s": summary["wall_s"], "last_step_arch": summary["last_step_arch"],
                 "last_step_predicted_ms": summary["last_step_predicted_ms"], "repair_flips": summary["repair_flips"],
-                "diagnostics": summary.get("diagnostics"), "warnings": summary.get("warnings", [])}
+                "diagnostics": summary.get("diagnostics"), "warnings": summary.get("warnings", []),
+                "landed_step": (summary.get("landing") or {}).get("step")}
 
     def search_data(self) -> DataSplits:
         return with_train_subset(self.data, self.preset.search_subset, 0)

@@ -21,6 +21,7 @@ from spnas.latency.predict import predict_ms
 from spnas.workflows.pipeline import Pipeline, PipelineOptions, open_pipeline
 from spnas.jobs.runs import CHECKPOINT
 from spnas.search.branch import branch_search, warmup_steps
+from spnas.search.landing import SWEEP_SHARE
 from spnas.search.methods import METHODS
 from spnas.workflows.sweep_report import write_sweep_report
 
@@ -28,7 +29,9 @@ from spnas.workflows.sweep_report import write_sweep_report
 UNIFORM_OPS = ("k3e3", "k5e3", "k3e6", "k5e6")
 MAX_POINTS = 12
 DEFAULT_METHOD = "single-path"
-METHOD_NAMES = (*METHODS, "random")
+#: sweep methods that are a search method with other settings; each shares its base method's warm-up
+VARIANTS = {"single-path-landing": ("single-path", {"landing": SWEEP_SHARE})}
+METHOD_NAMES = (*METHODS, "random", *VARIANTS)
 
 
 @dataclass(frozen=True)
@@ -132,12 +135,13 @@ class Sweep:
         """One search: random search on its own; the others branched from their shared warm-up."""
         p, name = self.pipeline, searched_name(target_ms, method, seed)
         out = p.run_dir / "search" / name
-        if method == "random":  # its candidates are drawn in the target's latency band: nothing to share
-            return p.stage(f"search:{name}", lambda: p.search(target_ms, out, method=method, seed=seed))
-        warm_dir, warm_steps = p.run_dir / "search" / f"warmup{_variant(method, seed)}", self.warm_steps
-        p.stage(f"search:warmup{_variant(method, seed)}", lambda: p.search(
-            warmup_target_ms, warm_dir, max_steps=warm_steps, method=method, seed=seed))
-        return p.stage(f"search:{name}", lambda: self.branch(target_ms, warm_dir, out, warm_steps))
+        base, settings = VARIANTS.get(method, (method, {}))
+        if base == "random":  # its candidates are drawn in the target's latency band: nothing to share
+            return p.stage(f"search:{name}", lambda: p.search(target_ms, out, method=base, seed=seed))
+        warm_dir, warm_steps = p.run_dir / "search" / f"warmup{_variant(base, seed)}", self.warm_steps
+        p.stage(f"search:warmup{_variant(base, seed)}", lambda: p.search(
+            warmup_target_ms, warm_dir, max_steps=warm_steps, method=base, seed=seed))
+        return p.stage(f"search:{name}", lambda: self.branch(target_ms, warm_dir, out, warm_steps, settings))
 
     def rows(self, lut: LatencyTable, models: dict[str, str], origin: dict[str, dict], seeds: tuple[int, ...],
              measured: dict | None) -> list[dict]:
@@ -157,6 +161,7 @@ class Sweep:
                 "latency_ms": measured[name]["median"] if measured else predicted,
                 "last_step_predicted_ms": search["last_step_predicted_ms"] if search else None,
                 "repair_flips": len(search["repair_flips"]) if search else None,
+                "landed_step": search.get("landed_step") if search else None,
                 "test_top1_by_seed": {str(seed): stages[f"train:{name}:seed{seed}"]["test_top1"] for seed in seeds},
             })
         return rows
@@ -168,10 +173,10 @@ class Sweep:
         cfg = p.search_config(1.0, p.run_dir)  # the preset's warm-up fraction and batch
         return warmup_steps(cfg.warmup_fraction, p.epochs["search"], len(p.search_data().train) // cfg.batch_size)
 
-    def branch(self, target_ms: float, warm_dir: Path, out: Path, warm_steps: int) -> dict:
+    def branch(self, target_ms: float, warm_dir: Path, out: Path, warm_steps: int, settings: dict) -> dict:
         if not (out / CHECKPOINT).is_file():
             if out.exists():
                 raise SpnasError(f"{out}: a search directory without a checkpoint; remove it and run the same "
                                  "command again")
-            branch_search(warm_dir, out, target_ms, warm_steps)
+            branch_search(warm_dir, out, target_ms, warm_steps, settings)
         return self.pipeline.search(target_ms, out)
