@@ -1,9 +1,10 @@
 """Does the calibrated runtime model hold over the whole latency range? (issue 18, item 6)
 
 Reads the validation.csv of a stratified ``spnas latency validate`` run and compares, on the same
-held-out half, the affine calibration (measured ≈ a·predicted + b, what tables had before) with the
-affine + per-present-layer one (what ``validate`` fits now): MAPE and share within ±5%, overall and
-per third of the range, and on the shallowest nets (most layers skipped).
+held-out half, the calibrations tables have had: affine (measured ≈ a·predicted + b), affine + one
+term per present layer, and what ``validate`` fits now (a term per present layer of each stage, least
+squares of the relative error): MAPE and share within ±5%, overall and per third of the range, and
+on the shallowest nets (most layers skipped).
 
     spnas latency validate --lut LUT --samples 80 --out bench/results/runtime_range
     python3 bench/runtime_range.py bench/results/runtime_range/validation.csv --out bench/results/runtime_range/compare.json
@@ -21,7 +22,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from spnas.latency.validate import error_by_range, error_metrics  # noqa: E402
+from spnas.latency.validate import error_by_range, error_metrics, fit_calibration  # noqa: E402
+from spnas.model.arch import Architecture  # noqa: E402
+from spnas.model.space import get_space  # noqa: E402
 
 
 def main() -> int:
@@ -40,16 +43,24 @@ def main() -> int:
     design = np.stack([raw, np.ones_like(raw), present], axis=1)
     coef, *_ = np.linalg.lstsq(design[cal], measured[cal], rcond=None)
     with_layers = design @ coef
+    archs = [Architecture.from_string(r["arch"]) for r in rows]
+    stages = [layer.stage for layer in get_space(archs[0].space).layers()]
+    presence = np.array([[float(op != "skip") for op in a.ops] for a in archs])
+    per_stage_fit = fit_calibration(raw[cal], measured[cal], presence[cal], stages)
+    per_stage = per_stage_fit.apply(raw, presence)
     shallow = held & (present <= np.percentile(present, 25))
     report = {"nets": len(rows), "held_out": int(held.sum()), "present_layers_range": [int(present.min()), int(present.max())],
               "measured_ms_range": [float(measured.min()), float(measured.max())]}
-    for name, pred in (("plain_sum", raw), ("affine", affine), ("affine_plus_per_layer", with_layers)):
+    models = (("plain_sum", raw), ("affine", affine), ("affine_plus_per_layer", with_layers),
+              ("per_stage_relative", per_stage))
+    for name, pred in models:
         report[name] = {"overall": error_metrics(pred[held], measured[held]),
                         "by_range": error_by_range(pred[held], measured[held]),
                         "shallowest_quarter": error_metrics(pred[shallow], measured[shallow]) if shallow.any() else None}
-    report["fits"] = {"affine": [float(a), float(b)], "affine_plus_per_layer": [float(c) for c in coef]}
+    report["fits"] = {"affine": [float(a), float(b)], "affine_plus_per_layer": [float(c) for c in coef],
+                      "per_stage_relative": per_stage_fit.__dict__}
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
-    for name in ("plain_sum", "affine", "affine_plus_per_layer"):
+    for name, _ in models:
         m, s = report[name]["overall"], report[name]["shallowest_quarter"]
         thirds = ", ".join(f"{k.split('_')[0]} {v['mape_pct']:.2f}%" for k, v in report[name]["by_range"].items())
         print(f"{name:22s} MAPE {m['mape_pct']:.2f}%  within ±5% {m['within_5pct'] * 100:.0f}%  ({thirds}); "

@@ -88,20 +88,33 @@ def test_the_per_present_layer_term_counts_layers_that_are_not_skipped(pixel1):
     pixel1.calibration = Calibration(a=1.0, b=0.5, per_layer=0.25)
     assert predict_ms(pixel1, arch) == pytest.approx(80.4411 + 0.5 + 0.25 * present, abs=1e-3)
     assert differentiable_ms(pixel1, indicators_of(arch)).item() == pytest.approx(predict_ms(pixel1, arch), abs=1e-3)
+    terms = [0.01 * i for i in range(len(arch.ops))]  # a term per layer: only the present ones count
+    pixel1.calibration = Calibration(a=1.0, b=0.5, per_present_layer=terms)
+    expected = 80.4411 + 0.5 + sum(t for t, op in zip(terms, arch.ops) if op != "skip")
+    assert predict_ms(pixel1, arch) == pytest.approx(expected, abs=1e-3)
+    assert differentiable_ms(pixel1, indicators_of(arch)).item() == pytest.approx(expected, abs=1e-3)
 
 
-def test_the_calibration_fit_recovers_a_per_layer_overhead_and_keeps_affine_when_it_cannot():
+def test_the_calibration_fit_recovers_per_stage_overheads_and_falls_back_when_it_cannot():
     import numpy as np
 
     from spnas.latency.validate import fit_calibration
 
     rng = np.random.default_rng(0)
-    predicted, present = rng.uniform(0.2, 0.6, 40), rng.integers(5, 21, 40).astype(float)
-    measured = 1.1 * predicted + 0.05 + 0.004 * present
-    fit = fit_calibration(predicted, measured, present)
-    assert (fit.a, fit.b, fit.per_layer) == pytest.approx((1.1, 0.05, 0.004), abs=1e-9)
-    affine = fit_calibration(predicted, 1.1 * predicted + 0.05, np.full(40, 20.0))
-    assert (affine.a, affine.b, affine.per_layer) == pytest.approx((1.1, 0.05, 0.0), abs=1e-9)
+    stages = [0, 0, 1, 1, 1, 2]  # 6 layers in 3 stages; the first layer of each stage always present
+    presence = rng.integers(0, 2, (40, 6)).astype(float)
+    presence[:, [0, 2, 5]] = 1.0  # stage 2 never varies: no term of its own
+    predicted = rng.uniform(0.2, 0.6, 40)
+    overhead = np.array([0.004, 0.004, -0.002, -0.002, -0.002, 0.0])  # the same within a stage
+    measured = 1.1 * predicted + 0.05 + presence @ overhead
+    fit = fit_calibration(predicted, measured, presence, stages)
+    assert (fit.a, fit.b, fit.per_layer) == pytest.approx((1.1, 0.05, 0.0), abs=1e-9)
+    assert fit.per_present_layer == pytest.approx([0.004, 0.004, -0.002, -0.002, -0.002, 0.0], abs=1e-9)
+    assert fit.apply(predicted, presence) == pytest.approx(measured)
+    few = fit_calibration(predicted[:6], measured[:6], presence[:6], stages)  # 6 nets: too few for 2 stage terms
+    assert few.per_present_layer == [] and "one term per present layer" in few.note
+    affine = fit_calibration(predicted, 1.1 * predicted + 0.05, np.ones((40, 6)), stages)
+    assert (affine.a, affine.b, affine.per_layer, affine.per_present_layer) == pytest.approx((1.1, 0.05, 0.0, []))
 
 
 def test_stratified_validation_nets_span_the_range_from_smallest_to_largest():

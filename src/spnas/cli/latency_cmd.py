@@ -229,7 +229,9 @@ def _print_validation(result: ValidationResult, backend: str) -> None:
         print(f"  {name.replace('_', ' '):14s} MAPE {m['mape_pct']:.2f}%  within 5% {m['within_5pct'] * 100:.0f}%  "
               f"mean error {m['mean_error_pct']:+.2f}%")
     c = result.calibration
-    print(f"calibration: measured = {c.a:.4f} * predicted + {c.b:.4f} ms + {c.per_layer:.4f} ms per present layer")
+    terms = (f" + per present layer {', '.join(f'{t:.4f}' for t in c.per_present_layer)} ms" if c.per_present_layer
+             else f" + {c.per_layer:.4f} ms per present layer")
+    print(f"calibration ({c.note}): measured = {c.a:.4f} * predicted + {c.b:.4f} ms{terms}")
 
 
 def run_bundle(args: argparse.Namespace) -> int:

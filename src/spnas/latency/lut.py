@@ -8,6 +8,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+import numpy as np
+
 from spnas.errors import SpnasError
 from spnas.outputs.files import read_json, write_json
 from spnas.latency.parts import layer_key
@@ -20,13 +22,17 @@ FLOAT32_MAX = 3.0e38
 
 @dataclass
 class Calibration:
-    """measured ≈ a * predicted + b + per_layer * (layers present), fitted on whole networks.
+    """measured ≈ a·predicted + b + Σ_l c_l·present_l (+ per_layer·layers present), fitted on whole
+    networks.
 
-    Why the per-layer term: each layer that is present (not skipped) costs the runtime a fixed
+    Why terms for present layers: each layer that is present (not skipped) costs the runtime an
     overhead (an op dispatch, a tensor hand-over) that its profiled entry, timed as a model of its
     own, does not include the same way. An affine fit on mid-range nets alone extrapolates badly to
-    shallow ones (most layers skipped): 5-6% off here. ``per_layer`` 0 is the plain affine fit of
-    tables calibrated before it existed.
+    shallow ones (most layers skipped): 5-6% off here. One term per present layer helped little
+    (BENCHMARKS.md §10); the overhead differs by stage (resolution and width), so the fit now gives
+    each stage its own term, stored per layer in ``per_present_layer`` (c_l, the layer's stage's).
+    ``per_layer`` (one term for all) and an empty ``per_present_layer`` are what tables calibrated by
+    earlier versions hold; both 0 is the plain affine fit.
     """
 
     a: float = 1.0
@@ -34,10 +40,22 @@ class Calibration:
     fitted_on: int = 0
     note: str = ""
     per_layer: float = 0.0
+    per_present_layer: list[float] = field(default_factory=list)
 
-    def apply(self, ms, present_layers=0):
-        """``present_layers``: how many searchable layers are not skipped (a number or a tensor)."""
-        return self.a * ms + self.b + self.per_layer * present_layers
+    def apply(self, ms, presence):
+        """``presence``: per searchable layer, 1 where it is present (not skipped): a list, an array
+        with one row per network, or a tensor (a supernet's indicators or a mixture's expectations)."""
+        if hasattr(presence, "new_tensor"):  # torch, kept differentiable (no torch import here)
+            extra = self.per_layer * presence.sum(-1)
+            if self.per_present_layer:
+                extra = extra + (presence * presence.new_tensor(self.per_present_layer)).sum(-1)
+        else:
+            rows = np.asarray(presence, dtype=float)
+            extra = self.per_layer * rows.sum(-1)
+            if self.per_present_layer:
+                extra = extra + rows @ np.asarray(self.per_present_layer, dtype=float)
+            extra = extra if np.ndim(extra) else float(extra)
+        return self.a * ms + self.b + extra
 
 
 @dataclass
@@ -148,12 +166,17 @@ class LatencyTable:
 
 def _calibration(cal: Any, source: str) -> Calibration:
     if (not isinstance(cal, dict) or not {"a", "b"} <= set(cal)
-            or set(cal) - {"a", "b", "fitted_on", "note", "per_layer"}):
+            or set(cal) - {"a", "b", "fitted_on", "note", "per_layer", "per_present_layer"}):
         raise SpnasError(f"{source}: field 'calibration' needs numbers 'a' and 'b' (and nothing else "
-                         "but 'per_layer', 'fitted_on', 'note')")
+                         "but 'per_layer', 'per_present_layer', 'fitted_on', 'note')")
     for key in ("a", "b", "per_layer"):
         if key in cal:
             _check_number(cal[key], f"{source}: field 'calibration.{key}'")
+    terms = cal.get("per_present_layer", [])
+    if not isinstance(terms, list):
+        raise SpnasError(f"{source}: field 'calibration.per_present_layer' must be a list of numbers, one per layer")
+    for i, value in enumerate(terms):
+        _check_number(value, f"{source}: field 'calibration.per_present_layer[{i}]'")
     return Calibration(**cal)
 
 
@@ -162,10 +185,13 @@ def _check_range(lut: LatencyTable, source: str) -> None:
     space = lut.search_space(source)  # a malformed space definition is refused here, not mid-search
     if len(lut.layers) != space.num_layers:
         raise SpnasError(f"{source}: has {len(lut.layers)} layers, its space has {space.num_layers}")
+    if lut.calibration and lut.calibration.per_present_layer and len(lut.calibration.per_present_layer) != space.num_layers:
+        raise SpnasError(f"{source}: field 'calibration.per_present_layer' has {len(lut.calibration.per_present_layer)} "
+                         f"terms, its space has {space.num_layers} layers")
     fastest = lut.constant_ms + sum(0.0 if spec.skippable else min(row[op] for op in MBCONV_OPS)
                                     for spec, row in zip(space.layers(), lut.layers))
     slowest = lut.constant_ms + sum(max(row[op] for op in MBCONV_OPS) for row in lut.layers)
-    fewest = sum(not spec.skippable for spec in space.layers())
+    fewest = [float(not spec.skippable) for spec in space.layers()]
     if lut.calibration and lut.calibration.a <= 0:
         raise SpnasError(f"{source}: field 'calibration.a' must be > 0 (a larger net must predict slower), "
                          f"got {lut.calibration.a}")
@@ -174,7 +200,7 @@ def _check_range(lut: LatencyTable, source: str) -> None:
         raise SpnasError(f"{source}: predicts {lowest:.4g} ms for the fastest network (constant_ms "
                          f"{lut.constant_ms}{', calibration' if lut.calibration else ''}); latencies must be > 0: "
                          "re-profile or re-calibrate the table")
-    if not (lut.calibration.apply(slowest, space.num_layers) if lut.calibration else slowest) < FLOAT32_MAX:
+    if not (lut.calibration.apply(slowest, [1.0] * space.num_layers) if lut.calibration else slowest) < FLOAT32_MAX:
         raise SpnasError(f"{source}: predicts more than {FLOAT32_MAX:.3g} ms for the slowest network, "
                          "beyond float32; check the table's units")
 

@@ -25,8 +25,8 @@ def predict_ms(lut: LatencyTable, arch: Architecture, calibrated: bool = True) -
     if len(arch.ops) != len(lut.layers):
         raise SpnasError(f"architecture has {len(arch.ops)} layers, LUT has {len(lut.layers)}")
     total = lut.constant_ms + sum(row[op] for row, op in zip(lut.layers, arch.ops) if op != SKIP)
-    present = sum(op != SKIP for op in arch.ops)
-    return lut.calibration.apply(total, present) if calibrated and lut.calibration else total
+    presence = [float(op != SKIP) for op in arch.ops]
+    return lut.calibration.apply(total, presence) if calibrated and lut.calibration else total
 
 
 def lut_tensor(lut: LatencyTable, device: torch.device | str | None = None) -> torch.Tensor:
@@ -52,4 +52,4 @@ def differentiable_ms(
         rho = k3e6 / k5e6
         per_layer = on * (k5e3 + e * (k5e6 - k5e3)) * (rho + (1 - rho) * k)
     total = lut.constant_ms + per_layer.sum()
-    return lut.calibration.apply(total, on.sum()) if calibrated and lut.calibration else total
+    return lut.calibration.apply(total, on) if calibrated and lut.calibration else total

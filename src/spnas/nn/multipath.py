@@ -83,10 +83,11 @@ class MultiPathNet(SinglePathNet):
             total = total + (layer.weights * costs).sum()
         return total
 
-    def expected_present_layers(self) -> torch.Tensor:
-        """How many layers the last forward's weights expect not to be skipped (for the calibration's
-        per-layer term)."""
-        return sum(sum(w for w, op in zip(layer.weights, layer.ops) if op != SKIP) for layer in self.mixed_layers())
+    def expected_presence(self) -> torch.Tensor:
+        """Per layer, the probability under the last forward's weights that it is not skipped (for
+        the calibration's terms per present layer)."""
+        return torch.stack([sum(w for w, op in zip(layer.weights, layer.ops) if op != SKIP)
+                            for layer in self.mixed_layers()])
 
     def architecture(self) -> Architecture:
         """The most likely op of every layer."""
