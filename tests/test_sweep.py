@@ -159,7 +159,14 @@ def test_sweep_compares_methods_over_search_seeds(tmp_path, tiny_lut):
     assert (out / "search" / "warmup-s1").is_dir() and not (out / "search" / "warmup-random").exists()
     [comparison] = summary["method_comparisons"]
     assert (comparison["a"], comparison["b"], comparison["searches"]) == ("random", "single-path", [2, 2])
-    assert "Search methods compared at equal targets" in (out / "report.md").read_text()
+    report = (out / "report.md").read_text()
+    assert "Search methods compared at equal targets" in report
+    ended = report.split("## How each search ended")[1]
+    assert "without a repair: single-path: " in ended and "random:" not in ended.splitlines()[2]
+    assert ended.count("(drawn in it)") == 2  # random search only draws inside the band
+    flips = {r["model"]: r["repair_flips"] for r in searched}
+    in_band = sum(flips[f"searched-0.750ms{s}"] == 0 for s in ("", "-s1"))
+    assert f"single-path: {in_band} of 2" in ended
 
 
 def test_epochs_given_replace_the_presets_and_a_resume_must_give_the_same(tmp_path, tiny_lut, capsys):

@@ -19,6 +19,10 @@ from spnas.outputs.files import atomic_write_text, write_json
 from spnas.outputs.plotting import pyplot, save_figure
 from spnas.workflows.report import comparison_warnings, same_networks
 from spnas.outputs.text_table import format_table
+from spnas.search.config import SearchConfig
+
+#: the budget band's lower end, as a share of the target: T·(1 - 2·margin) with the searches' margin
+BAND_LOW = 1 - 2 * SearchConfig.target_margin
 
 
 def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
@@ -165,6 +169,7 @@ def _markdown(summary: dict) -> str:
                       f"({v['margin_points']:+.2f} points)" for v in verdicts)
     warnings = "".join(f"\n> **Warning:** {w}\n" for w in summary.get("warnings", []))
     comparisons = _comparisons_markdown(summary["method_comparisons"])
+    searches = _searches_markdown([r for r in summary["models"] if r["kind"] == "searched"])
     same = "".join(f"- {' and '.join(names)} are the same network (equal up to where skips sit)\n"
                    for names in summary["same_networks"])
     lines += f"\n{same}" if same else ""
@@ -181,12 +186,50 @@ above the front's linear interpolation at their own latency):
 {lines}
 {comparisons}
 {table}
-
+{searches}
 Accuracy: the test split, EMA or raw weights, whichever was better on validation; ± is the standard
 deviation over training seeds, which a difference must clear to mean anything.
 
 ![sweep](sweep.png)
 """
+
+
+def in_band_by_itself(row: dict) -> bool | None:
+    """Whether a search's own result met [T·(1 - 2·margin), T]: single-path without repair flips (its
+    last step, or its landing), multi-path's most likely ops; None for random search, which only draws
+    inside the band."""
+    if row["method"] == "random" or row.get("target_ms") is None:
+        return None
+    if row.get("repair_flips") is not None and row["method"] != "multipath":
+        return row["repair_flips"] == 0
+    return BAND_LOW * row["target_ms"] <= row["predicted_ms"] <= row["target_ms"]
+
+
+def _searches_markdown(rows: list[dict]) -> str:
+    """How each search ended: where its own decisions landed, the repair it needed, its warnings."""
+    if not rows:
+        return ""
+    table = format_table(
+        ("model", "last step ms (vs target)", "in the band by itself", "landed at step", "repair flips", "warnings"),
+        [(r["model"], f"{r['last_step_predicted_ms']:.3f} ({(r['last_step_predicted_ms'] / r['target_ms'] - 1) * 100:+.1f}%)"
+          if r.get("last_step_predicted_ms") is not None else "",
+          {True: "yes", False: "no", None: "(drawn in it)"}[in_band_by_itself(r)],
+          "" if r.get("landed_step") is None else str(r["landed_step"]),
+          "" if r.get("repair_flips") is None else str(r["repair_flips"]), str(len(r.get("search_warnings", []))))
+         for r in rows], markdown=True)
+    by_method: dict[str, list[bool]] = {}
+    for r in rows:
+        if in_band_by_itself(r) is not None:
+            by_method.setdefault(r["method"], []).append(in_band_by_itself(r))
+    counts = "; ".join(f"{m}: {sum(v)} of {len(v)}" for m, v in by_method.items())
+    warnings = "".join(f"- {r['model']}: {w}\n" for r in rows for w in r.get("search_warnings", []))
+    return f"""
+## How each search ended
+
+Searches whose own result met the budget band [{BAND_LOW:g}·T, T] without a repair: {counts or "none to count"}.
+
+{table}
+{"" if not warnings else chr(10) + "Search warnings:" + chr(10) + chr(10) + warnings}"""
 
 
 def _comparisons_markdown(comparisons: list[dict]) -> str:
