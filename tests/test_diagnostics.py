@@ -32,8 +32,9 @@ def test_flips_give_settling_steps_flips_per_epoch_and_the_layers_still_flipping
     assert d.flipping_last_epoch == [7] and d.flipping_last_tenth == [7]
     assert d.last_step_off_pct == 0.0
     text = d.paragraph()
-    assert f"{N - 2} of {N} layers had settled by the end of the warm-up" in text
-    assert "the last at step 96 of 100" in text and "Still flipping in the last epoch: layer 7." in text
+    assert f"{N - 4} of {N} layers never flipped and {N - 2} had settled by the end of the warm-up" in text
+    assert "the 4 that flipped settled at step 4 to 96 of 100 (half of them by step 13)" in text
+    assert "Still flipping in the last epoch: layer 7." in text
     assert any("still flipping in the last tenth" in w for w in d.warnings)
 
 

@@ -54,15 +54,16 @@ class Diagnosis:
 
     def paragraph(self) -> str:
         """The one-paragraph summary ``spnas search`` prints at its end."""
-        settled = sorted(self.settled_at)
-        if settled[-1] == 0:
+        flipped = sorted(s for s in self.settled_at if s > 0)
+        if not flipped:
             text = "Decisions: no layer ever flipped; every layer kept the op it started with. "
         else:
-            by_warmup = sum(s <= self.warmup_steps for s in settled)
-            text = (f"Decisions: {by_warmup} of {self.layers} layers had settled by the end of the warm-up "
-                    f"(step {self.warmup_steps}); half had settled by step {settled[len(settled) // 2]} and the "
-                    f"last at step {settled[-1]} of {self.total_steps}. Flips per epoch: "
-                    f"{', '.join(map(str, self.flips_per_epoch))}. ")
+            never = self.layers - len(flipped)
+            by_warmup = sum(s <= self.warmup_steps for s in self.settled_at)
+            text = (f"Decisions: {never} of {self.layers} layers never flipped and {by_warmup} had settled by the "
+                    f"end of the warm-up (step {self.warmup_steps}); the {len(flipped)} that flipped settled at "
+                    f"step {flipped[0]} to {flipped[-1]} of {self.total_steps} (half of them by step "
+                    f"{flipped[(len(flipped) - 1) // 2]}). Flips per epoch: {', '.join(map(str, self.flips_per_epoch))}. ")
         if self.flipping_last_epoch:
             text += (f"Still flipping in the last epoch: layer{'s' if len(self.flipping_last_epoch) > 1 else ''} "
                      f"{', '.join(map(str, self.flipping_last_epoch))}. ")
