@@ -205,6 +205,14 @@ def _check_range(lut: LatencyTable, source: str) -> None:
                          "beyond float32; check the table's units")
 
 
+def space_fields(space: SearchSpace) -> dict:
+    """A table's space fields, all written from the one SearchSpace: its definition (what
+    :meth:`LatencyTable.search_space` rebuilds) and, for a reader of the file and for
+    :meth:`LatencyTable.check`'s messages, its name, fingerprint and input size."""
+    return {"space": space.name, "space_fingerprint": space.fingerprint(), "input_size": space.input_size,
+            "space_def": space.to_dict()}
+
+
 def _check_number(value: Any, where: str) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise SpnasError(f"{where} must be a finite number, got {value!r}")
@@ -234,8 +242,7 @@ def lut_from_stats(
     return LatencyTable(
         backend=info["backend"], runtime=info["runtime"], runtime_version=info["runtime_version"],
         threads=info["threads"], device=dict(info.get("device", {})),
-        space=space.name, space_fingerprint=space.fingerprint(), input_size=space.input_size,
-        space_def=space.to_dict(), constant_ms=sum(parts.values()), constant_parts=parts,
+        **space_fields(space), constant_ms=sum(parts.values()), constant_parts=parts,
         layers=[{op: net(layer_key(l.index, op)) for op in MBCONV_OPS} for l in space.layers()],
         spread=[{op: stats[layer_key(l.index, op)]["iqr"] for op in MBCONV_OPS} for l in space.layers()],
         protocol=dict(protocol), date=info.get("date") or time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -265,8 +272,7 @@ def import_pixel1(path: str | Path, space: SearchSpace) -> LatencyTable:
         layers.append(entry)
     return LatencyTable(
         backend="pixel1-tflite", runtime="tflite", runtime_version="released Single-Path NAS model",
-        threads=1, space=space.name, space_fingerprint=space.fingerprint(), input_size=space.input_size,
-        space_def=space.to_dict(), constant_ms=PIXEL1_CONSTANT_MS, layers=layers,
+        threads=1, **space_fields(space), constant_ms=PIXEL1_CONSTANT_MS, layers=layers,
         protocol={"runs": 50, "source": "Stamoulis et al. 2019, released runtime model"},
         device={"name": "Google Pixel 1", "runtime": "TFLite float, 1 thread"},
         date=time.strftime("%Y-%m-%d"),
