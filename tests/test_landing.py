@@ -53,14 +53,15 @@ def test_a_frozen_supernet_computes_the_forced_one_and_its_thresholds_learn_noth
 
 
 def test_landing_freezes_the_first_in_band_decisions_of_its_window():
-    landing = Landing.for_run(target_ms=1.0, margin=0.02, share=0.25, total_steps=100)
+    landing = Landing.for_run(target_ms=1.0, margin=0.02, share=0.25, total_steps=100, warmup_steps=60)
     assert (landing.start_step, landing.low_ms) == (75, pytest.approx(0.96))
+    assert Landing.for_run(1.0, 0.02, 0.5, 100, warmup_steps=60).start_step == 60  # never inside the warm-up
     a, b = some_arch(), Architecture(SPACE.name, ("k5e6",) * len(SPACE.layers()))
     assert not landing.update(74, a, 0.98)  # in band, but before the window
     assert not landing.update(75, a, 1.01) and not landing.update(76, a, 0.95)  # over, and under the band
     assert landing.update(77, a, 0.97) and landing.landed == a and landing.step == 77
     assert not landing.update(78, b, 0.99) and landing.landed == a  # landed once, for good
-    again = Landing.for_run(1.0, 0.02, 0.25, 100)
+    again = Landing.for_run(1.0, 0.02, 0.25, 100, 60)
     again.load_state_dict(landing.state_dict())
     assert (again.landed, again.step) == (a, 77)
 
@@ -75,17 +76,19 @@ def tiny_lut(tmp_path) -> str:
 def cfg(tmp_path: Path, lut: str, name: str, **kw) -> SearchConfig:
     return SearchConfig(data="synthetic:320:1:16:4", lut=lut, width=0.25, out=str(tmp_path / name), epochs=4,
                         batch_size=16, val_fraction=0.2, log_every=1, eval_every_epoch=False, warmup_fraction=0.25,
-                        target_ms=0.8, lambda_=1.0, lr_per_256=1.0, indicator_scale="init-norm", landing=0.5, **kw)
+                        target_ms=0.93, lambda_=1.0, lr_per_256=1.0, indicator_scale="init-norm", landing=1.0, **kw)
 
 
 def test_a_landed_search_returns_its_frozen_decisions_unrepaired_and_resumes_exactly(tmp_path, tiny_lut):
     full = run_search(cfg(tmp_path, tiny_lut, "full"))
     summary = json.loads((full.run_dir / "summary.json").read_text())
     landed_step, landed = summary["landing"]["step"], Architecture.from_string(summary["landing"]["arch"])
-    assert landed_step >= 32  # 64 steps: the window is the last 32
+    assert landed_step >= 16  # 64 steps: the window is all after the 16-step warm-up
     assert summary["repair_flips"] == [] and full.arch == landed.canonical() and full.last_step == full.arch
-    assert 0.8 * 0.96 <= full.predicted_ms <= 0.8
+    assert 0.93 * 0.96 <= full.predicted_ms <= 0.93
     records = read_metrics(full.run_dir / "metrics.jsonl")
+    in_band = [r["step"] for r in records if "ops" in r and r["step"] >= 16 and 0.93 * 0.96 <= r["predicted_ms"] <= 0.93]
+    assert landed_step == in_band[0]  # the first in-band step of the window
     assert not [r for r in records if "flipped" in r and r["step"] > landed_step]
     assert all(tuple(r["ops"]) == landed.ops for r in records if "ops" in r and r["step"] >= landed_step)
     assert f"met the budget band at step {landed_step}" in summary["diagnostics"]["summary"]

@@ -30,8 +30,10 @@ class Landing:
     step: int | None = None
 
     @classmethod
-    def for_run(cls, target_ms: float, margin: float, share: float, total_steps: int) -> "Landing":
-        return cls(target_ms, target_ms * (1 - 2 * margin), total_steps - round(share * total_steps))
+    def for_run(cls, target_ms: float, margin: float, share: float, total_steps: int, warmup_steps: int) -> "Landing":
+        """The landing of a run's last ``share``, never inside the warm-up (lambda is 0 there: the
+        decisions have not yet been asked to meet anything)."""
+        return cls(target_ms, target_ms * (1 - 2 * margin), max(total_steps - round(share * total_steps), warmup_steps))
 
     @property
     def landed(self) -> Architecture | None:

@@ -99,7 +99,7 @@ def _search(job: Job, space: SearchSpace, lut: LatencyTable) -> SearchResult:
     controller = (TargetController(cfg.target_ms, cfg.lambda_, cfg.target_margin, cfg.lambda_rate,
                                    cfg.lambda_gain)
                   if cfg.target_ms else None)
-    landing = (Landing.for_run(cfg.target_ms, cfg.target_margin, cfg.landing, total)
+    landing = (Landing.for_run(cfg.target_ms, cfg.target_margin, cfg.landing, total, warm_steps)
                if controller and method.lands and cfg.landing > 0 else None)
     parts = {"model": net, "optimizer": optimizer, "schedule": schedule, "controller": controller,
              "precision": precision, "landing": landing}
