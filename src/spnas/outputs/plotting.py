@@ -1,16 +1,10 @@
-"""Matplotlib without a display, figures written atomically, and the op colours: what every plot in
-spnas shares."""
+"""Matplotlib without a display and figures written atomically: what every plot in spnas shares."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from spnas.outputs.files import atomic_path
-from spnas.model.space import MBCONV_OPS, SKIP
-
-#: ops in plotting order (small to large) and their colours, the same in every figure
-OP_ORDER = (SKIP,) + MBCONV_OPS
-OP_COLORS = ("#ffffff", "#c6dbef", "#6baed6", "#fdae6b", "#e6550d")
 
 
 def pyplot():

@@ -1,4 +1,5 @@
-"""The search progress figure: predicted latency over steps, and each layer's op over time."""
+"""The search progress figure: predicted latency over steps, and each layer's op over time; the op
+colours every figure of an architecture uses (the run report's too)."""
 
 from __future__ import annotations
 
@@ -6,9 +7,13 @@ from pathlib import Path
 
 import numpy as np
 
-from spnas.outputs.plotting import OP_COLORS, OP_ORDER, pyplot, save_figure
+from spnas.outputs.plotting import pyplot, save_figure
 from spnas.jobs.runs import read_metrics
-from spnas.model.space import SearchSpace
+from spnas.model.space import MBCONV_OPS, SKIP, SearchSpace
+
+#: ops in plotting order (small to large) and their colours, the same in every figure
+OP_ORDER = (SKIP,) + MBCONV_OPS
+OP_COLORS = ("#ffffff", "#c6dbef", "#6baed6", "#fdae6b", "#e6550d")
 
 
 def plot_search_progress(metrics_path: Path, out: Path, space: SearchSpace, target_ms: float | None,

@@ -9,7 +9,8 @@ from pathlib import Path
 
 from spnas.model.arch import Architecture
 from spnas.outputs.files import atomic_write_text, write_json
-from spnas.outputs.plotting import OP_COLORS, OP_ORDER, pyplot, save_figure
+from spnas.outputs.plotting import pyplot, save_figure
+from spnas.search.plots import OP_COLORS, OP_ORDER
 from spnas.model.space import SKIP, SearchSpace, op_kernel_expand
 from spnas.outputs.text_table import format_table
 
