@@ -204,3 +204,11 @@ def test_the_landing_variant_shares_the_single_path_warmup(tmp_path, tiny_lut):
     rows = {r["model"]: r for r in summary["models"]}
     assert rows["searched-0.750ms-single-path-landing"]["method"] == "single-path-landing"
     assert "landed_step" in rows["searched-0.750ms"] and rows["searched-0.750ms"]["landed_step"] is None
+    # the smoke search moves no decision and never meets the band, so both end at the same repaired net:
+    # it is trained once, and the second search's stage says whose training it shares
+    assert rows["searched-0.750ms"]["arch"] == rows["searched-0.750ms-single-path-landing"]["arch"]
+    stages = json.loads((out / "pipeline.json").read_text())["stages"]
+    shared = stages["train:searched-0.750ms-single-path-landing:seed0"]
+    assert shared["same_as"] == "train:searched-0.750ms:seed0"
+    assert shared["test_top1"] == stages["train:searched-0.750ms:seed0"]["test_top1"]
+    assert not (out / "train" / "searched-0.750ms-single-path-landing").exists()

@@ -105,10 +105,7 @@ class Sweep:
         origin = {searched_name(t, m, s): {"method": m, "search_seed": s} for m, s, t in searched}
         models = {searched_name(t, m, s): self.search(m, s, t, targets[0])["arch"] for m, s, t in searched}
         models.update({f"uniform-{op}": uniform(p.space, op).to_string() for op in UNIFORM_OPS})
-        for name, arch in models.items():
-            for seed in seeds:
-                p.stage(f"train:{name}:seed{seed}", lambda n=name, a=arch, s=seed: p.train(
-                    n, a, s, out=p.run_dir / "train" / n / f"seed{s}"))
+        self.train_all(models, seeds)
         first = {name: f"train:{name}:seed{seeds[0]}" for name in models}  # one export per architecture
         measure_stage = p.stage("measure", lambda: p.measure(list(models), first)) if p.measured_here else None
         measured = p.measured_models(measure_stage)
@@ -120,6 +117,20 @@ class Sweep:
                    "processes": p.nproc, "models": self.rows(lut, models, origin, seeds, measured),
                    "measurement_conditions": (measure_stage or {}).get("conditions", {})}
         return write_sweep_report(p.run_dir, summary, p.space.num_classes)
+
+    def train_all(self, models: dict[str, str], seeds: tuple[int, ...]) -> None:
+        """Every network once per seed. Two searches that found the same network (the same canonical
+        architecture) share its trainings: the same recipe and seed would train it to the same weights,
+        so the second one's stage records the first's result and says so (``same_as``)."""
+        p, done = self.pipeline, {}
+        for name, arch in models.items():
+            for seed in seeds:
+                stage, key = f"train:{name}:seed{seed}", (Architecture.from_string(arch).canonical(), seed)
+                if key in done and stage not in p.state["stages"]:
+                    p.stage(stage, lambda first=done[key]: {**p.state["stages"][first], "same_as": first})
+                    continue
+                p.stage(stage, lambda n=name, a=arch, s=seed: p.train(n, a, s, out=p.run_dir / "train" / n / f"seed{s}"))
+                done.setdefault(key, stage)
 
     def recorded(self, name: str, given: tuple | None, default=None) -> tuple:
         """A setting fixed when the sweep started (``given``, or ``default()``); another one given on a
