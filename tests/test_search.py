@@ -143,3 +143,30 @@ def test_repair_flips_least_confident_decisions(small_space):
     assert repaired.flips[0] == {"layer": 7, "group": "e6", "to": 0, "predicted_ms": pytest.approx(repaired.flips[0]["predicted_ms"])}
     assert predict_ms(lut, repaired.arch) <= full - 1e-6
     assert repaired.arch.ops[7] == "k5e3"
+
+
+def test_repair_prices_the_network_as_reported_in_canonical_form(small_space):
+    """Two layers of one stage with equal shapes are timed separately, so a skip in the middle of a
+    stage and the same network with the skip last are priced slightly apart; the repair must meet
+    the band at the canonical price, which is what the search reports."""
+    from conftest import fake_lut
+    from spnas.model.arch import Architecture
+    from spnas.nn.network import SinglePathNet
+    from spnas.search.repair import repair_to_budget
+
+    layers = small_space.layers()
+    first, middle = next((l, m) for l, m in zip(layers, layers[1:]) if m.stage == l.stage and m.skippable)
+    ops = ["k5e6"] * len(layers)
+    ops[middle.index] = "skip"  # a skip in the middle: canonical form moves it to the stage's end
+    arch = Architecture(small_space.name, tuple(ops))
+    assert arch.canonical() != arch
+    torch.manual_seed(0)
+    net = SinglePathNet(small_space)
+    net.force_architecture(arch)
+    lut = fake_lut(small_space)
+    lut.layers[middle.index] = {op: ms * 1.5 for op, ms in lut.layers[middle.index].items()}  # priced apart
+    raw = predict_ms(lut, arch)
+    assert predict_ms(lut, arch.canonical()) > raw  # the canonical net pays the dearer middle position
+    repaired = repair_to_budget(net, lut, target_ms=raw, margin=0.02)
+    assert repaired.flips  # at the canonical price the unrepaired net is over the target
+    assert predict_ms(lut, repaired.arch.canonical()) <= raw

@@ -246,9 +246,11 @@ class SearchSteps:
         hard_ms = predict_ms(lut, arch)
         if self.controller and not warm:
             self.controller.update(hard_ms)
-        if self.landing and self.landing.update(step, arch, hard_ms):
-            self.net.freeze(arch)
-            self.log.write({"step": step, "landed": arch.to_string(), "landed_ms": hard_ms})
+        if self.landing and self.landing.arch is None:
+            reported_ms = predict_ms(lut, arch.canonical())  # what a result of these decisions would report
+            if self.landing.update(step, arch, reported_ms):
+                self.net.freeze(arch)
+                self.log.write({"step": step, "landed": arch.to_string(), "landed_ms": reported_ms})
         flipped = [i for i, (a, b) in enumerate(zip(self.previous_ops, arch.ops)) if a != b]
         if flipped:  # every flip, not only at logged steps: the diagnostics count them exactly
             self.log.write({"step": step, "flipped": flipped})

@@ -34,6 +34,12 @@ def _arch(space_name: str, decisions: list[Decision]) -> Architecture:
     return Architecture(space_name, tuple(d.op for d in decisions))
 
 
+def _price(lut: LatencyTable, space_name: str, decisions: list[Decision]) -> float:
+    """The latency of the network the decisions spell, priced in canonical form: what the search
+    reports and the user sees, so a repaired result is inside the band as reported."""
+    return predict_ms(lut, _arch(space_name, decisions).canonical())
+
+
 def repair_to_budget(net: SinglePathNet, lut: LatencyTable, target_ms: float, margin: float) -> Repair:
     decisions = net.decisions()
     layers = net.space.layers()
@@ -55,19 +61,19 @@ def repair_to_budget(net: SinglePathNet, lut: LatencyTable, target_ms: float, ma
                 if getattr(d, g) == value:
                     yield confidence[i][g], i, g
 
-    ms = predict_ms(lut, _arch(net.space.name, decisions))
+    ms = _price(lut, net.space.name, decisions)
     while ms > target_ms:
         options = sorted(groups(1))
         if not options:
             break
         _, i, g = options[0]
         decisions = _with(decisions, i, g, 0)
-        ms = predict_ms(lut, _arch(net.space.name, decisions))
+        ms = _price(lut, net.space.name, decisions)
         flips.append({"layer": i, "group": g, "to": 0, "predicted_ms": ms})
     while ms < lower:
         for _, i, g in sorted(groups(0)):
             trial = _with(decisions, i, g, 1)
-            trial_ms = predict_ms(lut, _arch(net.space.name, trial))
+            trial_ms = _price(lut, net.space.name, trial)
             if trial_ms <= target_ms:
                 decisions, ms = trial, trial_ms
                 flips.append({"layer": i, "group": g, "to": 1, "predicted_ms": ms})
