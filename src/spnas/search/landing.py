@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from spnas.model.arch import Architecture
+from spnas.search.repair import band_low
 
 #: the landing share of ``spnas sweep``'s single-path-landing variant: the last 1/8 of a search, a third
 #: of the part after the paper's 5/8 warm-up
@@ -33,7 +34,7 @@ class Landing:
     def for_run(cls, target_ms: float, margin: float, share: float, total_steps: int, warmup_steps: int) -> "Landing":
         """The landing of a run's last ``share``, never inside the warm-up (lambda is 0 there: the
         decisions have not yet been asked to meet anything)."""
-        return cls(target_ms, target_ms * (1 - 2 * margin), max(total_steps - round(share * total_steps), warmup_steps))
+        return cls(target_ms, band_low(target_ms, margin), max(total_steps - round(share * total_steps), warmup_steps))
 
     @property
     def landed(self) -> Architecture | None:

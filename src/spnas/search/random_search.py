@@ -27,6 +27,7 @@ from spnas.jobs.job import Job
 from spnas.latency.lut import LatencyTable
 from spnas.latency.predict import predict_ms
 from spnas.nn.network import SinglePathNet
+from spnas.search.repair import band_low
 from spnas.jobs.optim import l2_penalty, make_optimizer
 from spnas.jobs.runs import MetricsLog
 from spnas.model.space import SearchSpace
@@ -40,7 +41,7 @@ def draw_candidates(space: SearchSpace, lut: LatencyTable, count: int, seed: int
     """``count`` architectures drawn uniformly per layer, in canonical form (priced as such); with a
     target, only those predicted inside [target·(1 - 2·margin), target]."""
     rng = random.Random(seed)
-    low, high = (target_ms * (1 - 2 * margin), target_ms) if target_ms else (0.0, float("inf"))
+    low, high = (band_low(target_ms, margin), target_ms) if target_ms else (0.0, float("inf"))
     drawn = []
     for _ in range(count):
         for _ in range(MAX_DRAWS):

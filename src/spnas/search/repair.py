@@ -34,6 +34,12 @@ def _arch(space_name: str, decisions: list[Decision]) -> Architecture:
     return Architecture(space_name, tuple(d.op for d in decisions))
 
 
+def band_low(target_ms: float, margin: float) -> float:
+    """The lower end of the budget band [T·(1 - 2·margin), T] that target mode's results must meet
+    (the repair, the landing, random search's draws and the sweep's report all use this one)."""
+    return target_ms * (1 - 2 * margin)
+
+
 def _price(lut: LatencyTable, space_name: str, decisions: list[Decision]) -> float:
     """The latency of the network the decisions spell, priced in canonical form: what the search
     reports and the user sees, so a repaired result is inside the band as reported."""
@@ -48,7 +54,7 @@ def repair_to_budget(net: SinglePathNet, lut: LatencyTable, target_ms: float, ma
         sk = block.superkernel
         norms, t, scale = sk.group_norms(block.conv_dw.weight), sk.thresholds(), sk.indicator_scale.tolist()
         confidence.append({g: abs(norms[g] - t[g]) / s for g, s in zip(("k5", "e3", "e6"), scale)})
-    lower = target_ms * (1 - 2 * margin)
+    lower = band_low(target_ms, margin)
     flips: list[dict] = []
 
     def groups(value: int):

@@ -20,9 +20,10 @@ from spnas.outputs.plotting import pyplot, save_figure
 from spnas.workflows.report import comparison_warnings, same_networks
 from spnas.outputs.text_table import format_table
 from spnas.search.config import SearchConfig
+from spnas.search.repair import band_low
 
 #: the budget band's lower end, as a share of the target: T·(1 - 2·margin) with the searches' margin
-BAND_LOW = 1 - 2 * SearchConfig.target_margin
+BAND_LOW = band_low(1.0, SearchConfig.target_margin)
 
 
 def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
