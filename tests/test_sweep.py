@@ -162,11 +162,11 @@ def test_sweep_compares_methods_over_search_seeds(tmp_path, tiny_lut):
     report = (out / "report.md").read_text()
     assert "Search methods compared at equal targets" in report
     ended = report.split("## How each search ended")[1]
-    assert "without a repair: single-path: " in ended and "random:" not in ended.splitlines()[2]
-    assert ended.count("(drawn in it)") == 2  # random search only draws inside the band
+    assert ended.count("(drawn in it)") == 3  # random search only draws inside the band: its 2 rows and its count
     flips = {r["model"]: r["repair_flips"] for r in searched}
     in_band = sum(flips[f"searched-0.750ms{s}"] == 0 for s in ("", "-s1"))
-    assert f"single-path: {in_band} of 2" in ended
+    single_path_top1 = sum(r["test_top1_mean"] for r in searched if r["method"] == "single-path") / 2 * 100
+    assert f"single-path: {in_band} of 2, mean top-1 {single_path_top1:.2f}%" in " ".join(ended.split())
 
 
 def test_epochs_given_replace_the_presets_and_a_resume_must_give_the_same(tmp_path, tiny_lut, capsys):

@@ -211,23 +211,28 @@ def _searches_markdown(rows: list[dict]) -> str:
     if not rows:
         return ""
     table = format_table(
-        ("model", "last step ms (vs target)", "in the band by itself", "landed at step", "repair flips", "warnings"),
+        ("model", "last step ms (vs target)", "in the band by itself", "landed at step", "repair flips", "top-1 %",
+         "warnings"),
         [(r["model"], f"{r['last_step_predicted_ms']:.3f} ({(r['last_step_predicted_ms'] / r['target_ms'] - 1) * 100:+.1f}%)"
           if r.get("last_step_predicted_ms") is not None else "",
           {True: "yes", False: "no", None: "(drawn in it)"}[in_band_by_itself(r)],
           "" if r.get("landed_step") is None else str(r["landed_step"]),
-          "" if r.get("repair_flips") is None else str(r["repair_flips"]), str(len(r.get("search_warnings", []))))
+          "" if r.get("repair_flips") is None else str(r["repair_flips"]), f"{r['test_top1_mean'] * 100:.2f}",
+          str(len(r.get("search_warnings", []))))
          for r in rows], markdown=True)
-    by_method: dict[str, list[bool]] = {}
+    by_method: dict[str, list[dict]] = {}
     for r in rows:
-        if in_band_by_itself(r) is not None:
-            by_method.setdefault(r["method"], []).append(in_band_by_itself(r))
-    counts = "; ".join(f"{m}: {sum(v)} of {len(v)}" for m, v in by_method.items())
+        by_method.setdefault(r["method"], []).append(r)
+    counts = "; ".join(
+        (f"{m}: {sum(map(bool, met))} of {len(met)}" if met else f"{m}: (drawn in it)")
+        + f", mean top-1 {statistics.fmean(r['test_top1_mean'] for r in rs) * 100:.2f}%"
+        for m, rs in by_method.items() for met in [[in_band_by_itself(r) for r in rs if in_band_by_itself(r) is not None]])
     warnings = "".join(f"- {r['model']}: {w}\n" for r in rows for w in r.get("search_warnings", []))
     return f"""
 ## How each search ended
 
-Searches whose own result met the budget band [{BAND_LOW:g}·T, T] without a repair: {counts or "none to count"}.
+Searches whose own result met the budget band [{BAND_LOW:g}·T, T] without a repair, and their mean
+top-1 over searches and training seeds: {counts}.
 
 {table}
 {"" if not warnings else chr(10) + "Search warnings:" + chr(10) + chr(10) + warnings}"""
