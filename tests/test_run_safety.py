@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from conftest import fake_lut
 from spnas.cli.main import main
@@ -126,6 +127,15 @@ def stopped_run(tmp_path, monkeypatch):
     assert stop.value.exit_code == 0  # a stop that was asked for
     monkeypatch.chdir(tmp_path)
     return elsewhere / "run"
+
+
+def test_a_job_gives_the_process_its_thread_count_back(stopped_run):
+    """A sweep resumes a job recorded with 1 thread, then starts new ones: they must get the process's
+    own count, not the resumed job's (the methods benchmark of BENCHMARKS §11 ran into this)."""
+    torch.set_num_threads(2)
+    assert main(["train", "--resume", str(stopped_run), "--max-steps", "1"]) == 0
+    assert json.loads((stopped_run / "config.json").read_text())["threads"] == 1
+    assert torch.get_num_threads() == 2
 
 
 def test_resume_from_another_directory_drops_a_torn_line_and_stale_tmp_files(stopped_run, capfd):

@@ -72,12 +72,15 @@ class Job:
     @contextmanager
     def directory(self, cfg: Any = None, force: bool = False) -> Iterator[Path]:
         """The run directory, locked by rank 0 (a new run's ``cfg`` is stored as config.json), with the
-        replicas joined and the run's thread count set; the replicas part when the job ends."""
+        replicas joined and the run's thread count set; the replicas part when the job ends, and the
+        process gets its thread count back (a sweep that resumed one job recorded with another count
+        would otherwise run, and record, every later job with that job's count)."""
         if cfg is not None:
             self.cfg = dataclasses.replace(cfg, micro_batch=self.cfg.micro_batch)
         if not self.resumed:
             self.cfg = new_config(self.cfg)
-        if self.cfg.threads and self.cfg.threads != torch.get_num_threads():
+        threads_before = torch.get_num_threads()
+        if self.cfg.threads and self.cfg.threads != threads_before:
             torch.set_num_threads(self.cfg.threads)
         self.replicas.start(self.device)
         try:
@@ -92,6 +95,7 @@ class Job:
                 yield self.run_dir
         finally:
             self.replicas.stop()
+            torch.set_num_threads(threads_before)
 
     def restore(self, parts: dict[str, Any], kind: str) -> tuple[int, float]:
         """(step, wall seconds before this process) of a resumed run, (0, 0) for a new one."""
