@@ -92,6 +92,8 @@ def test_a_landed_search_returns_its_frozen_decisions_unrepaired_and_resumes_exa
     assert not [r for r in records if "flipped" in r and r["step"] > landed_step]
     assert all(tuple(r["ops"]) == landed.ops for r in records if "ops" in r and r["step"] >= landed_step)
     assert f"met the budget band at step {landed_step}" in summary["diagnostics"]["summary"]
+    # the paragraph's last step is priced as the result and the band are: the canonical form
+    assert summary["diagnostics"]["last_step_ms"] == summary["last_step_predicted_ms"] == full.last_step_ms
     # stopped after the landing and resumed: the same decisions and weights
     with pytest.raises(Interrupted):
         run_search(cfg(tmp_path, tiny_lut, "part", max_steps=landed_step + 2))

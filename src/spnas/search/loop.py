@@ -6,6 +6,7 @@ epoch end are :class:`SearchSteps`.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -128,8 +129,9 @@ def _search(job: Job, space: SearchSpace, lut: LatencyTable) -> SearchResult:
     if not job.replicas.main:
         return result
     records = read_metrics(run_dir / METRICS)
-    result.diagnosis = diagnose(records, space, total, warm_steps, steps_per_epoch, cfg.target_ms, arch.ops,
-                                cfg.indicator_scale)
+    result.diagnosis = dataclasses.replace(  # the last step priced as the result and the band are: canonical
+        diagnose(records, space, total, warm_steps, steps_per_epoch, cfg.target_ms, arch.ops, cfg.indicator_scale),
+        last_step_ms=result.last_step_ms)
     _save_result(job, space, lut, result, lambda_=controller.lam if controller else cfg.lambda_, steps=total,
                  landing=landing.state_dict() if landing else None,
                  diagnostics=result.diagnosis.to_dict(), warnings=result.diagnosis.warnings, **method.state(net))
