@@ -1,0 +1,72 @@
+"""Where each search of a `spnas sweep` ended, from its search summaries alone (before any training):
+target, method, search seed, the last step's predicted ms (canonical) and its distance to the target,
+whether the search met the budget band by itself (no repair flips), the flips, the landed step.
+
+Why a script beside the sweep's report: the report is written when every training is done, and the
+landing question of issue 18 (item 3) is answered by the searches; this reads them as soon as they
+exist. The report's "How each search ended" section gives the same columns with accuracy.
+
+    python3 bench/search_endings.py RUN_DIR [--json OUT]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from pathlib import Path
+
+from spnas.workflows.sweep_report import in_band_by_itself
+
+NAME = re.compile(r"searched-(?P<target>[0-9.]+)ms(?:-(?P<method>[a-z-]+?))?(?:-s(?P<seed>\d+))?$")
+
+
+def endings(run_dir: Path) -> list[dict]:
+    rows = []
+    for summary_path in sorted((run_dir / "search").glob("searched-*/summary.json")):
+        match = NAME.match(summary_path.parent.name)
+        if not match:
+            continue
+        s = json.loads(summary_path.read_text())
+        method = match["method"] or "single-path"
+        if s.get("target_ms") is None or method == "random":
+            continue  # faithful mode has no target; random search only draws inside the band
+        row = {"method": method, "target_ms": s["target_ms"], "predicted_ms": s["predicted_ms"],
+               "repair_flips": len(s["repair_flips"]) if method != "multipath" else None}
+        rows.append({**row, "search_seed": int(match["seed"] or 0), "last_step_ms": s["last_step_predicted_ms"],
+                     "last_step_off_pct": (s["last_step_predicted_ms"] / s["target_ms"] - 1) * 100,
+                     "in_band_by_itself": in_band_by_itself(row),
+                     "landed_step": (s.get("landing") or {}).get("step"), "steps": s.get("steps")})
+    return sorted(rows, key=lambda r: (r["method"], r["target_ms"], r["search_seed"]))
+
+
+def markdown(rows: list[dict]) -> str:
+    lines = ["| method | target ms | search seed | last step ms (vs target) | in band without repair | repair flips "
+             "| landed at step | result ms |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines += [f"| {r['method']} | {r['target_ms']:.3f} | {r['search_seed']} | {r['last_step_ms']:.3f} "
+              f"({r['last_step_off_pct']:+.1f}%) | {'yes' if r['in_band_by_itself'] else 'no'} | "
+              f"{'' if r['repair_flips'] is None else r['repair_flips']} | "
+              f"{'' if r['landed_step'] is None else r['landed_step']} | {r['predicted_ms']:.3f} |" for r in rows]
+    counts = {}
+    for r in rows:
+        counts.setdefault(r["method"], []).append(r["in_band_by_itself"])
+    lines.append("")
+    lines += [f"- {method}: {sum(v)} of {len(v)} in the band without repair" for method, v in counts.items()]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("--json", type=Path, help="also write the rows here")
+    args = parser.parse_args()
+    rows = endings(args.run_dir)
+    if not rows:
+        raise SystemExit(f"{args.run_dir}: no target-mode search summaries under search/searched-*/")
+    print(markdown(rows))
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
