@@ -26,16 +26,24 @@ def test_bootstrap_interval_separates_distinct_groups_and_not_overlapping_ones()
 
 
 def test_methods_are_compared_per_target_one_value_per_search():
-    rows = [{"kind": "searched", "target_ms": t, "method": m, "test_top1_mean": acc, "latency_ms": 0.4}
+    rows = [{"kind": "searched", "target_ms": t, "method": m, "test_top1_mean": acc, "latency_ms": 0.4,
+             "model": f"{t}-{m}-{i}"}
             for t in (0.4, 0.5) for m, accs in (("multipath", (0.80, 0.81, 0.82)), ("single-path", (0.85, 0.86, 0.87)))
-            for acc in accs]
-    rows.append({"kind": "uniform", "target_ms": None, "method": None, "test_top1_mean": 0.5, "latency_ms": 0.3})
-    comparisons = compare_methods(rows)
+            for i, acc in enumerate(accs)]
+    rows.append({"kind": "uniform", "target_ms": None, "method": None, "test_top1_mean": 0.5, "latency_ms": 0.3,
+                 "model": "uniform"})
+    # each multi-path net is as far above the front at its own latency as its single-path twin
+    margins = {r["model"]: float(r["model"][-1]) for r in rows if r["kind"] == "searched"}
+    comparisons = compare_methods(rows, margins)
     assert [(c["target_ms"], c["a"], c["b"]) for c in comparisons] == [(0.4, "multipath", "single-path"),
                                                                       (0.5, "multipath", "single-path")]
     assert comparisons[0]["top1_diff_points"] == pytest.approx(-5.0)
     assert comparisons[0]["top1_significant"] and not comparisons[0]["latency_significant"]
     assert comparisons[0]["searches"] == [3, 3]
+    assert comparisons[0]["front_margin_a_points"] == comparisons[0]["front_margin_b_points"] == 1.0
+    assert not comparisons[0]["front_margin_significant"]
+    lo, hi = comparisons[0]["front_margin_diff_ci_points"]
+    assert lo < 0 < hi
 
 
 def test_pareto_front_keeps_only_points_nothing_beats():

@@ -131,7 +131,7 @@ def _warnings(d: Diagnosis, states: list[dict], space: SearchSpace, warmup_steps
                        for g in GROUPS if n.get(g) and (n[g] - t[g]) / n[g] < -DIVERGED_MARGIN})
     if diverged:
         warnings.append(f"thresholds diverging: layer{'s' if len(diverged) > 1 else ''} "
-                        f"{', '.join(map(str, diverged))} have a threshold over {DIVERGED_MARGIN + 1:g}x its group's "
+                        f"{', '.join(map(str, diverged))} {'have' if len(diverged) > 1 else 'has'} a threshold over {DIVERGED_MARGIN + 1:g}x its group's "
                         "norm, a decision that will hardly come back; lower the LR (--lr-per-256)"
                         + (" or use --indicator-scale init-norm" if indicator_scale != "init-norm" else ""))
     if d.flipping_last_tenth:
