@@ -215,6 +215,13 @@ def in_band_by_itself(row: dict) -> bool | None:
     return BAND_LOW * row["target_ms"] <= row["predicted_ms"] <= row["target_ms"]
 
 
+def _method_ending(method: str, searches: list[dict]) -> str:
+    """'single-path: 3 of 9, mean top-1 78.12%': how many met the band by themselves, and their accuracy."""
+    met = [in_band_by_itself(r) for r in searches if in_band_by_itself(r) is not None]
+    count = f"{sum(met)} of {len(met)}" if met else "(drawn in it)"
+    return f"{method}: {count}, mean top-1 {statistics.fmean(r['test_top1_mean'] for r in searches) * 100:.2f}%"
+
+
 def _searches_markdown(rows: list[dict]) -> str:
     """How each search ended: where its own decisions landed, the repair it needed, its warnings."""
     if not rows:
@@ -232,10 +239,7 @@ def _searches_markdown(rows: list[dict]) -> str:
     by_method: dict[str, list[dict]] = {}
     for r in rows:
         by_method.setdefault(r["method"], []).append(r)
-    counts = "; ".join(
-        (f"{m}: {sum(map(bool, met))} of {len(met)}" if met else f"{m}: (drawn in it)")
-        + f", mean top-1 {statistics.fmean(r['test_top1_mean'] for r in rs) * 100:.2f}%"
-        for m, rs in by_method.items() for met in [[in_band_by_itself(r) for r in rs if in_band_by_itself(r) is not None]])
+    counts = "; ".join(_method_ending(method, searches) for method, searches in by_method.items())
     warnings = "".join(f"- {r['model']}: {w}\n" for r in rows for w in r.get("search_warnings", []))
     return f"""
 ## How each search ended
