@@ -16,7 +16,7 @@ import json
 import re
 from pathlib import Path
 
-from spnas.workflows.sweep_report import in_band_by_itself
+from spnas.workflows.sweep_report import in_band_by_itself, landed_at
 
 NAME = re.compile(r"searched-(?P<target>[0-9.]+)ms(?:-(?P<method>[a-z-]+?))?(?:-s(?P<seed>\d+))?$")
 
@@ -36,7 +36,8 @@ def endings(run_dir: Path) -> list[dict]:
         rows.append({**row, "search_seed": int(match["seed"] or 0), "last_step_ms": s["last_step_predicted_ms"],
                      "last_step_off_pct": (s["last_step_predicted_ms"] / s["target_ms"] - 1) * 100,
                      "in_band_by_itself": in_band_by_itself(row),
-                     "landed_step": (s.get("landing") or {}).get("step"), "steps": s.get("steps")})
+                     "landed_step": (s.get("landing") or {}).get("step"),
+                     "landed_within_step": (s.get("landing") or {}).get("within_step"), "steps": s.get("steps")})
     return sorted(rows, key=lambda r: (r["method"], r["target_ms"], r["search_seed"]))
 
 
@@ -46,7 +47,7 @@ def markdown(rows: list[dict]) -> str:
     lines += [f"| {r['method']} | {r['target_ms']:.3f} | {r['search_seed']} | {r['last_step_ms']:.3f} "
               f"({r['last_step_off_pct']:+.1f}%) | {'yes' if r['in_band_by_itself'] else 'no'} | "
               f"{'' if r['repair_flips'] is None else r['repair_flips']} | "
-              f"{'' if r['landed_step'] is None else r['landed_step']} | {r['predicted_ms']:.3f} |" for r in rows]
+              f"{landed_at(r['landed_step'], r.get('landed_within_step'))} | {r['predicted_ms']:.3f} |" for r in rows]
     counts = {}
     for r in rows:
         counts.setdefault(r["method"], []).append(r["in_band_by_itself"])

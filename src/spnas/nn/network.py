@@ -166,6 +166,17 @@ class SinglePathNet(nn.Module):
     def group_norms(self) -> list[dict[str, float]]:
         return [b.superkernel.group_norms(b.conv_dw.weight) for b in self.searchable_blocks()]
 
+    def decision_margins(self) -> list[dict[str, float]]:
+        """Per layer, (norm - threshold) / scale of each group: the signed distance of each hard decision
+        from flipping, in the indicator's own units (the repair flips the smallest first; the landing
+        orders one step's flips by when their margins crossed zero)."""
+        margins = []
+        for block in self.searchable_blocks():
+            sk = block.superkernel
+            norms, t = sk.group_norms(block.conv_dw.weight), sk.thresholds()
+            margins.append({g: (norms[g] - t[g]) / s for g, s in zip(("k5", "e3", "e6"), sk.indicator_scale.tolist())})
+        return margins
+
 
 def _fixed_blocks(space: SearchSpace, channels: int, blocks) -> tuple[nn.Sequential, int]:
     """The MBConv blocks the search never changes; returns them and their output channels."""

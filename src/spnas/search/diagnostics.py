@@ -45,6 +45,8 @@ class Diagnosis:
     warnings: list[str] = field(default_factory=list)
     #: the step whose decisions met the budget band and were frozen (``--landing``), or None
     landed_step: int | None = None
+    #: how many of that step's flips the frozen decisions hold, when the step jumped over the band
+    landed_within_step: int | None = None
 
     @property
     def last_step_off_pct(self) -> float | None:
@@ -70,7 +72,10 @@ class Diagnosis:
         else:
             text += "No layer flipped in the last epoch. "
         if self.landed_step is not None:
-            text += f"The decisions met the budget band at step {self.landed_step} and were frozen there. "
+            within = ("" if self.landed_within_step is None else
+                      f" (partway: that step's flips jumped over the band, and the first {self.landed_within_step} of "
+                      "them, in the order their margins crossed zero, lie in it)")
+            text += f"The decisions met the budget band at step {self.landed_step}{within} and were frozen there. "
         if self.last_step_off_pct is not None:
             text += (f"The last step's decisions: {self.last_step_ms:.3f} ms predicted, "
                      f"{self.last_step_off_pct:+.1f}% from the {self.target_ms:.3f} ms target.")
@@ -102,9 +107,10 @@ def diagnose(records: list[dict], space: SearchSpace, total_steps: int, warmup_s
                 last_epoch.add(i)
             if step >= last_tenth_start:
                 last_tenth.add(i)
+    landed = next((r for r in records if "landed" in r), {})
     diagnosis = Diagnosis(len(layers), total_steps, warmup_steps, settled, per_epoch, sorted(last_epoch),
                           sorted(last_tenth), states[-1]["predicted_ms"] if states else None, target_ms,
-                          landed_step=next((r["step"] for r in records if "landed" in r), None))
+                          landed_step=landed.get("step"), landed_within_step=landed.get("within_step"))
     diagnosis.warnings = _warnings(diagnosis, states, space, warmup_steps, total_steps, result_ops, indicator_scale)
     return diagnosis
 

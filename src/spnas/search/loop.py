@@ -7,7 +7,8 @@ epoch end are :class:`SearchSteps`.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -24,13 +25,15 @@ from spnas.outputs.files import write_json
 from spnas.latency.lut import LatencyTable
 from spnas.latency.predict import lut_tensor, predict_ms
 from spnas.nn.network import SinglePathNet
+from spnas.nn.superkernel import Decision
 from spnas.jobs.optim import make_optimizer, staircase_schedule
 from spnas.jobs.job import Job
 from spnas.jobs.runs import METRICS, MetricsLog, read_metrics, resumed_config
 from spnas.search.branch import warmup_steps
 from spnas.search.config import SearchConfig
 from spnas.search.diagnostics import Diagnosis, diagnose, plot_decisions
-from spnas.search.landing import Landing
+from spnas.search.landing import Landing, path_within_step
+from spnas.search.repair import architecture_of, canonical_price
 from spnas.search.objective import Regularisers, TargetController, regularisers
 from spnas.search.plots import plot_search_progress
 from spnas.search.methods import METHODS, MultiPath, SinglePath
@@ -134,6 +137,7 @@ def _search(job: Job, space: SearchSpace, lut: LatencyTable) -> SearchResult:
         last_step_ms=result.last_step_ms)
     _save_result(job, space, lut, result, lambda_=controller.lam if controller else cfg.lambda_, steps=total,
                  landing=landing.state_dict() if landing else None,
+                 controller=controller.state_dict() if controller else None,
                  diagnostics=result.diagnosis.to_dict(), warnings=result.diagnosis.warnings, **method.state(net))
     plot_search_progress(run_dir / METRICS, run_dir / "progress.png", space, cfg.target_ms, warm_steps)
     plot_decisions(records, run_dir / "decisions.png", result.diagnosis, steps_per_epoch)
@@ -214,11 +218,16 @@ class SearchSteps:
     total: int
     #: the hard decisions after the previous step (at a resume: the checkpoint's), to log each flip
     previous_ops: tuple[str, ...] = ()
+    #: the previous step's decisions and margins, for the path of a step in the landing window
+    previous_decisions: list[Decision] = field(default_factory=list)
+    previous_margins: list[dict] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.landing and self.landing.landed:  # a resume after the landing
             self.net.freeze(self.landing.landed)
         self.previous_ops = self.net.architecture().ops
+        if self.landing and not self.landing.landed:
+            self.previous_decisions, self.previous_margins = self.net.decisions(), self.net.decision_margins()
 
     def step(self, step: int) -> dict:
         cfg, net, lut, guard = self.job.cfg, self.net, self.lut, self.guard
@@ -246,13 +255,17 @@ class SearchSteps:
 
         arch = net.architecture()
         hard_ms = predict_ms(lut, arch)
+        landing_open = bool(self.landing and self.landing.open_at(step))
         if self.controller and not warm:
-            self.controller.update(hard_ms)
+            resets = self.controller.resets
+            self.controller.update(hard_ms, forget_at_crossing=landing_open)
+            if self.controller.resets > resets:
+                self.log.write({"step": step, "integral_reset": True})
         if self.landing and self.landing.arch is None:
-            reported_ms = predict_ms(lut, arch.canonical())  # what a result of these decisions would report
-            if self.landing.update(step, arch, reported_ms):
-                self.net.freeze(arch)
-                self.log.write({"step": step, "landed": arch.to_string(), "landed_ms": reported_ms})
+            decisions, margins = net.decisions(), net.decision_margins()
+            if landing_open:
+                self.land(step, arch, decisions, margins)
+            self.previous_decisions, self.previous_margins = decisions, margins
         flipped = [i for i, (a, b) in enumerate(zip(self.previous_ops, arch.ops)) if a != b]
         if flipped:  # every flip, not only at logged steps: the diagnostics count them exactly
             self.log.write({"step": step, "flipped": flipped})
@@ -266,6 +279,17 @@ class SearchSteps:
                 "ops": list(arch.ops), **self.method.state(net),
             })
         return {"ce": f"{stats.ce:.3f}", "ms": f"{hard_ms:.3f}", "lam": f"{lam:.3g}"}
+
+    def land(self, step: int, arch: Architecture, decisions: list[Decision], margins: list[dict]) -> None:
+        """Freeze the step's decisions, or a point of its path (:func:`path_within_step`), if in band."""
+        price = partial(canonical_price, self.lut, self.net.space.name)  # what a result would report
+        path = [(architecture_of(self.net.space.name, d), price(d)) for d in
+                path_within_step(self.previous_decisions, decisions, self.previous_margins, margins)]
+        landed = self.landing.update(step, arch, price(decisions), path)
+        if landed:
+            self.net.freeze(landed)
+            self.log.write({"step": step, "landed": landed.to_string(), "landed_ms": predict_ms(self.lut, landed.canonical()),
+                            "within_step": self.landing.within_step})
 
     def epoch_end(self, step: int) -> None:
         if not self.job.replicas.main:  # the others go on to the next step and wait for rank 0 there

@@ -23,14 +23,15 @@ class Repair:
     flips: list[dict] = field(default_factory=list)
 
 
-def _with(decisions: list[Decision], layer: int, group: str, value: int) -> list[Decision]:
+def with_group(decisions: list[Decision], layer: int, group: str, value: int) -> list[Decision]:
+    """``decisions`` with one group of one layer set to ``value`` (a copy)."""
     out = list(decisions)
     d = out[layer]
     out[layer] = Decision(**{**{"k5": d.k5, "e3": d.e3, "e6": d.e6}, group: value})
     return out
 
 
-def _arch(space_name: str, decisions: list[Decision]) -> Architecture:
+def architecture_of(space_name: str, decisions: list[Decision]) -> Architecture:
     return Architecture(space_name, tuple(d.op for d in decisions))
 
 
@@ -40,20 +41,16 @@ def band_low(target_ms: float, margin: float) -> float:
     return target_ms * (1 - 2 * margin)
 
 
-def _price(lut: LatencyTable, space_name: str, decisions: list[Decision]) -> float:
+def canonical_price(lut: LatencyTable, space_name: str, decisions: list[Decision]) -> float:
     """The latency of the network the decisions spell, priced in canonical form: what the search
     reports and the user sees, so a repaired result is inside the band as reported."""
-    return predict_ms(lut, _arch(space_name, decisions).canonical())
+    return predict_ms(lut, architecture_of(space_name, decisions).canonical())
 
 
 def repair_to_budget(net: SinglePathNet, lut: LatencyTable, target_ms: float, margin: float) -> Repair:
     decisions = net.decisions()
     layers = net.space.layers()
-    confidence = []  # (layer, group) -> |margin| in units of the indicator's scale
-    for block in net.searchable_blocks():
-        sk = block.superkernel
-        norms, t, scale = sk.group_norms(block.conv_dw.weight), sk.thresholds(), sk.indicator_scale.tolist()
-        confidence.append({g: abs(norms[g] - t[g]) / s for g, s in zip(("k5", "e3", "e6"), scale)})
+    confidence = [{g: abs(m) for g, m in layer.items()} for layer in net.decision_margins()]
     lower = band_low(target_ms, margin)
     flips: list[dict] = []
 
@@ -67,23 +64,23 @@ def repair_to_budget(net: SinglePathNet, lut: LatencyTable, target_ms: float, ma
                 if getattr(d, g) == value:
                     yield confidence[i][g], i, g
 
-    ms = _price(lut, net.space.name, decisions)
+    ms = canonical_price(lut, net.space.name, decisions)
     while ms > target_ms:
         options = sorted(groups(1))
         if not options:
             break
         _, i, g = options[0]
-        decisions = _with(decisions, i, g, 0)
-        ms = _price(lut, net.space.name, decisions)
+        decisions = with_group(decisions, i, g, 0)
+        ms = canonical_price(lut, net.space.name, decisions)
         flips.append({"layer": i, "group": g, "to": 0, "predicted_ms": ms})
     while ms < lower:
         for _, i, g in sorted(groups(0)):
-            trial = _with(decisions, i, g, 1)
-            trial_ms = _price(lut, net.space.name, trial)
+            trial = with_group(decisions, i, g, 1)
+            trial_ms = canonical_price(lut, net.space.name, trial)
             if trial_ms <= target_ms:
                 decisions, ms = trial, trial_ms
                 flips.append({"layer": i, "group": g, "to": 1, "predicted_ms": ms})
                 break
         else:
             break
-    return Repair(_arch(net.space.name, decisions), flips)
+    return Repair(architecture_of(net.space.name, decisions), flips)

@@ -290,7 +290,8 @@ class Pipeline:
                 "wall_s": summary["wall_s"], "last_step_arch": summary["last_step_arch"],
                 "last_step_predicted_ms": summary["last_step_predicted_ms"], "repair_flips": summary["repair_flips"],
                 "diagnostics": summary.get("diagnostics"), "warnings": summary.get("warnings", []),
-                "landed_step": (summary.get("landing") or {}).get("step")}
+                "landed_step": (summary.get("landing") or {}).get("step"),
+                "landed_within_step": (summary.get("landing") or {}).get("within_step")}
 
     def search_data(self) -> DataSplits:
         return with_train_subset(self.data, self.preset.search_subset, 0)

@@ -173,6 +173,7 @@ class Sweep:
                 "last_step_predicted_ms": search["last_step_predicted_ms"] if search else None,
                 "repair_flips": len(search["repair_flips"]) if search else None,
                 "landed_step": search.get("landed_step") if search else None,
+                "landed_within_step": search.get("landed_within_step") if search else None,
                 "search_warnings": search.get("warnings", []) if search else [],
                 "test_top1_by_seed": {str(seed): stages[f"train:{name}:seed{seed}"]["test_top1"] for seed in seeds},
             })

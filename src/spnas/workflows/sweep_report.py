@@ -222,6 +222,13 @@ def _method_ending(method: str, searches: list[dict]) -> str:
     return f"{method}: {count}, mean top-1 {statistics.fmean(r['test_top1_mean'] for r in searches) * 100:.2f}%"
 
 
+def landed_at(step: int | None, within_step: int | None) -> str:
+    """A landing's step, and how many of its flips it kept when that step jumped over the band."""
+    if step is None:
+        return ""
+    return str(step) if within_step is None else f"{step} ({within_step} of its flips)"
+
+
 def _searches_markdown(rows: list[dict]) -> str:
     """How each search ended: where its own decisions landed, the repair it needed, its warnings."""
     if not rows:
@@ -232,7 +239,7 @@ def _searches_markdown(rows: list[dict]) -> str:
         [(r["model"], f"{r['last_step_predicted_ms']:.3f} ({(r['last_step_predicted_ms'] / r['target_ms'] - 1) * 100:+.1f}%)"
           if r.get("last_step_predicted_ms") is not None else "",
           {True: "yes", False: "no", None: "(drawn in it)"}[in_band_by_itself(r)],
-          "" if r.get("landed_step") is None else str(r["landed_step"]),
+          landed_at(r.get("landed_step"), r.get("landed_within_step")),
           "" if r.get("repair_flips") is None else str(r["repair_flips"]), f"{r['test_top1_mean'] * 100:.2f}",
           str(len(r.get("search_warnings", []))))
          for r in rows], markdown=True)
