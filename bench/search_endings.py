@@ -13,27 +13,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 from pathlib import Path
 
 from spnas.workflows.sweep_report import in_band_by_itself, landed_at
 
-NAME = re.compile(r"searched-(?P<target>[0-9.]+)ms(?:-(?P<method>[a-z-]+?))?(?:-s(?P<seed>\d+))?$")
-
-
 def endings(run_dir: Path) -> list[dict]:
     rows = []
     for summary_path in sorted((run_dir / "search").glob("searched-*/summary.json")):
-        match = NAME.match(summary_path.parent.name)
-        if not match:
-            continue
         s = json.loads(summary_path.read_text())
-        method = match["method"] or "single-path"
+        config = json.loads((summary_path.parent / "config.json").read_text())
+        method = s.get("method", "single-path") + ("-landing" if config.get("landing") else "")
         if s.get("target_ms") is None or method == "random":
             continue  # faithful mode has no target; random search only draws inside the band
         row = {"method": method, "target_ms": s["target_ms"], "predicted_ms": s["predicted_ms"],
                "repair_flips": len(s["repair_flips"]) if method != "multipath" else None}
-        rows.append({**row, "search_seed": int(match["seed"] or 0), "last_step_ms": s["last_step_predicted_ms"],
+        rows.append({**row, "search_seed": config["seed"], "last_step_ms": s["last_step_predicted_ms"],
                      "last_step_off_pct": (s["last_step_predicted_ms"] / s["target_ms"] - 1) * 100,
                      "in_band_by_itself": in_band_by_itself(row),
                      "landed_step": (s.get("landing") or {}).get("step"),

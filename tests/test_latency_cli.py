@@ -87,7 +87,7 @@ def test_bundle_round_trip(tmp_path):
     assert lut.calibration is not None and lut.calibration.fitted_on == 4
     report = json.loads((tmp_path / "lut-validation" / "validation.json").read_text())
     assert report["samples"] == 8 and report["held_out_calibrated"]["n"] == 4
-    assert "held-out 4 architectures" in out.stdout and "per present layer" in out.stdout
+    assert "held-out 4 architectures" in out.stdout and "calibration (" in out.stdout and "measured = " in out.stdout
     # refuses to overwrite a non-empty bundle directory
     again = spnas("latency", "bundle", *tiny_space_args(), "--out", str(bundle))
     assert again.returncode == 2 and "not empty" in again.stderr

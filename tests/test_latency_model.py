@@ -85,7 +85,7 @@ def test_the_per_present_layer_term_counts_layers_that_are_not_skipped(pixel1):
     arch = resolve_arch("spnas-pixel1")
     present = sum(op != "skip" for op in arch.ops)
     assert 0 < present < len(arch.ops)  # the published net skips some layers
-    pixel1.calibration = Calibration(a=1.0, b=0.5, per_layer=0.25)
+    pixel1.calibration = Calibration(a=1.0, b=0.5, per_present_layer=[0.25] * len(arch.ops))
     assert predict_ms(pixel1, arch) == pytest.approx(80.4411 + 0.5 + 0.25 * present, abs=1e-3)
     assert differentiable_ms(pixel1, indicators_of(arch)).item() == pytest.approx(predict_ms(pixel1, arch), abs=1e-3)
     terms = [0.01 * i for i in range(len(arch.ops))]  # a term per layer: only the present ones count
@@ -108,13 +108,14 @@ def test_the_calibration_fit_recovers_per_stage_overheads_and_falls_back_when_it
     overhead = np.array([0.004, 0.004, -0.002, -0.002, -0.002, 0.0])  # the same within a stage
     measured = 1.1 * predicted + 0.05 + presence @ overhead
     fit = fit_calibration(predicted, measured, presence, stages)
-    assert (fit.a, fit.b, fit.per_layer) == pytest.approx((1.1, 0.05, 0.0), abs=1e-9)
+    assert (fit.a, fit.b) == pytest.approx((1.1, 0.05), abs=1e-9)
     assert fit.per_present_layer == pytest.approx([0.004, 0.004, -0.002, -0.002, -0.002, 0.0], abs=1e-9)
     assert fit.apply(predicted, presence) == pytest.approx(measured)
     few = fit_calibration(predicted[:6], measured[:6], presence[:6], stages)  # 6 nets: too few for 2 stage terms
-    assert few.per_present_layer == [] and "one term per present layer" in few.note
+    assert "one term per present layer" in few.note and len(set(few.per_present_layer)) == 1
+    assert len(few.per_present_layer) == 6
     affine = fit_calibration(predicted, 1.1 * predicted + 0.05, np.ones((40, 6)), stages)
-    assert (affine.a, affine.b, affine.per_layer, affine.per_present_layer) == pytest.approx((1.1, 0.05, 0.0, []))
+    assert (affine.a, affine.b, affine.per_present_layer) == pytest.approx((1.1, 0.05, []))
 
 
 def test_stratified_validation_nets_span_the_range_from_smallest_to_largest():
@@ -161,11 +162,23 @@ def test_corrupt_lut_files_give_one_line(pixel1, tmp_path, mutate, message):
 
 
 def test_lut_file_round_trip(pixel1, tmp_path):
-    pixel1.calibration = Calibration(1.1, -0.2, 10, per_layer=0.003)
+    pixel1.calibration = Calibration(1.1, -0.2, 10, per_present_layer=[0.003 * i for i in range(len(pixel1.layers))])
     pixel1.save(tmp_path / "l.json")
     back = LatencyTable.load(tmp_path / "l.json")
     assert back == pixel1
     assert back.search_space() == get_space("imagenet")
+
+
+def test_a_table_with_an_earlier_versions_one_term_predicts_as_it_did(pixel1, tmp_path):
+    arch = resolve_arch("spnas-pixel1")
+    data = pixel1.to_dict()
+    data["calibration"] = {"a": 1.1, "b": -0.2, "fitted_on": 10, "note": "", "per_layer": 0.003}
+    (tmp_path / "old.json").write_text(json.dumps(data))
+    old = LatencyTable.load(tmp_path / "old.json")
+    present = sum(op != "skip" for op in arch.ops)
+    raw = predict_ms(pixel1, arch, calibrated=False)
+    assert predict_ms(old, arch) == pytest.approx(1.1 * raw - 0.2 + 0.003 * present)
+    assert old.calibration.per_present_layer == [0.003] * len(pixel1.layers)
 
 
 def test_warm_protocol_times_each_model_with_its_own_caches_and_cold_does_not():

@@ -230,7 +230,7 @@ def _print_validation(result: ValidationResult, backend: str) -> None:
               f"mean error {m['mean_error_pct']:+.2f}%")
     c = result.calibration
     terms = (f" + per present layer {', '.join(f'{t:.4f}' for t in c.per_present_layer)} ms" if c.per_present_layer
-             else f" + {c.per_layer:.4f} ms per present layer")
+             else "")
     print(f"calibration ({c.note}): measured = {c.a:.4f} * predicted + {c.b:.4f} ms{terms}")
 
 

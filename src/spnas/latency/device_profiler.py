@@ -149,10 +149,10 @@ MAX_REFERENCE_DRIFT, MAX_CI, MAX_SPREAD = 0.10, 0.02, 0.10
 
 def measure_until_stable(
     runners: Mapping[str, Runner], protocol: Protocol, progress: Callable[[int, int], None] | None = None,
-    max_passes: int = 3,
+    max_passes: int = 3, max_ci: float = MAX_CI,
 ) -> tuple[dict[str, Stats], dict]:
     """:func:`measure_interleaved`, repeated (up to ``max_passes`` passes, the samples pooled) until
-    every model's median is known to ±2% (95% CI), with the conditions recorded: load average and a
+    every model's median is known to ±``max_ci`` (95% CI; 2% by default), with the conditions recorded: load average and a
     reference kernel before and after, spread and CI. ``conditions["warnings"]`` says why figures
     taken on a busy or unsteady machine should not be trusted."""
     cores = os.cpu_count() or 1
@@ -165,7 +165,7 @@ def measure_until_stable(
         measure_interleaved(runners, this_pass, progress, samples_out=pooled)
         ci = {k: median_ci(v) for k, v in pooled.items()}
         widest = max((hi - lo) / 2 / statistics.median(pooled[k]) for k, (lo, hi) in ci.items())
-        if widest <= MAX_CI or passes >= max_passes:
+        if widest <= max_ci or passes >= max_passes:
             break
     load_after, reference_after = load_average(), reference_kernel_ms()
     stats = {k: Stats.of(v) for k, v in pooled.items()}
@@ -180,7 +180,7 @@ def measure_until_stable(
         warnings.append(f"load average {max(busy):.1f} on {cores} cores: other processes competed for the CPU")
     if spread > MAX_SPREAD:
         warnings.append(f"the runs of a model spread by {spread * 100:.0f}% of their median (IQR): an unsteady machine")
-    if widest > MAX_CI:
+    if widest > max_ci:
         warnings.append(f"after {passes} passes a median is still only known to ±{widest * 100:.1f}% (95% CI)")
     conditions = {"cores": cores, "load_before": load_before, "load_after": load_after,
                   "reference_ms_before": reference_before, "reference_ms_after": reference_after,

@@ -22,38 +22,33 @@ FLOAT32_MAX = 3.0e38
 
 @dataclass
 class Calibration:
-    """measured ≈ a·predicted + b + Σ_l c_l·present_l (+ per_layer·layers present), fitted on whole
-    networks.
+    """measured ≈ a·predicted + b + Σ_l c_l·present_l, fitted on whole networks.
 
     Why terms for present layers: each layer that is present (not skipped) costs the runtime an
     overhead (an op dispatch, a tensor hand-over) that its profiled entry, timed as a model of its
     own, does not include the same way. An affine fit on mid-range nets alone extrapolates badly to
     shallow ones (most layers skipped): 5-6% off here. One term per present layer helped little
-    (BENCHMARKS.md §10); the overhead differs by stage (resolution and width), so the fit now gives
-    each stage its own term, stored per layer in ``per_present_layer`` (c_l, the layer's stage's).
-    ``per_layer`` (one term for all) and an empty ``per_present_layer`` are what tables calibrated by
-    earlier versions hold; both 0 is the plain affine fit.
+    (BENCHMARKS.md §10); the overhead differs by stage (resolution and width), so the fit gives each
+    stage its own term, stored per layer in ``per_present_layer`` (c_l, the layer's stage's). Empty is
+    the plain affine fit. Tables calibrated by earlier versions may hold one ``per_layer`` term for all
+    layers instead; loading turns it into the same value for every layer.
     """
 
     a: float = 1.0
     b: float = 0.0
     fitted_on: int = 0
     note: str = ""
-    per_layer: float = 0.0
     per_present_layer: list[float] = field(default_factory=list)
 
     def apply(self, ms, presence):
         """``presence``: per searchable layer, 1 where it is present (not skipped): a list, an array
         with one row per network, or a tensor (a supernet's indicators or a mixture's expectations)."""
+        if not self.per_present_layer:
+            return self.a * ms + self.b
         if hasattr(presence, "new_tensor"):  # torch, kept differentiable (no torch import here)
-            extra = self.per_layer * presence.sum(-1)
-            if self.per_present_layer:
-                extra = extra + (presence * presence.new_tensor(self.per_present_layer)).sum(-1)
+            extra = (presence * presence.new_tensor(self.per_present_layer)).sum(-1)
         else:
-            rows = np.asarray(presence, dtype=float)
-            extra = self.per_layer * rows.sum(-1)
-            if self.per_present_layer:
-                extra = extra + rows @ np.asarray(self.per_present_layer, dtype=float)
+            extra = np.asarray(presence, dtype=float) @ np.asarray(self.per_present_layer, dtype=float)
             extra = extra if np.ndim(extra) else float(extra)
         return self.a * ms + self.b + extra
 
@@ -158,13 +153,13 @@ class LatencyTable:
             if key in data and not isinstance(data[key], kind):
                 raise SpnasError(f"{source}: field '{key}' must be a JSON object")
         if kwargs.get("calibration") is not None:
-            kwargs["calibration"] = _calibration(kwargs["calibration"], source)
+            kwargs["calibration"] = _calibration(kwargs["calibration"], len(data["layers"]), source)
         lut = cls(**kwargs)
         _check_range(lut, source)
         return lut
 
 
-def _calibration(cal: Any, source: str) -> Calibration:
+def _calibration(cal: Any, layers: int, source: str) -> Calibration:
     if (not isinstance(cal, dict) or not {"a", "b"} <= set(cal)
             or set(cal) - {"a", "b", "fitted_on", "note", "per_layer", "per_present_layer"}):
         raise SpnasError(f"{source}: field 'calibration' needs numbers 'a' and 'b' (and nothing else "
@@ -177,6 +172,10 @@ def _calibration(cal: Any, source: str) -> Calibration:
         raise SpnasError(f"{source}: field 'calibration.per_present_layer' must be a list of numbers, one per layer")
     for i, value in enumerate(terms):
         _check_number(value, f"{source}: field 'calibration.per_present_layer[{i}]'")
+    cal = dict(cal)
+    one_term = cal.pop("per_layer", 0.0)
+    if one_term and not terms:  # an earlier version's one term for all layers
+        cal["per_present_layer"] = [float(one_term)] * layers
     return Calibration(**cal)
 
 

@@ -14,15 +14,17 @@ from spnas.jobs.progress import RoundProgress, bar
 from spnas.model.space import SearchSpace
 
 
-def measure_parts(backend: Backend, parts: list[Part], protocol: Protocol) -> tuple[dict[str, Stats], dict]:
+def measure_parts(backend: Backend, parts: list[Part], protocol: Protocol,
+                  **stable: Any) -> tuple[dict[str, Stats], dict]:
     """Prepare every part on the backend, then time them all interleaved (one protocol for all) until
-    the medians are stable; returns the statistics and the conditions (whose warnings are printed)."""
+    the medians are stable (``stable``: :func:`measure_until_stable`'s ``max_passes`` and ``max_ci``);
+    returns the statistics and the conditions (whose warnings are printed)."""
     runners = {}
     with bar(len(parts), f"preparing {backend.name}", "model") as progress:
         for part in parts:
             runners[part.key] = backend.runner(part.module, part.input_shape)
             progress.update()
-    stats, conditions = measure_until_stable(runners, protocol, RoundProgress(f"timing {len(parts)} models"))
+    stats, conditions = measure_until_stable(runners, protocol, RoundProgress(f"timing {len(parts)} models"), **stable)
     for warning in conditions["warnings"]:
         print(f"spnas: warning: {warning}; the timings may be off", file=sys.stderr)
     return stats, conditions

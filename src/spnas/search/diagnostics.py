@@ -87,9 +87,11 @@ class Diagnosis:
 
 def diagnose(records: list[dict], space: SearchSpace, total_steps: int, warmup_steps: int, steps_per_epoch: int,
              target_ms: float | None, result_ops: tuple[str, ...] | None = None,
-             indicator_scale: str = "absolute") -> Diagnosis:
+             indicator_scale: str = "absolute", last_step_ms: float | None = None) -> Diagnosis:
     """The diagnosis of one search's metrics records (see the module docstring); ``result_ops``: what
-    the search returned (after a budget repair), checked for a collapse beside its last step."""
+    the search returned (after a budget repair), checked for a collapse beside its last step;
+    ``last_step_ms``: the last step's price as the search reports it (canonical form; by default the
+    last logged ``predicted_ms``, the search's own encoding)."""
     layers = space.layers()
     states = [r for r in records if "ops" in r]
     flips = [r for r in records if "flipped" in r]
@@ -108,8 +110,10 @@ def diagnose(records: list[dict], space: SearchSpace, total_steps: int, warmup_s
             if step >= last_tenth_start:
                 last_tenth.add(i)
     landed = next((r for r in records if "landed" in r), {})
+    if last_step_ms is None and states:
+        last_step_ms = states[-1]["predicted_ms"]
     diagnosis = Diagnosis(len(layers), total_steps, warmup_steps, settled, per_epoch, sorted(last_epoch),
-                          sorted(last_tenth), states[-1]["predicted_ms"] if states else None, target_ms,
+                          sorted(last_tenth), last_step_ms, target_ms,
                           landed_step=landed.get("step"), landed_within_step=landed.get("within_step"))
     diagnosis.warnings = _warnings(diagnosis, states, space, warmup_steps, total_steps, result_ops, indicator_scale)
     return diagnosis

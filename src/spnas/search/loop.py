@@ -6,7 +6,6 @@ epoch end are :class:`SearchSteps`.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -132,9 +131,8 @@ def _search(job: Job, space: SearchSpace, lut: LatencyTable) -> SearchResult:
     if not job.replicas.main:
         return result
     records = read_metrics(run_dir / METRICS)
-    result.diagnosis = dataclasses.replace(  # the last step priced as the result and the band are: canonical
-        diagnose(records, space, total, warm_steps, steps_per_epoch, cfg.target_ms, arch.ops, cfg.indicator_scale),
-        last_step_ms=result.last_step_ms)
+    result.diagnosis = diagnose(records, space, total, warm_steps, steps_per_epoch, cfg.target_ms, arch.ops,
+                                cfg.indicator_scale, last_step_ms=result.last_step_ms)  # priced as the result is
     _save_result(job, space, lut, result, lambda_=controller.lam if controller else cfg.lambda_, steps=total,
                  landing=landing.state_dict() if landing else None,
                  controller=controller.state_dict() if controller else None,
