@@ -121,14 +121,17 @@ def test_a_landed_search_returns_its_frozen_decisions_unrepaired_and_resumes_exa
     assert f"met the budget band at step {landed_step}" in summary["diagnostics"]["summary"]
     # the paragraph's last step is priced as the result and the band are: the canonical form
     assert summary["diagnostics"]["last_step_ms"] == summary["last_step_predicted_ms"] == full.last_step_ms
-    # stopped after the landing and resumed: the same decisions and weights
-    with pytest.raises(Interrupted):
-        run_search(cfg(tmp_path, tiny_lut, "part", max_steps=landed_step + 2))
-    part = tmp_path / "part"
-    conf = json.loads((part / "config.json").read_text())
-    (part / "config.json").write_text(json.dumps({**conf, "max_steps": None}))
-    resumed = run_search(SearchConfig(), resume_dir=str(part))
-    assert resumed.arch == full.arch and resumed.repair_flips == []
-    a = torch.load(part / "checkpoint.pt", weights_only=False)["model"]
-    b = torch.load(full.run_dir / "checkpoint.pt", weights_only=False)["model"]
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    # stopped just before the landing step (its path starts from the checkpoint's decisions) and just
+    # after it, and resumed: the same landing, decisions and weights
+    for name, stop in (("before", landed_step), ("after", landed_step + 2)):
+        with pytest.raises(Interrupted):
+            run_search(cfg(tmp_path, tiny_lut, name, max_steps=stop))
+        part = tmp_path / name
+        conf = json.loads((part / "config.json").read_text())
+        (part / "config.json").write_text(json.dumps({**conf, "max_steps": None}))
+        resumed = run_search(SearchConfig(), resume_dir=str(part))
+        assert resumed.arch == full.arch and resumed.repair_flips == []
+        assert json.loads((part / "summary.json").read_text())["landing"] == summary["landing"]
+        a = torch.load(part / "checkpoint.pt", weights_only=False)["model"]
+        b = torch.load(full.run_dir / "checkpoint.pt", weights_only=False)["model"]
+        assert all(torch.equal(a[k], b[k]) for k in a)

@@ -1,0 +1,125 @@
+"""How much of the runtime model's held-out error is the measurement's, and how much is the model's?
+(issue 18, item 6)
+
+Two questions, from the validation.csv files of ``spnas latency validate`` runs:
+- **retest**: given two or more validations of the *same* nets (the same ``--seed``), the per-net
+  disagreement between them after a common scale: the measurement noise of one validation, which
+  no calibration can go under;
+- **cv**: for each file, repeated random halves (fit on one, score the other, 300 times) of three
+  calibration models: affine, what ``validate`` fits (a term per present layer of each stage, relative
+  least squares, :func:`spnas.latency.validate.fit_calibration`) and that plus two counts (present
+  layers with expansion 6, with a 5x5 kernel). A mean over many splits, not the one split a single
+  validation reports.
+
+    python3 bench/runtime_models_cv.py retest A/validation.csv B/validation.csv
+    python3 bench/runtime_models_cv.py cv A/validation.csv [B/validation.csv ...] [--json OUT]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from spnas.latency.validate import fit_calibration  # noqa: E402
+from spnas.model.arch import Architecture  # noqa: E402
+from spnas.model.space import get_space  # noqa: E402
+
+SPLITS = 300
+
+
+def read(path: str) -> dict:
+    rows = list(csv.DictReader(open(path)))
+    archs = [Architecture.from_string(r["arch"]) for r in rows]
+    return {"archs": archs, "raw": np.array([float(r["predicted_raw_ms"]) for r in rows]),
+            "measured": np.array([float(r["measured_ms"]) for r in rows])}
+
+
+def retest(paths: list[str]) -> dict:
+    """Per-net noise of one validation: the spread of log(measured_i / measured_j) over nets, after
+    the median ratio (the machine's speed that day) is taken out, divided by sqrt(2)."""
+    runs = [read(p) for p in paths]
+    if any([a.ops for a in r["archs"]] != [a.ops for a in runs[0]["archs"]] for r in runs):
+        raise SystemExit("retest needs validations of the same nets (the same --seed and --samples)")
+    out = {}
+    for i in range(len(runs)):
+        for j in range(i + 1, len(runs)):
+            ratio = np.log(runs[j]["measured"] / runs[i]["measured"])
+            ratio -= np.median(ratio)
+            out[f"{paths[i]} vs {paths[j]}"] = {
+                "scale": float(np.exp(np.median(np.log(runs[j]["measured"] / runs[i]["measured"])))),
+                "per_net_std_pct": float(ratio.std() * 100),
+                "per_measurement_noise_pct": float(ratio.std() / np.sqrt(2) * 100)}
+    return out
+
+
+def _counts(archs: list[Architecture], test: str) -> np.ndarray:
+    return np.array([sum(test(op) for op in a.ops if op != "skip") for a in archs], dtype=float)
+
+
+def cv(path: str, seed: int = 0) -> dict:
+    data = read(path)
+    archs, raw, measured = data["archs"], data["raw"], data["measured"]
+    stages = [layer.stage for layer in get_space(archs[0].space).layers()]
+    presence = np.array([[float(op != "skip") for op in a.ops] for a in archs])
+    e6, k5 = _counts(archs, lambda op: op.endswith("e6")), _counts(archs, lambda op: op.startswith("k5"))
+    n, rng = len(measured), np.random.default_rng(seed)
+    scores: dict[str, list[tuple[float, float]]] = {"affine": [], "per_stage": [], "per_stage_e6_k5": []}
+
+    def score(predicted: np.ndarray, idx: np.ndarray) -> tuple[float, float]:
+        err = np.abs(predicted[idx] / measured[idx] - 1)
+        return float(err.mean() * 100), float((err <= 0.05).mean() * 100)
+
+    for _ in range(SPLITS):
+        idx = rng.permutation(n)
+        cal, test = idx[: n // 2], idx[n // 2:]
+        w = 1 / measured[cal]
+        a, b = np.linalg.lstsq(np.column_stack([raw, np.ones(n)])[cal] * w[:, None], measured[cal] * w, rcond=None)[0]
+        scores["affine"].append(score(a * raw + b, test))
+        scores["per_stage"].append(score(fit_calibration(raw[cal], measured[cal], presence[cal], stages)
+                                         .apply(raw, presence), test))
+        # the same per-stage terms with the two counts beside them, fitted the same way
+        counts = np.stack([presence[:, [i for i, s in enumerate(stages) if s == st]].sum(1)
+                           for st in sorted(set(stages))], axis=1)
+        counts = counts[:, np.ptp(counts[cal], axis=0) > 0]
+        design = np.column_stack([raw, np.ones(n), counts, e6, k5])
+        coef = np.linalg.lstsq(design[cal] * w[:, None], measured[cal] * w, rcond=None)[0]
+        scores["per_stage_e6_k5"].append(score(design @ coef, test))
+    return {name: {"mape_pct": float(np.mean([s[0] for s in v])), "within_5pct": float(np.mean([s[1] for s in v])),
+                   "bar_met_share": float(np.mean([s[0] <= 2 and s[1] >= 95 for s in v]))}
+            for name, v in scores.items()}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("what", choices=("retest", "cv"))
+    parser.add_argument("csv", nargs="+", help="validation.csv files")
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    args = parser.parse_args()
+    if args.what == "retest":
+        if len(args.csv) < 2:
+            raise SystemExit("retest needs at least two validation.csv files of the same nets")
+        report = retest(args.csv)
+        for pair, r in report.items():
+            print(f"{pair}: scale {r['scale']:.3f}, per-net std {r['per_net_std_pct']:.2f}%, "
+                  f"noise of one validation {r['per_measurement_noise_pct']:.2f}%")
+    else:
+        report = {path: cv(path) for path in args.csv}
+        for path, models in report.items():
+            print(path)
+            for name, m in models.items():
+                print(f"  {name:16s} MAPE {m['mape_pct']:.2f}%  within ±5% {m['within_5pct']:.0f}%  "
+                      f"bar met in {m['bar_met_share'] * 100:.0f}% of the splits")
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
