@@ -64,9 +64,8 @@ class SearchConfig(JobSettings):
     lambda_gain: float = setting(0.1, "proportional gain of the lambda controller with --target-ms")
     landing: float = setting(
         0.0, "single-path with --target-ms: in this last share of the run, the first hard decisions inside the "
-        "budget band [T(1-2 margin), T] are frozen and returned unrepaired; in it the lambda controller's integral restarts "
-        "when the latency crosses the aim, and a step whose flips jump over the band lands on the in-band point of its "
-        "path (0: off, the decisions move to the last step and a repair meets the band)")
+        "budget band [T(1-2 margin), T] are frozen and returned unrepaired; a step whose flips jump over the band lands "
+        "on the in-band point of its path (0: off, the decisions move to the last step and a repair meets the band)")
     runtime_formula: str = setting("exact", "exact (all 4 LUT entries) or paper (the released approximation)")
     val_fraction: float = setting(0.1, "share of training images held out for validation")
     train_subset: int | None = setting(None, "use only this many (seeded, random) training images")

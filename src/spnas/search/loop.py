@@ -253,15 +253,11 @@ class SearchSteps:
 
         arch = net.architecture()
         hard_ms = predict_ms(lut, arch)
-        landing_open = bool(self.landing and self.landing.open_at(step))
         if self.controller and not warm:
-            resets = self.controller.resets
-            self.controller.update(hard_ms, forget_at_crossing=landing_open)
-            if self.controller.resets > resets:
-                self.log.write({"step": step, "integral_reset": True})
+            self.controller.update(hard_ms)
         if self.landing and self.landing.arch is None:
             decisions, margins = net.decisions(), net.decision_margins()
-            if landing_open:
+            if self.landing.open_at(step):
                 self.land(step, arch, decisions, margins)
             self.previous_decisions, self.previous_margins = decisions, margins
         flipped = [i for i, (a, b) in enumerate(zip(self.previous_ops, arch.ops)) if a != b]

@@ -48,10 +48,6 @@ class TargetController:
     gain: float = 0.1
     lam_max: float = 10.0
     integral: float | None = None
-    #: the error of the last update (None before the first)
-    last_error: float | None = None
-    #: how many times ``forget_at_crossing`` restarted the integral
-    resets: int = 0
 
     def __post_init__(self) -> None:
         if self.integral is None:
@@ -61,24 +57,15 @@ class TargetController:
     def aim_ms(self) -> float:
         return self.target_ms * (1 - self.margin)
 
-    def update(self, hard_ms: float, forget_at_crossing: bool = False) -> float:
-        """lambda for the next step. With ``forget_at_crossing`` (a landing's window) the integral restarts
-        from 0 when the error changes sign, so lambda's sign follows the latency across the aim at once.
-        Without it, an integral wound up over the long stretch where the thresholds had not yet moved
-        kept lambda positive for tens of steps after the latency fell under the aim, and carried the
-        decisions through the band to 15-20% under it (BENCHMARKS.md §13)."""
+    def update(self, hard_ms: float) -> float:
         error = math.log(hard_ms / self.aim_ms)
-        if forget_at_crossing and self.last_error is not None and error * self.last_error < 0:
-            self.integral, self.resets = 0.0, self.resets + 1
-        self.last_error = error
         self.integral = min(max(self.integral + self.rate * error, -self.lam_max), self.lam_max)
         self.lam = min(max(self.integral + self.gain * error, -self.lam_max), self.lam_max)
         return self.lam
 
     def state_dict(self) -> dict:
-        return {"lam": self.lam, "integral": self.integral, "last_error": self.last_error, "resets": self.resets}
+        return {"lam": self.lam, "integral": self.integral}
 
     def load_state_dict(self, state: dict) -> None:
         self.lam = state["lam"]
         self.integral = state.get("integral", self.lam)
-        self.last_error, self.resets = state.get("last_error"), state.get("resets", 0)
