@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from conftest import fake_lut
 from spnas.cli.main import main
 from spnas.search.diagnostics import diagnose
@@ -36,6 +38,16 @@ def test_flips_give_settling_steps_flips_per_epoch_and_the_layers_still_flipping
     assert "the 4 that flipped settled at step 4 to 96 of 100 (half of them by step 13)" in text
     assert "Still flipping in the last epoch: layer 7." in text
     assert any("still flipping in the last tenth" in w for w in d.warnings)
+
+
+def test_the_paragraph_says_where_and_how_a_search_landed_and_prices_the_last_step_as_told():
+    records = [state(s, warm=s < 50) for s in range(0, 100, 10)]
+    direct = diagnose([*records, {"step": 70, "landed": "x", "within_step": None}], SPACE, 100, 50, 25, 0.5)
+    assert "met the budget band at step 70 and were frozen there" in direct.paragraph()
+    partway = diagnose([*records, {"step": 72, "landed": "x", "within_step": 2}], SPACE, 100, 50, 25, 0.5,
+                       last_step_ms=0.49)
+    assert "at step 72 (partway" in partway.paragraph() and "with the first 2 of them applied" in partway.paragraph()
+    assert partway.last_step_ms == 0.49 and partway.last_step_off_pct == pytest.approx(-2.0)  # not the logged 0.5
 
 
 def test_a_healthy_search_gets_no_warnings():

@@ -71,8 +71,8 @@ def test_a_step_that_jumped_over_the_band_lands_on_the_in_band_point_of_its_path
     on, off = Decision(1, 1, 1), Decision(0, 1, 1)  # k5e6, k3e6
     before, after = [on, on, on], [off, off, off]
     # layer 2's margin crossed zero first (a tenth of the way), then layer 0 (half), then layer 1
-    margins_before = [{"k5": 0.5, "e3": 1.0, "e6": 1.0}, {"k5": 0.9, "e3": 1.0, "e6": 1.0}, {"k5": 0.1, "e3": 1.0, "e6": 1.0}]
-    margins_after = [{"k5": -0.5, "e3": 1.0, "e6": 1.0}, {"k5": -0.1, "e3": 1.0, "e6": 1.0}, {"k5": -0.9, "e3": 1.0, "e6": 1.0}]
+    margins_before = [{"k5": k5, "e3": 1.0, "e6": 1.0} for k5 in (0.5, 0.9, 0.1)]
+    margins_after = [{"k5": k5, "e3": 1.0, "e6": 1.0} for k5 in (-0.5, -0.1, -0.9)]
     path = path_within_step(before, after, margins_before, margins_after)
     assert path == [[on, on, off], [off, on, off]]  # the step's own decisions are not part of its path
     assert path_within_step(before, before, margins_before, margins_before) == []

@@ -46,7 +46,8 @@ def test_noisy_runners_get_more_passes_and_say_so(quiet_machine):
 def test_a_tighter_ci_takes_more_passes_until_the_median_is_known_to_it(quiet_machine):
     def passes(max_ci: float) -> int:
         rng = random.Random(0)
-        return measure_until_stable({"noisy": lambda: rng.uniform(0.9, 1.1)}, QUICK, max_passes=8, max_ci=max_ci)[1]["passes"]
+        runners = {"noisy": lambda: rng.uniform(0.9, 1.1)}
+        return measure_until_stable(runners, QUICK, max_passes=8, max_ci=max_ci)[1]["passes"]
 
     assert passes(0.05) == 1 and 1 < passes(0.02) < 8 and passes(0.001) == 8  # uniform ±10%: ±5% at once
 

@@ -152,9 +152,10 @@ def measure_until_stable(
     max_passes: int = 3, max_ci: float = MAX_CI,
 ) -> tuple[dict[str, Stats], dict]:
     """:func:`measure_interleaved`, repeated (up to ``max_passes`` passes, the samples pooled) until
-    every model's median is known to ±``max_ci`` (95% CI; 2% by default), with the conditions recorded: load average and a
-    reference kernel before and after, spread and CI. ``conditions["warnings"]`` says why figures
-    taken on a busy or unsteady machine should not be trusted."""
+    every model's median is known to ±``max_ci`` (95% CI; 2% by default), with the conditions
+    recorded: load average and a reference kernel before and after, spread and CI.
+    ``conditions["warnings"]`` says why figures taken on a busy or unsteady machine should not be
+    trusted."""
     cores = os.cpu_count() or 1
     load_before, reference_before = load_average(), reference_kernel_ms()
     pooled: dict[str, list[float]] = {k: [] for k in runners}

@@ -73,8 +73,8 @@ class Diagnosis:
             text += "No layer flipped in the last epoch. "
         if self.landed_step is not None:
             within = ("" if self.landed_within_step is None else
-                      f" (partway: that step's flips jumped over the band, and the first {self.landed_within_step} of "
-                      "them, in the order their margins crossed zero, lie in it)")
+                      f" (partway: that step's flips jumped over the band; with the first {self.landed_within_step} of "
+                      "them applied, in the order their margins crossed zero, the decisions lie in it)")
             text += f"The decisions met the budget band at step {self.landed_step}{within} and were frozen there. "
         if self.last_step_off_pct is not None:
             text += (f"The last step's decisions: {self.last_step_ms:.3f} ms predicted, "

@@ -282,8 +282,8 @@ class SearchSteps:
         landed = self.landing.update(step, arch, price(decisions), path)
         if landed:
             self.net.freeze(landed)
-            self.log.write({"step": step, "landed": landed.to_string(), "landed_ms": predict_ms(self.lut, landed.canonical()),
-                            "within_step": self.landing.within_step})
+            self.log.write({"step": step, "landed": landed.to_string(), "within_step": self.landing.within_step,
+                            "landed_ms": predict_ms(self.lut, landed.canonical())})
 
     def epoch_end(self, step: int) -> None:
         if not self.job.replicas.main:  # the others go on to the next step and wait for rank 0 there
