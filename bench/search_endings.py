@@ -17,6 +17,7 @@ from pathlib import Path
 
 from spnas.workflows.sweep_report import in_band_by_itself, landed_at
 
+
 def endings(run_dir: Path) -> list[dict]:
     rows = []
     for summary_path in sorted((run_dir / "search").glob("searched-*/summary.json")):

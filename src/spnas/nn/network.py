@@ -15,7 +15,7 @@ from torch import nn
 
 from spnas.model.arch import Architecture
 from spnas.nn.blocks import MBConv, conv_bn_act
-from spnas.nn.superkernel import Decision, SuperKernel
+from spnas.nn.superkernel import GROUPS, Decision, SuperKernel
 from spnas.model.space import SKIP, LayerSpec, SearchSpace, op_kernel_expand
 
 INDICATOR_SCALES = ("absolute", "init-norm")
@@ -174,7 +174,7 @@ class SinglePathNet(nn.Module):
         for block in self.searchable_blocks():
             sk = block.superkernel
             norms, t = sk.group_norms(block.conv_dw.weight), sk.thresholds()
-            margins.append({g: (norms[g] - t[g]) / s for g, s in zip(("k5", "e3", "e6"), sk.indicator_scale.tolist())})
+            margins.append({g: (norms[g] - t[g]) / s for g, s in zip(GROUPS, sk.indicator_scale.tolist())})
         return margins
 
 

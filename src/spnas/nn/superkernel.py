@@ -15,6 +15,10 @@ from spnas.nn.indicator import indicator, indicator_dropout
 from spnas.model.space import SKIP, op_kernel_expand, op_name
 
 
+#: the decision groups of a layer, in the indicators' order [d_k5, d_e3, d_e6]
+GROUPS = ("k5", "e3", "e6")
+
+
 @dataclass(frozen=True)
 class Decision:
     """Hard decisions of one layer: d_k5 (5x5 ring on), d_e3 (layer on), d_e6 (second half on)."""

@@ -15,8 +15,8 @@ from pathlib import Path
 
 from spnas.outputs.plotting import pyplot, save_figure
 from spnas.model.space import MBCONV_OPS, SKIP, SearchSpace
+from spnas.nn.superkernel import GROUPS
 
-GROUPS = ("k5", "e3", "e6")
 #: share of skippable layers skipped at the end above which the search "collapsed to skips"
 SKIP_COLLAPSE = 0.75
 #: a threshold this many norms above its group's norm will not come back down (margin below -this)

@@ -22,13 +22,12 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from spnas.model.arch import Architecture
-from spnas.nn.superkernel import Decision
+from spnas.nn.superkernel import GROUPS, Decision
 from spnas.search.repair import band_low, with_group
 
 #: the landing share of ``spnas sweep``'s single-path-landing variant: the last 1/8 of a search, a third
 #: of the part after the paper's 5/8 warm-up
 SWEEP_SHARE = 0.125
-GROUPS = ("k5", "e3", "e6")
 
 
 def path_within_step(before: Sequence[Decision], after: Sequence[Decision], margins_before: Sequence[dict],

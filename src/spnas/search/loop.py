@@ -255,7 +255,7 @@ class SearchSteps:
         hard_ms = predict_ms(lut, arch)
         if self.controller and not warm:
             self.controller.update(hard_ms)
-        if self.landing and self.landing.arch is None:
+        if self.landing and self.landing.open_at(step + 1):  # from the step before the window, where its paths start
             decisions, margins = net.decisions(), net.decision_margins()
             if self.landing.open_at(step):
                 self.land(step, arch, decisions, margins)
