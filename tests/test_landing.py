@@ -90,6 +90,23 @@ def test_a_step_that_jumped_over_the_band_lands_on_the_in_band_point_of_its_path
     assert direct.update(50, arch(after), 0.98, priced) == arch(after) and direct.within_step is None  # its own first
 
 
+def test_the_last_rule_keeps_the_windows_latest_in_band_decisions_and_freezes_nothing():
+    landing = Landing.for_run(target_ms=1.0, margin=0.02, share=0.25, total_steps=100, warmup_steps=60, rule="last")
+    a, b, c = some_arch(), Architecture(SPACE.name, ("k5e6",) * len(SPACE.layers())), \
+        Architecture(SPACE.name, ("k3e3",) * len(SPACE.layers()))
+    assert not landing.freezes and not landing.update(74, a, 0.98)  # before the window
+    assert landing.update(75, a, 0.97) == a and landing.update(76, b, 0.99) == b  # every in-band step, the latest wins
+    assert landing.update(77, c, 1.05) is None and (landing.landed, landing.step) == (b, 76)  # out of band: kept
+    assert landing.open_at(99)
+    # a step that jumped over the band: the in-band point of its path nearest to the step's end
+    assert landing.update(78, c, 1.05, [(a, 0.97), (b, 0.98), (c, 1.02)]) == b and landing.within_step == 2
+    again = Landing.for_run(1.0, 0.02, 0.25, 100, 60, rule="last")
+    again.load_state_dict(landing.state_dict())
+    assert (again.landed, again.step, again.within_step) == (b, 78, 2)
+    first = Landing.for_run(1.0, 0.02, 0.25, 100, 60)
+    assert first.update(78, c, 1.05, [(a, 0.97), (b, 0.98), (c, 1.02)]) == a  # rule first: the path's first
+
+
 @pytest.fixture
 def tiny_lut(tmp_path) -> str:
     path = tmp_path / "lut.json"
@@ -100,7 +117,7 @@ def tiny_lut(tmp_path) -> str:
 def cfg(tmp_path: Path, lut: str, name: str, **kw) -> SearchConfig:
     return SearchConfig(data="synthetic:320:1:16:4", lut=lut, width=0.25, out=str(tmp_path / name), epochs=4,
                         batch_size=16, val_fraction=0.2, log_every=1, eval_every_epoch=False, warmup_fraction=0.25,
-                        target_ms=0.93, lambda_=1.0, lr_per_256=1.0, indicator_scale="init-norm", landing=1.0, **kw)
+                        target_ms=0.93, lambda_=1.0, lr_per_256=1.0, indicator_scale="init-norm", **{"landing": 1.0, **kw})
 
 
 def test_a_landed_search_returns_its_frozen_decisions_unrepaired_and_resumes_exactly(tmp_path, tiny_lut):
@@ -135,3 +152,33 @@ def test_a_landed_search_returns_its_frozen_decisions_unrepaired_and_resumes_exa
         a = torch.load(part / "checkpoint.pt", weights_only=False)["model"]
         b = torch.load(full.run_dir / "checkpoint.pt", weights_only=False)["model"]
         assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_the_last_rule_searches_as_plain_and_returns_its_last_in_band_decisions(tmp_path, tiny_lut):
+    plain = run_search(cfg(tmp_path, tiny_lut, "plain", landing=0.0))
+    last = run_search(cfg(tmp_path, tiny_lut, "last", landing_rule="last"))
+    ops = [[tuple(r["ops"]) for r in read_metrics(run.run_dir / "metrics.jsonl") if "ops" in r] for run in (plain, last)]
+    assert ops[0] == ops[1] and last.last_step == plain.last_step  # the same trajectory: nothing was frozen
+    a = torch.load(plain.run_dir / "checkpoint.pt", weights_only=False)["model"]
+    b = torch.load(last.run_dir / "checkpoint.pt", weights_only=False)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    summary = json.loads((last.run_dir / "summary.json").read_text())
+    records = read_metrics(last.run_dir / "metrics.jsonl")
+    landed = [r for r in records if "landed" in r]
+    assert landed and summary["landing"]["step"] == landed[-1]["step"] and all(r["rule"] == "last" for r in landed)
+    assert last.repair_flips == [] and last.arch == Architecture.from_string(summary["landing"]["arch"]).canonical()
+    assert 0.93 * 0.96 <= last.predicted_ms <= 0.93
+    in_band = [r["step"] for r in records if "ops" in r and r["step"] >= 16 and 0.93 * 0.96 <= r["predicted_ms"] <= 0.93]
+    if summary["landing"]["within_step"] is None:
+        assert summary["landing"]["step"] == in_band[-1]  # the last in-band step of the window
+    else:  # or, after it, a step whose flips passed through the band
+        assert summary["landing"]["step"] > in_band[-1] if in_band else True
+    assert f"band were at step {summary['landing']['step']}" in summary["diagnostics"]["summary"]
+    # interrupted inside the window and resumed: the same landing
+    with pytest.raises(Interrupted):
+        run_search(cfg(tmp_path, tiny_lut, "part", landing_rule="last", max_steps=40))
+    conf = json.loads((tmp_path / "part" / "config.json").read_text())
+    (tmp_path / "part" / "config.json").write_text(json.dumps({**conf, "max_steps": None}))
+    resumed = run_search(SearchConfig(), resume_dir=str(tmp_path / "part"))
+    assert resumed.arch == last.arch
+    assert json.loads((tmp_path / "part" / "summary.json").read_text())["landing"] == summary["landing"]

@@ -11,6 +11,7 @@ from spnas.jobs.limits import Limit, at_least, fraction, one_of, positive
 from spnas.nn.network import INDICATOR_SCALES
 from spnas.jobs.optim import OPTIMIZERS
 from spnas.model.space import SPACES
+from spnas.search.landing import RULES as LANDING_RULES
 
 
 #: what every field may be; shared by options, --config files and a resumed config.json
@@ -25,6 +26,7 @@ SEARCH_LIMITS: dict[str, Limit] = {
     "val_fraction": fraction(), "train_subset": at_least(1), "seed": at_least(0), "log_every": at_least(1),
     "method": one_of("single-path", "multipath", "random"), "temperature": positive(), "candidates": at_least(1),
     "temperature_decay": fraction(low_open=True, high_open=False), "landing": fraction(high_open=False),
+    "landing_rule": one_of(*LANDING_RULES),
 }
 
 
@@ -63,9 +65,14 @@ class SearchConfig(JobSettings):
     lambda_rate: float = setting(0.001, "integral rate of the lambda controller with --target-ms (per step)")
     lambda_gain: float = setting(0.1, "proportional gain of the lambda controller with --target-ms")
     landing: float = setting(
-        0.0, "single-path with --target-ms: in this last share of the run, the first hard decisions inside the "
-        "budget band [T(1-2 margin), T] are frozen and returned unrepaired; a step whose flips jump over the band lands "
-        "on the in-band point of its path (0: off, the decisions move to the last step and a repair meets the band)")
+        0.0, "single-path with --target-ms: in this last share of the run, hard decisions inside the budget band "
+        "[T(1-2 margin), T] are returned unrepaired (--landing-rule says which); a step whose flips jump over the band "
+        "lands on an in-band point of its path (0: off, the decisions move to the last step and a repair meets the "
+        "band)")
+    landing_rule: str = setting(
+        "first", "with --landing: first (freeze the window's first in-band decisions; the remaining steps train "
+        "that one network) or last (freeze nothing: the search runs as without --landing and returns the window's "
+        "last in-band decisions, BENCHMARKS.md section 13)")
     runtime_formula: str = setting("exact", "exact (all 4 LUT entries) or paper (the released approximation)")
     val_fraction: float = setting(0.1, "share of training images held out for validation")
     train_subset: int | None = setting(None, "use only this many (seeded, random) training images")

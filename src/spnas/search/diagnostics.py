@@ -43,10 +43,12 @@ class Diagnosis:
     last_step_ms: float | None
     target_ms: float | None
     warnings: list[str] = field(default_factory=list)
-    #: the step whose decisions met the budget band and were frozen (``--landing``), or None
+    #: the step whose decisions met the budget band and were returned (``--landing``), or None
     landed_step: int | None = None
-    #: how many of that step's flips the frozen decisions hold, when the step jumped over the band
+    #: how many of that step's flips the landed decisions hold, when the step jumped over the band
     landed_within_step: int | None = None
+    #: the landing rule (``--landing-rule``): first froze them, last took the window's last in band
+    landed_rule: str | None = None
 
     @property
     def last_step_off_pct(self) -> float | None:
@@ -75,7 +77,10 @@ class Diagnosis:
             within = ("" if self.landed_within_step is None else
                       f" (partway: that step's flips jumped over the band; with the first {self.landed_within_step} of "
                       "them applied, in the order their margins crossed zero, the decisions lie in it)")
-            text += f"The decisions met the budget band at step {self.landed_step}{within} and were frozen there. "
+            text += (f"The decisions met the budget band at step {self.landed_step}{within} and were frozen there. "
+                     if self.landed_rule != "last" else
+                     f"The landing window's last decisions in the budget band were at step {self.landed_step}{within}; "
+                     "they are the result (nothing was frozen). ")
         if self.last_step_off_pct is not None:
             text += (f"The last step's decisions: {self.last_step_ms:.3f} ms predicted, "
                      f"{self.last_step_off_pct:+.1f}% from the {self.target_ms:.3f} ms target.")
@@ -109,12 +114,13 @@ def diagnose(records: list[dict], space: SearchSpace, total_steps: int, warmup_s
                 last_epoch.add(i)
             if step >= last_tenth_start:
                 last_tenth.add(i)
-    landed = next((r for r in records if "landed" in r), {})
+    landed = next((r for r in reversed(records) if "landed" in r), {})  # rule last: many; the result is the last
     if last_step_ms is None and states:
         last_step_ms = states[-1]["predicted_ms"]
     diagnosis = Diagnosis(len(layers), total_steps, warmup_steps, settled, per_epoch, sorted(last_epoch),
                           sorted(last_tenth), last_step_ms, target_ms,
-                          landed_step=landed.get("step"), landed_within_step=landed.get("within_step"))
+                          landed_step=landed.get("step"), landed_within_step=landed.get("within_step"),
+                          landed_rule=landed.get("rule"))
     diagnosis.warnings = _warnings(diagnosis, states, space, warmup_steps, total_steps, result_ops, indicator_scale)
     return diagnosis
 

@@ -14,6 +14,12 @@ zero (:func:`path_within_step`); an in-band point of that path lands the search,
 ``within_step`` (how many of the step's flips it holds). Measured and dropped: restarting the
 controller's integral whenever the latency crossed the aim inside the window made the decisions swing
 back and forth in steps of the last stage's layers (0.04 ms, twice the band) and landed fewer runs.
+
+Freezing the first in-band decisions cut some searches short: at 0.50 ms they froze 45-58 steps before
+the end, while the plain searches, already in the band there, kept refining (BENCHMARKS.md §13). So a
+second rule, ``last``, freezes nothing: the decisions move to the last step as in a plain search, and
+the search returns the last in-band decisions of the window (the last step's own, when they are in the
+band), again unrepaired. Its trajectory is the plain search's, step for step.
 """
 
 from __future__ import annotations
@@ -28,6 +34,8 @@ from spnas.search.repair import band_low, with_group
 #: the landing share of ``spnas sweep``'s single-path-landing variant: the last 1/8 of a search, a third
 #: of the part after the paper's 5/8 warm-up
 SWEEP_SHARE = 0.125
+#: first: freeze the window's first in-band decisions; last: freeze nothing, return its last in-band ones
+RULES = ("first", "last")
 
 
 def path_within_step(before: Sequence[Decision], after: Sequence[Decision], margins_before: Sequence[dict],
@@ -54,9 +62,11 @@ def path_within_step(before: Sequence[Decision], after: Sequence[Decision], marg
 class Landing:
     target_ms: float
     low_ms: float
-    #: the first step that may freeze the decisions
+    #: the first step that may land
     start_step: int
-    #: the frozen decisions (the search's own encoding), once landed
+    #: one of :data:`RULES`
+    rule: str = "first"
+    #: the landed decisions (the search's own encoding): frozen (rule first), or the latest in band (last)
     arch: str | None = None
     step: int | None = None
     #: how many of its step's flips the frozen decisions hold, when they lie inside a step that jumped
@@ -64,26 +74,34 @@ class Landing:
     within_step: int | None = None
 
     @classmethod
-    def for_run(cls, target_ms: float, margin: float, share: float, total_steps: int, warmup_steps: int) -> "Landing":
+    def for_run(cls, target_ms: float, margin: float, share: float, total_steps: int, warmup_steps: int,
+                rule: str = "first") -> "Landing":
         """The landing of a run's last ``share``, never inside the warm-up (lambda is 0 there: the
         decisions have not yet been asked to meet anything)."""
-        return cls(target_ms, band_low(target_ms, margin), max(total_steps - round(share * total_steps), warmup_steps))
+        return cls(target_ms, band_low(target_ms, margin), max(total_steps - round(share * total_steps), warmup_steps),
+                   rule)
+
+    @property
+    def freezes(self) -> bool:
+        return self.rule == "first"
 
     @property
     def landed(self) -> Architecture | None:
         return None if self.arch is None else Architecture.from_string(self.arch)
 
     def open_at(self, step: int) -> bool:
-        """Whether ``step`` may still land (inside the window, not landed yet)."""
-        return self.arch is None and step >= self.start_step
+        """Whether ``step`` may (still) land: inside the window, and not frozen yet."""
+        return step >= self.start_step and (self.arch is None or not self.freezes)
 
     def update(self, step: int, arch: Architecture, hard_ms: float,
                path: Sequence[tuple[Architecture, float]] = ()) -> Architecture | None:
-        """Freeze and return the step's decisions ``arch`` if they are the window's first in band, else the
-        first in-band point of the step's ``path`` (:func:`path_within_step`, priced); None if neither."""
+        """Land on and return the step's decisions ``arch`` if they lie in the band, else on an in-band point
+        of the step's ``path`` (:func:`path_within_step`, priced): its first under rule ``first``, its last
+        (the nearest to the step's end) under ``last``; None if neither."""
         if not self.open_at(step):
             return None
-        for flips, (candidate, ms) in enumerate([(arch, hard_ms), *path]):
+        points = list(enumerate(path, start=1))
+        for flips, (candidate, ms) in [(0, (arch, hard_ms)), *(points if self.freezes else points[::-1])]:
             if self.low_ms <= ms <= self.target_ms:
                 self.arch, self.step, self.within_step = candidate.to_string(), step, flips or None
                 return candidate

@@ -102,7 +102,7 @@ def _search(job: Job, space: SearchSpace, lut: LatencyTable) -> SearchResult:
     controller = (TargetController(cfg.target_ms, cfg.lambda_, cfg.target_margin, cfg.lambda_rate,
                                    cfg.lambda_gain)
                   if cfg.target_ms else None)
-    landing = (Landing.for_run(cfg.target_ms, cfg.target_margin, cfg.landing, total, warm_steps)
+    landing = (Landing.for_run(cfg.target_ms, cfg.target_margin, cfg.landing, total, warm_steps, cfg.landing_rule)
                if controller and method.lands and cfg.landing > 0 else None)
     parts = {"model": net, "optimizer": optimizer, "schedule": schedule, "controller": controller,
              "precision": precision, "landing": landing}
@@ -125,7 +125,8 @@ def _search(job: Job, space: SearchSpace, lut: LatencyTable) -> SearchResult:
         log.close()
 
     last_step = net.architecture()
-    arch, flips = method.result(net, lut, cfg)
+    # a landing's decisions are the result as they are (rule first: the frozen last step's own)
+    arch, flips = (landing.landed, []) if landing and landing.landed else method.result(net, lut, cfg)
     wall = job.wall_s(wall_before)
     result = SearchResult.of(arch, last_step, lut, run_dir, wall, flips)
     if not job.replicas.main:
@@ -221,10 +222,10 @@ class SearchSteps:
     previous_margins: list[dict] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        if self.landing and self.landing.landed:  # a resume after the landing
+        if self.landing and self.landing.landed and self.landing.freezes:  # a resume after the landing
             self.net.freeze(self.landing.landed)
         self.previous_ops = self.net.architecture().ops
-        if self.landing and not self.landing.landed:
+        if self.landing and self.landing.open_at(self.landing.start_step):
             self.previous_decisions, self.previous_margins = self.net.decisions(), self.net.decision_margins()
 
     def step(self, step: int) -> dict:
@@ -275,14 +276,17 @@ class SearchSteps:
         return {"ce": f"{stats.ce:.3f}", "ms": f"{hard_ms:.3f}", "lam": f"{lam:.3g}"}
 
     def land(self, step: int, arch: Architecture, decisions: list[Decision], margins: list[dict]) -> None:
-        """Freeze the step's decisions, or a point of its path (:func:`path_within_step`), if in band."""
+        """Land on the step's decisions, or a point of its path (:func:`path_within_step`), if in band; freeze
+        them under rule ``first``."""
         price = partial(canonical_price, self.lut, self.net.space.name)  # what a result would report
         path = [(architecture_of(self.net.space.name, d), price(d)) for d in
                 path_within_step(self.previous_decisions, decisions, self.previous_margins, margins)]
         landed = self.landing.update(step, arch, price(decisions), path)
         if landed:
-            self.net.freeze(landed)
+            if self.landing.freezes:
+                self.net.freeze(landed)
             self.log.write({"step": step, "landed": landed.to_string(), "within_step": self.landing.within_step,
+                            "rule": self.landing.rule,
                             "landed_ms": predict_ms(self.lut, landed.canonical())})
 
     def epoch_end(self, step: int) -> None:
