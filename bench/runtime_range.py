@@ -22,6 +22,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
+from spnas.latency.lut import op_weights  # noqa: E402
 from spnas.latency.validate import error_by_range, error_metrics, fit_calibration  # noqa: E402
 from spnas.model.arch import Architecture  # noqa: E402
 from spnas.model.space import get_space  # noqa: E402
@@ -45,20 +46,22 @@ def main() -> int:
     with_layers = design @ coef
     archs = [Architecture.from_string(r["arch"]) for r in rows]
     stages = [layer.stage for layer in get_space(archs[0].space).layers()]
-    presence = np.array([[float(op != "skip") for op in a.ops] for a in archs])
-    per_stage_fit = fit_calibration(raw[cal], measured[cal], presence[cal], stages)
-    per_stage = per_stage_fit.apply(raw, presence)
+    weights = np.array([op_weights(a.ops) for a in archs])
+    per_stage_fit = fit_calibration(raw[cal], measured[cal], weights[cal], stages, op_terms=False)
+    per_stage = per_stage_fit.apply(raw, weights)
+    with_ops_fit = fit_calibration(raw[cal], measured[cal], weights[cal], stages)
+    with_ops = with_ops_fit.apply(raw, weights)
     shallow = held & (present <= np.percentile(present, 25))
     report = {"nets": len(rows), "held_out": int(held.sum()), "present_layers_range": [int(present.min()), int(present.max())],
               "measured_ms_range": [float(measured.min()), float(measured.max())]}
     models = (("plain_sum", raw), ("affine", affine), ("affine_plus_per_layer", with_layers),
-              ("per_stage_relative", per_stage))
+              ("per_stage_relative", per_stage), ("per_stage_and_ops_relative", with_ops))
     for name, pred in models:
         report[name] = {"overall": error_metrics(pred[held], measured[held]),
                         "by_range": error_by_range(pred[held], measured[held]),
                         "shallowest_quarter": error_metrics(pred[shallow], measured[shallow]) if shallow.any() else None}
     report["fits"] = {"affine": [float(a), float(b)], "affine_plus_per_layer": [float(c) for c in coef],
-                      "per_stage_relative": per_stage_fit.__dict__}
+                      "per_stage_relative": per_stage_fit.__dict__, "per_stage_and_ops_relative": with_ops_fit.__dict__}
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
     for name, _ in models:
         m, s = report[name]["overall"], report[name]["shallowest_quarter"]

@@ -70,6 +70,8 @@ def world(tmp_path_factory) -> Path:
         "lut_format.json": lambda d: d.update(format="tflite"),
         "lut_cal_zero.json": lambda d: d.update(calibration={"a": 0.0, "b": 0.1}),
         "lut_cal_negative.json": lambda d: d.update(calibration={"a": 1.0, "b": -1000.0}),
+        # the fastest raw net is fine; an all-5x5 one goes below zero
+        "lut_cal_op_term.json": lambda d: d.update(calibration={"a": 1.0, "b": 0.0, "per_k5_layer": -1000.0}),
         "lut_zero.json": lambda d: (d.update(constant_ms=0.0),
                                     [row.update({op: 0.0 for op in row}) for row in d["layers"]]),
         "lut_space_def.json": lambda d: d.update(space_def={**d["space_def"], "stages": "five"}),
@@ -199,6 +201,8 @@ CASES = {
     "lut/calibration-zero-slope": (["latency", "predict", ARCH, "--lut", "{w}/lut_cal_zero.json"], "calibration.a"),
     "lut/calibration-below-zero": (["latency", "predict", ARCH, "--lut", "{w}/lut_cal_negative.json"],
                                    "fastest network"),
+    "lut/calibration-op-term-below-zero": (["latency", "predict", ARCH, "--lut", "{w}/lut_cal_op_term.json"],
+                                           "fastest network"),
     "lut/all-zero": ([*SEARCH[:2], "{w}/lut_zero.json", *TINY, "--out", "r"], "fastest network"),
     "lut/bad-space-def": (["latency", "predict", ARCH, "--lut", "{w}/lut_space_def.json"], "space_def"),
     "lut/threads-not-int": (["latency", "predict", ARCH, "--lut", "{w}/lut_threads.json"], "field 'threads'"),

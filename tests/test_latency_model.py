@@ -95,26 +95,54 @@ def test_the_per_present_layer_term_counts_layers_that_are_not_skipped(pixel1):
     assert differentiable_ms(pixel1, indicators_of(arch)).item() == pytest.approx(expected, abs=1e-3)
 
 
-def test_the_calibration_fit_recovers_per_stage_overheads_and_falls_back_when_it_cannot():
+def test_the_op_terms_count_present_5x5_and_e6_layers_alike_in_every_prediction(pixel1):
+    arch = resolve_arch("spnas-pixel1")
+    k5 = sum(op.startswith("k5") for op in arch.ops)
+    e6 = sum(op.endswith("e6") for op in arch.ops)
+    assert 0 < k5 < len(arch.ops) and 0 < e6 < len(arch.ops)
+    pixel1.calibration = Calibration(a=1.0, b=0.5, per_present_layer=[0.25] * len(arch.ops), per_k5_layer=0.125,
+                                     per_e6_layer=-0.0625)
+    present = sum(op != "skip" for op in arch.ops)
+    expected = 80.4411 + 0.5 + 0.25 * present + 0.125 * k5 - 0.0625 * e6
+    assert predict_ms(pixel1, arch) == pytest.approx(expected, abs=1e-3)
+    assert differentiable_ms(pixel1, indicators_of(arch)).item() == pytest.approx(expected, abs=1e-3)
+    assert differentiable_ms(pixel1, indicators_of(arch), formula="paper").item() == pytest.approx(
+        differentiable_ms(pixel1, indicators_of(arch), formula="paper", calibrated=False).item() + expected - 80.4411,
+        abs=1e-3)  # the same terms whatever the formula
+
+
+def test_the_calibration_fit_recovers_per_stage_and_op_overheads_and_falls_back_when_it_cannot():
     import numpy as np
 
+    from spnas.latency.lut import op_weights
     from spnas.latency.validate import fit_calibration
 
     rng = np.random.default_rng(0)
     stages = [0, 0, 1, 1, 1, 2]  # 6 layers in 3 stages; the first layer of each stage always present
-    presence = rng.integers(0, 2, (40, 6)).astype(float)
-    presence[:, [0, 2, 5]] = 1.0  # stage 2 never varies: no term of its own
+    choices = ("k3e3", "k3e6", "k5e3", "k5e6", "skip")
+    nets = [[choices[i] for i in rng.integers(0, 5, 6)] for _ in range(40)]
+    for ops in nets:
+        for always in (0, 2, 5):  # stage 2 never varies: no term of its own
+            ops[always] = ops[always] if ops[always] != "skip" else "k3e3"
+    weights = np.array([op_weights(ops) for ops in nets])
     predicted = rng.uniform(0.2, 0.6, 40)
     overhead = np.array([0.004, 0.004, -0.002, -0.002, -0.002, 0.0])  # the same within a stage
-    measured = 1.1 * predicted + 0.05 + presence @ overhead
-    fit = fit_calibration(predicted, measured, presence, stages)
-    assert (fit.a, fit.b) == pytest.approx((1.1, 0.05), abs=1e-9)
+    k5 = weights[:, :, 2:].sum((1, 2))
+    e6 = weights[:, :, [1, 3]].sum((1, 2))
+    measured = 1.1 * predicted + 0.05 + weights.sum(-1) @ overhead + 0.003 * k5 - 0.001 * e6
+    fit = fit_calibration(predicted, measured, weights, stages)
+    assert (fit.a, fit.b, fit.per_k5_layer, fit.per_e6_layer) == pytest.approx((1.1, 0.05, 0.003, -0.001), abs=1e-9)
     assert fit.per_present_layer == pytest.approx([0.004, 0.004, -0.002, -0.002, -0.002, 0.0], abs=1e-9)
-    assert fit.apply(predicted, presence) == pytest.approx(measured)
-    few = fit_calibration(predicted[:6], measured[:6], presence[:6], stages)  # 6 nets: too few for 2 stage terms
-    assert "one term per present layer" in few.note and len(set(few.per_present_layer)) == 1
-    assert len(few.per_present_layer) == 6
-    affine = fit_calibration(predicted, 1.1 * predicted + 0.05, np.ones((40, 6)), stages)
+    assert fit.apply(predicted, weights) == pytest.approx(measured)
+    stages_only = fit_calibration(predicted, measured, weights, stages, op_terms=False)
+    assert (stages_only.per_k5_layer, stages_only.per_e6_layer) == (0.0, 0.0) and "per present 5x5" not in stages_only.note
+    few = fit_calibration(predicted[:10], measured[:10], weights[:10], stages)  # 10 nets: too few for 4 terms
+    assert "each stage" in few.note and (few.per_k5_layer, few.per_e6_layer) == (0.0, 0.0)
+    fewer = fit_calibration(predicted[:6], measured[:6], weights[:6], stages)  # 6 nets: too few for 2 stage terms
+    assert "one term per present layer" in fewer.note and len(set(fewer.per_present_layer)) == 1
+    assert len(fewer.per_present_layer) == 6
+    uniform = np.array([op_weights(["k3e3"] * 6)] * 40)
+    affine = fit_calibration(predicted, 1.1 * predicted + 0.05, uniform, stages)
     assert (affine.a, affine.b, affine.per_present_layer) == pytest.approx((1.1, 0.05, []))
 
 
@@ -162,7 +190,8 @@ def test_corrupt_lut_files_give_one_line(pixel1, tmp_path, mutate, message):
 
 
 def test_lut_file_round_trip(pixel1, tmp_path):
-    pixel1.calibration = Calibration(1.1, -0.2, 10, per_present_layer=[0.003 * i for i in range(len(pixel1.layers))])
+    pixel1.calibration = Calibration(1.1, -0.2, 10, per_present_layer=[0.003 * i for i in range(len(pixel1.layers))],
+                                     per_k5_layer=0.01, per_e6_layer=-0.02)
     pixel1.save(tmp_path / "l.json")
     back = LatencyTable.load(tmp_path / "l.json")
     assert back == pixel1

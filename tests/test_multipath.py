@@ -9,9 +9,11 @@ import torch
 
 from conftest import fake_lut, random_arch
 from spnas.model.arch import Architecture
+from spnas.latency.lut import Calibration
 from spnas.latency.predict import lut_tensor, predict_ms
 from spnas.nn.derive import derive
 from spnas.nn.multipath import MultiPathNet
+from spnas.search.methods import METHODS
 
 
 def _multipath_like(supernet, arch: Architecture) -> MultiPathNet:
@@ -55,6 +57,11 @@ def test_every_branch_runs_and_the_expected_latency_follows_the_weights(supernet
     logits = multi(torch.randn(4, 1, 28, 28))
     expected = multi.expected_ms(lut_tensor(lut), lut.constant_ms)
     assert abs(expected.item() - predict_ms(lut, arch, calibrated=False)) < 1e-5  # one-hot: the table's sum
+    lut.calibration = Calibration(1.1, 0.01, per_present_layer=[0.002] * space.num_layers, per_k5_layer=0.003,
+                                  per_e6_layer=-0.001)  # its terms weigh each op by its probability
+    calibrated = METHODS["multipath"].latency_ms(multi, lut, lut_tensor(lut), None)
+    assert abs(calibrated.item() - predict_ms(lut, arch)) < 1e-5
+    lut.calibration = None
     multi.fix_architecture(None)
     multi(torch.randn(4, 1, 28, 28))
     soft = multi.expected_ms(lut_tensor(lut), lut.constant_ms)

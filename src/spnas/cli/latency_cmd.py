@@ -231,6 +231,8 @@ def _print_validation(result: ValidationResult, backend: str) -> None:
     c = result.calibration
     terms = (f" + per present layer {', '.join(f'{t:.4f}' for t in c.per_present_layer)} ms" if c.per_present_layer
              else "")
+    terms += "".join(f" + {value:.4f} ms per present {kind} layer" for kind, value in
+                     (("5x5", c.per_k5_layer), ("e6", c.per_e6_layer)) if value)
     print(f"calibration ({c.note}): measured = {c.a:.4f} * predicted + {c.b:.4f} ms{terms}")
 
 

@@ -22,16 +22,21 @@ FLOAT32_MAX = 3.0e38
 
 @dataclass
 class Calibration:
-    """measured ≈ a·predicted + b + Σ_l c_l·present_l, fitted on whole networks.
+    """measured ≈ a·predicted + b + Σ_l c_l·present_l + d_k5·(present 5x5 layers) + d_e6·(present e6 layers),
+    fitted on whole networks.
 
     Why terms for present layers: each layer that is present (not skipped) costs the runtime an
     overhead (an op dispatch, a tensor hand-over) that its profiled entry, timed as a model of its
     own, does not include the same way. An affine fit on mid-range nets alone extrapolates badly to
     shallow ones (most layers skipped): 5-6% off here. One term per present layer helped little
     (BENCHMARKS.md §10); the overhead differs by stage (resolution and width), so the fit gives each
-    stage its own term, stored per layer in ``per_present_layer`` (c_l, the layer's stage's). Empty is
-    the plain affine fit. Tables calibrated by earlier versions may hold one ``per_layer`` term for all
-    layers instead; loading turns it into the same value for every layer.
+    stage its own term, stored per layer in ``per_present_layer`` (c_l, the layer's stage's). Why the
+    two op terms: what is left after those is not noise alone but depends on the ops, too (a whole net
+    of e6 layers runs a little faster than its entries sum to); two counts lowered the held-out error
+    of every validation measured in §10. Each term is additive per (layer, op), so the calibrated
+    prediction is a table of its own (:meth:`terms`). Empty and zero are the plain affine fit. Tables
+    calibrated by earlier versions may hold one ``per_layer`` term for all layers instead; loading
+    turns it into the same value for every layer.
     """
 
     a: float = 1.0
@@ -39,18 +44,36 @@ class Calibration:
     fitted_on: int = 0
     note: str = ""
     per_present_layer: list[float] = field(default_factory=list)
+    #: ms per present layer with a 5x5 kernel, and with expansion 6
+    per_k5_layer: float = 0.0
+    per_e6_layer: float = 0.0
 
-    def apply(self, ms, presence):
-        """``presence``: per searchable layer, 1 where it is present (not skipped): a list, an array
-        with one row per network, or a tensor (a supernet's indicators or a mixture's expectations)."""
-        if not self.per_present_layer:
+    def terms(self, layers: int) -> np.ndarray:
+        """(layers, 4): the additive ms of each layer's op, in MBCONV_OPS order (skip adds nothing)."""
+        present = np.asarray(self.per_present_layer or [0.0] * layers, dtype=float)[:, None]
+        return present + np.array([[self.per_k5_layer * op.startswith("k5") + self.per_e6_layer * op.endswith("e6")
+                                    for op in MBCONV_OPS]])
+
+    def apply(self, ms, op_weights):
+        """``op_weights``: per searchable layer, the weight of each op in MBCONV_OPS order (1 for the
+        chosen op of a network, all 0 where it is skipped), shaped (..., layers, 4): a nested list, an
+        array with one network per row, or a tensor (a supernet's indicator products, a mixture's
+        probabilities), kept differentiable."""
+        if not self.per_present_layer and not self.per_k5_layer and not self.per_e6_layer:
             return self.a * ms + self.b
-        if hasattr(presence, "new_tensor"):  # torch, kept differentiable (no torch import here)
-            extra = (presence * presence.new_tensor(self.per_present_layer)).sum(-1)
+        if hasattr(op_weights, "new_tensor"):  # torch (no torch import here)
+            table = op_weights.new_tensor(self.terms(op_weights.shape[-2]))
+            extra = (op_weights * table).sum((-2, -1))
         else:
-            extra = np.asarray(presence, dtype=float) @ np.asarray(self.per_present_layer, dtype=float)
+            weights = np.asarray(op_weights, dtype=float)
+            extra = (weights * self.terms(weights.shape[-2])).sum((-2, -1))
             extra = extra if np.ndim(extra) else float(extra)
         return self.a * ms + self.b + extra
+
+
+def op_weights(ops) -> list[list[float]]:
+    """A network's :meth:`Calibration.apply` weights: one-hot rows over MBCONV_OPS, zeros for skip."""
+    return [[float(op == o) for o in MBCONV_OPS] for op in ops]
 
 
 @dataclass
@@ -161,10 +184,11 @@ class LatencyTable:
 
 def _calibration(cal: Any, layers: int, source: str) -> Calibration:
     if (not isinstance(cal, dict) or not {"a", "b"} <= set(cal)
-            or set(cal) - {"a", "b", "fitted_on", "note", "per_layer", "per_present_layer"}):
+            or set(cal) - {"a", "b", "fitted_on", "note", "per_layer", "per_present_layer", "per_k5_layer",
+                           "per_e6_layer"}):
         raise SpnasError(f"{source}: field 'calibration' needs numbers 'a' and 'b' (and nothing else "
-                         "but 'per_layer', 'per_present_layer', 'fitted_on', 'note')")
-    for key in ("a", "b", "per_layer"):
+                         "but 'per_layer', 'per_present_layer', 'per_k5_layer', 'per_e6_layer', 'fitted_on', 'note')")
+    for key in ("a", "b", "per_layer", "per_k5_layer", "per_e6_layer"):
         if key in cal:
             _check_number(cal[key], f"{source}: field 'calibration.{key}'")
     terms = cal.get("per_present_layer", [])
@@ -187,19 +211,19 @@ def _check_range(lut: LatencyTable, source: str) -> None:
     if lut.calibration and lut.calibration.per_present_layer and len(lut.calibration.per_present_layer) != space.num_layers:
         raise SpnasError(f"{source}: field 'calibration.per_present_layer' has {len(lut.calibration.per_present_layer)} "
                          f"terms, its space has {space.num_layers} layers")
-    fastest = lut.constant_ms + sum(0.0 if spec.skippable else min(row[op] for op in MBCONV_OPS)
-                                    for spec, row in zip(space.layers(), lut.layers))
-    slowest = lut.constant_ms + sum(max(row[op] for op in MBCONV_OPS) for row in lut.layers)
-    fewest = [float(not spec.skippable) for spec in space.layers()]
     if lut.calibration and lut.calibration.a <= 0:
         raise SpnasError(f"{source}: field 'calibration.a' must be > 0 (a larger net must predict slower), "
                          f"got {lut.calibration.a}")
-    lowest = lut.calibration.apply(fastest, fewest) if lut.calibration else fastest
+    # each layer's cheapest and dearest choice, calibrated terms included (they are additive per op)
+    cal = lut.calibration or Calibration()
+    ops = np.array([[row[op] for op in MBCONV_OPS] for row in lut.layers]) * cal.a + cal.terms(space.num_layers)
+    skip_floor = [0.0 if spec.skippable else math.inf for spec in space.layers()]
+    lowest = cal.a * lut.constant_ms + cal.b + float(np.minimum(ops.min(1), skip_floor).sum())
     if not lowest > 0:
         raise SpnasError(f"{source}: predicts {lowest:.4g} ms for the fastest network (constant_ms "
                          f"{lut.constant_ms}{', calibration' if lut.calibration else ''}); latencies must be > 0: "
                          "re-profile or re-calibrate the table")
-    if not (lut.calibration.apply(slowest, [1.0] * space.num_layers) if lut.calibration else slowest) < FLOAT32_MAX:
+    if not cal.a * lut.constant_ms + cal.b + float(np.maximum(ops.max(1), 0.0).sum()) < FLOAT32_MAX:
         raise SpnasError(f"{source}: predicts more than {FLOAT32_MAX:.3g} ms for the slowest network, "
                          "beyond float32; check the table's units")
 

@@ -14,7 +14,7 @@ import torch
 
 from spnas.model.arch import Architecture
 from spnas.errors import SpnasError
-from spnas.latency.lut import LatencyTable
+from spnas.latency.lut import LatencyTable, op_weights
 from spnas.model.space import MBCONV_OPS, SKIP
 
 FORMULAS = ("exact", "paper")
@@ -25,8 +25,7 @@ def predict_ms(lut: LatencyTable, arch: Architecture, calibrated: bool = True) -
     if len(arch.ops) != len(lut.layers):
         raise SpnasError(f"architecture has {len(arch.ops)} layers, LUT has {len(lut.layers)}")
     total = lut.constant_ms + sum(row[op] for row, op in zip(lut.layers, arch.ops) if op != SKIP)
-    presence = [float(op != SKIP) for op in arch.ops]
-    return lut.calibration.apply(total, presence) if calibrated and lut.calibration else total
+    return lut.calibration.apply(total, op_weights(arch.ops)) if calibrated and lut.calibration else total
 
 
 def lut_tensor(lut: LatencyTable, device: torch.device | str | None = None) -> torch.Tensor:
@@ -46,10 +45,12 @@ def differentiable_ms(
         table = lut_tensor(lut, indicators.device)
     k, on, e = indicators.unbind(-1)
     k3e3, k3e6, k5e3, k5e6 = table.unbind(-1)
+    # each op's weight, in MBCONV_OPS order: 0/1 for hard indicators (the calibration's weights too)
+    weights = on[:, None] * torch.stack([(1 - k) * (1 - e), (1 - k) * e, k * (1 - e), k * e], -1)
     if formula == "exact":
-        per_layer = on * ((1 - k) * (1 - e) * k3e3 + (1 - k) * e * k3e6 + k * (1 - e) * k5e3 + k * e * k5e6)
+        per_layer = (weights * table).sum(-1)
     else:
         rho = k3e6 / k5e6
         per_layer = on * (k5e3 + e * (k5e6 - k5e3)) * (rho + (1 - rho) * k)
     total = lut.constant_ms + per_layer.sum()
-    return lut.calibration.apply(total, on) if calibrated and lut.calibration else total
+    return lut.calibration.apply(total, weights) if calibrated and lut.calibration else total

@@ -22,14 +22,14 @@ import torch
 from spnas.model.arch import Architecture
 from spnas.outputs.files import atomic_write_text, write_json
 from spnas.latency.device_profiler import Protocol, Stats
-from spnas.latency.lut import Calibration, LatencyTable
+from spnas.latency.lut import Calibration, LatencyTable, op_weights
 from spnas.latency.parts import Part
 from spnas.latency.predict import predict_ms
 from spnas.latency.profile import measure_parts
 from spnas.latency.backends import Backend
 from spnas.nn.network import SinglePathNet
 from spnas.outputs.plotting import pyplot, save_figure
-from spnas.model.space import SearchSpace, op_name
+from spnas.model.space import MBCONV_OPS, SearchSpace, op_name
 
 
 SAMPLINGS = ("stratified", "uniform")
@@ -111,24 +111,37 @@ def spearman(x: np.ndarray, y: np.ndarray) -> float:
 NETS_PER_TERM = 3
 
 
-def fit_calibration(predicted: np.ndarray, measured: np.ndarray, presence: np.ndarray,
-                    stages: list[int]) -> Calibration:
-    """measured ≈ a·predicted + b + Σ_s c_s·(present layers of stage s), ``presence`` (networks, layers)
-    being 1 where a layer is present and ``stages`` each layer's stage. Least squares of the *relative*
-    residual, as the errors that count (MAPE, ±5%) are relative: an absolute fit lets the slow nets'
-    milliseconds set the terms that matter most on the fast ones. A stage whose count does not vary
-    gets no term (it cannot be told from b); with fewer than NETS_PER_TERM networks per term the fit
-    falls back to one term for all present layers, and to the plain affine fit when that cannot vary
-    either. Measured on 80 stratified nets (BENCHMARKS.md §10): held-out MAPE 3.12% affine, 2.84%
-    with one term, 1.83% with one per stage."""
+def fit_calibration(predicted: np.ndarray, measured: np.ndarray, weights: np.ndarray,
+                    stages: list[int], op_terms: bool = True) -> Calibration:
+    """measured ≈ a·predicted + b + Σ_s c_s·(present layers of stage s) + d_k5·(present 5x5 layers) +
+    d_e6·(present e6 layers); ``weights`` (networks, layers, 4) one-hot over MBCONV_OPS (all 0 where
+    skipped, :func:`~spnas.latency.lut.op_weights`) and ``stages`` each layer's stage. Least squares of
+    the *relative* residual, as the errors that count (MAPE, ±5%) are relative: an absolute fit lets the
+    slow nets' milliseconds set the terms that matter most on the fast ones. A count that does not vary
+    gets no term (it cannot be told from b). Terms need NETS_PER_TERM networks each beyond a and b: with
+    fewer, the fit drops the op counts, then falls back to one term for all present layers, then to the
+    plain affine fit (``op_terms=False``: never the op counts, to compare). Held-out MAPE, mean of 300 random halves of 7 validations of 80 stratified nets
+    (BENCHMARKS.md §10): affine 2.42-3.30%, one term per stage 2.02-2.45%, with the op counts 1.82-2.35%."""
     n = len(measured)
-    counts = np.stack([presence[:, [i for i, s in enumerate(stages) if s == stage]].sum(1)
-                       for stage in sorted(set(stages))], axis=1)
-    varying = [s for s in range(counts.shape[1]) if np.ptp(counts[:, s]) > 0]
-    if len(varying) > 1 and n >= NETS_PER_TERM * len(varying) + 2:
-        terms, note = counts[:, varying], "a term per present layer of each stage"
-    elif np.ptp(counts.sum(1)) > 0 and n >= NETS_PER_TERM + 2:
-        terms, note = counts.sum(1, keepdims=True), "one term per present layer"
+    weights = np.asarray(weights, dtype=float)
+    presence = weights.sum(-1)
+    stage_counts = np.stack([presence[:, [i for i, s in enumerate(stages) if s == stage]].sum(1)
+                             for stage in sorted(set(stages))], axis=1)
+    op_counts = np.stack([weights[:, :, [j for j, op in enumerate(MBCONV_OPS) if test(op)]].sum((1, 2))
+                          for test in (lambda op: op.startswith("k5"), lambda op: op.endswith("e6"))], axis=1)
+    varying = [s for s in range(stage_counts.shape[1]) if np.ptp(stage_counts[:, s]) > 0]
+    ops_varying = [j for j in range(2) if op_terms and np.ptp(op_counts[:, j]) > 0]
+
+    def enough(terms: int) -> bool:
+        return n >= NETS_PER_TERM * terms + 2
+
+    if len(varying) > 1 and ops_varying and enough(len(varying) + len(ops_varying)):
+        terms, note = np.column_stack([stage_counts[:, varying], op_counts[:, ops_varying]]), \
+            "a term per present layer of each stage, and per present 5x5 and e6 layer"
+    elif len(varying) > 1 and enough(len(varying)):
+        terms, note, ops_varying = stage_counts[:, varying], "a term per present layer of each stage", []
+    elif np.ptp(presence.sum(1)) > 0 and enough(1):
+        terms, note = presence.sum(1, keepdims=True), "one term per present layer"
     else:
         terms, note = np.zeros((n, 0)), "affine"
     design = np.column_stack([predicted, np.ones(n), terms])
@@ -142,6 +155,8 @@ def fit_calibration(predicted: np.ndarray, measured: np.ndarray, presence: np.nd
         by_stage = dict(zip(varying, rest))
         order = sorted(set(stages))
         fitted.per_present_layer = [by_stage.get(order.index(s), 0.0) for s in stages]
+        by_op = dict(zip(ops_varying, rest[len(varying):]))
+        fitted.per_k5_layer, fitted.per_e6_layer = by_op.get(0, 0.0), by_op.get(1, 0.0)
     return fitted
 
 
@@ -184,13 +199,13 @@ def validation_report(
     n = len(archs)
     measured = np.array([s.median for s in measured_stats])
     raw = np.array([predict_ms(lut, a, calibrated=False) for a in archs])
-    presence = np.array([[float(op != "skip") for op in a.ops] for a in archs])
-    present = presence.sum(1)
+    weights = np.array([op_weights(a.ops) for a in archs])
+    present = weights.sum((1, 2))
     idx = np.random.default_rng(seed).permutation(n)
     cal_idx, test_idx = idx[: n // 2], idx[n // 2 :]
-    calibration = fit_calibration(raw[cal_idx], measured[cal_idx], presence[cal_idx],
+    calibration = fit_calibration(raw[cal_idx], measured[cal_idx], weights[cal_idx],
                                   [layer.stage for layer in space.layers()])
-    calibrated = calibration.apply(raw, presence)
+    calibrated = calibration.apply(raw, weights)
     report = {
         "backend": backend_info,
         "space": space.name,

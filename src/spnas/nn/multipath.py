@@ -76,17 +76,13 @@ class MultiPathNet(SinglePathNet):
 
     def expected_ms(self, table: torch.Tensor, constant_ms: float) -> torch.Tensor:
         """Sum over layers of the last forward's weights times the table's ops (skip costs 0)."""
-        total = torch.as_tensor(constant_ms, dtype=torch.float32, device=table.device)
-        for row, layer in zip(table, self.mixed_layers()):
-            costs = torch.stack([row[MBCONV_OPS.index(op)] if op != SKIP else row.new_zeros(())
-                                 for op in layer.ops])
-            total = total + (layer.weights * costs).sum()
-        return total
+        return constant_ms + (self.expected_op_weights() * table).sum()
 
-    def expected_presence(self) -> torch.Tensor:
-        """Per layer, the probability under the last forward's weights that it is not skipped (for
-        the calibration's terms per present layer)."""
-        return torch.stack([sum(w for w, op in zip(layer.weights, layer.ops) if op != SKIP)
+    def expected_op_weights(self) -> torch.Tensor:
+        """(layers, 4): each op's probability under the last forward's weights, in MBCONV_OPS order
+        (skip's share is left out: it costs nothing); the calibration's weights too."""
+        return torch.stack([torch.stack([sum((w for w, o in zip(layer.weights, layer.ops) if o == op),
+                                             layer.weights.new_zeros(())) for op in MBCONV_OPS])
                             for layer in self.mixed_layers()])
 
     def architecture(self) -> Architecture:

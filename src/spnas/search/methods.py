@@ -72,7 +72,7 @@ class MultiPath:
 
     def latency_ms(self, net: MultiPathNet, lut: LatencyTable, table: torch.Tensor, cfg) -> torch.Tensor:
         expected = net.expected_ms(table, lut.constant_ms)
-        return lut.calibration.apply(expected, net.expected_presence()) if lut.calibration else expected
+        return lut.calibration.apply(expected, net.expected_op_weights()) if lut.calibration else expected
 
     def state(self, net: MultiPathNet) -> dict:
         return {"alphas": [[round(v, 4) for v in layer.alpha.tolist()] for layer in net.mixed_layers()]}
