@@ -15,7 +15,7 @@ import argparse
 import json
 from pathlib import Path
 
-from spnas.workflows.sweep_report import in_band_by_itself, landed_at
+from spnas.workflows.sweep_report import BAND_LOW, in_band_by_itself, landed_at
 
 
 def endings(run_dir: Path) -> list[dict]:
@@ -23,13 +23,16 @@ def endings(run_dir: Path) -> list[dict]:
     for summary_path in sorted((run_dir / "search").glob("searched-*/summary.json")):
         s = json.loads(summary_path.read_text())
         config = json.loads((summary_path.parent / "config.json").read_text())
-        method = s.get("method", "single-path") + ("-landing" if config.get("landing") else "")
+        landing = ("-landing" + ("-last" if config.get("landing_rule") == "last" else "")) if config.get("landing") else ""
+        method = s.get("method", "single-path") + landing  # the sweep's names
         if s.get("target_ms") is None or method == "random":
             continue  # faithful mode has no target; random search only draws inside the band
         row = {"method": method, "target_ms": s["target_ms"], "predicted_ms": s["predicted_ms"],
                "repair_flips": len(s["repair_flips"]) if method != "multipath" else None}
         rows.append({**row, "search_seed": config["seed"], "last_step_ms": s["last_step_predicted_ms"],
                      "last_step_off_pct": (s["last_step_predicted_ms"] / s["target_ms"] - 1) * 100,
+                     # the landing rule "last" may return an earlier in-band step than the last one
+                     "last_step_in_band": BAND_LOW * s["target_ms"] <= s["last_step_predicted_ms"] <= s["target_ms"],
                      "in_band_by_itself": in_band_by_itself(row),
                      "landed_step": (s.get("landing") or {}).get("step"),
                      "landed_within_step": (s.get("landing") or {}).get("within_step"), "steps": s.get("steps")})
@@ -37,17 +40,19 @@ def endings(run_dir: Path) -> list[dict]:
 
 
 def markdown(rows: list[dict]) -> str:
-    lines = ["| method | target ms | search seed | last step ms (vs target) | in band without repair | repair flips "
-             "| landed at step | result ms |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = ["| method | target ms | search seed | last step ms (vs target) | last step in band | result in band without "
+             "repair | repair flips | landed at step | result ms |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     lines += [f"| {r['method']} | {r['target_ms']:.3f} | {r['search_seed']} | {r['last_step_ms']:.3f} "
-              f"({r['last_step_off_pct']:+.1f}%) | {'yes' if r['in_band_by_itself'] else 'no'} | "
+              f"({r['last_step_off_pct']:+.1f}%) | {'yes' if r['last_step_in_band'] else 'no'} | "
+              f"{'yes' if r['in_band_by_itself'] else 'no'} | "
               f"{'' if r['repair_flips'] is None else r['repair_flips']} | "
               f"{landed_at(r['landed_step'], r.get('landed_within_step'))} | {r['predicted_ms']:.3f} |" for r in rows]
-    counts = {}
+    counts: dict[str, list[dict]] = {}
     for r in rows:
-        counts.setdefault(r["method"], []).append(r["in_band_by_itself"])
+        counts.setdefault(r["method"], []).append(r)
     lines.append("")
-    lines += [f"- {method}: {sum(v)} of {len(v)} in the band without repair" for method, v in counts.items()]
+    lines += [f"- {method}: {sum(r['in_band_by_itself'] for r in v)} of {len(v)} results in the band without repair, "
+              f"{sum(r['last_step_in_band'] for r in v)} of {len(v)} last steps in the band" for method, v in counts.items()]
     return "\n".join(lines)
 
 

@@ -248,11 +248,13 @@ def _searches_markdown(rows: list[dict]) -> str:
         by_method.setdefault(r["method"], []).append(r)
     counts = "; ".join(_method_ending(method, searches) for method, searches in by_method.items())
     warnings = "".join(f"- {r['model']}: {w}\n" for r in rows for w in r.get("search_warnings", []))
+    landing_note = (" A landing's result is the step it landed at, which under `--landing-rule last` can precede "
+                    "the last step." if any(r.get("landed_step") is not None for r in rows) else "")
     return f"""
 ## How each search ended
 
 Searches whose own result met the budget band [{BAND_LOW:g}·T, T] without a repair, and their mean
-top-1 over searches and training seeds: {counts}.
+top-1 over searches and training seeds: {counts}.{landing_note}
 
 {table}
 {"" if not warnings else chr(10) + "Search warnings:" + chr(10) + chr(10) + warnings}"""
