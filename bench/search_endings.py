@@ -23,7 +23,9 @@ def endings(run_dir: Path) -> list[dict]:
     for summary_path in sorted((run_dir / "search").glob("searched-*/summary.json")):
         s = json.loads(summary_path.read_text())
         config = json.loads((summary_path.parent / "config.json").read_text())
-        landing = ("-landing" + ("-last" if config.get("landing_rule") == "last" else "")) if config.get("landing") else ""
+        # rule first was the only one, and unrecorded, before the rule last came and became the default
+        rule = config.get("landing_rule", "first")
+        landing = ("-landing" + ("-first" if rule == "first" else "")) if config.get("landing") else ""
         method = s.get("method", "single-path") + landing  # the sweep's names
         if s.get("target_ms") is None or method == "random":
             continue  # faithful mode has no target; random search only draws inside the band

@@ -54,15 +54,15 @@ def test_a_frozen_supernet_computes_the_forced_one_and_its_thresholds_learn_noth
 
 
 def test_landing_freezes_the_first_in_band_decisions_of_its_window():
-    landing = Landing.for_run(target_ms=1.0, margin=0.02, share=0.25, total_steps=100, warmup_steps=60)
+    landing = Landing.for_run(target_ms=1.0, margin=0.02, share=0.25, total_steps=100, warmup_steps=60, rule="first")
     assert (landing.start_step, landing.low_ms) == (75, pytest.approx(0.96))
-    assert Landing.for_run(1.0, 0.02, 0.5, 100, warmup_steps=60).start_step == 60  # never inside the warm-up
+    assert Landing.for_run(1.0, 0.02, 0.5, 100, warmup_steps=60, rule="first").start_step == 60  # never inside the warm-up
     a, b = some_arch(), Architecture(SPACE.name, ("k5e6",) * len(SPACE.layers()))
     assert not landing.update(74, a, 0.98)  # in band, but before the window
     assert not landing.update(75, a, 1.01) and not landing.update(76, a, 0.95)  # over, and under the band
     assert landing.update(77, a, 0.97) and landing.landed == a and landing.step == 77
     assert not landing.update(78, b, 0.99) and landing.landed == a  # landed once, for good
-    again = Landing.for_run(1.0, 0.02, 0.25, 100, 60)
+    again = Landing.for_run(1.0, 0.02, 0.25, 100, 60, rule="first")
     again.load_state_dict(landing.state_dict())
     assert (again.landed, again.step) == (a, 77)
 
@@ -76,7 +76,7 @@ def test_a_step_that_jumped_over_the_band_lands_on_the_in_band_point_of_its_path
     path = path_within_step(before, after, margins_before, margins_after)
     assert path == [[on, on, off], [off, on, off]]  # the step's own decisions are not part of its path
     assert path_within_step(before, before, margins_before, margins_before) == []
-    landing = Landing.for_run(target_ms=1.0, margin=0.02, share=0.5, total_steps=100, warmup_steps=10)
+    landing = Landing.for_run(target_ms=1.0, margin=0.02, share=0.5, total_steps=100, warmup_steps=10, rule="first")
 
     def arch(decisions: list[Decision]) -> Architecture:
         return Architecture(SPACE.name, tuple(d.op for d in decisions))
@@ -86,24 +86,24 @@ def test_a_step_that_jumped_over_the_band_lands_on_the_in_band_point_of_its_path
     assert landing.update(50, arch(after), 0.90, priced[:1]) is None  # nothing in band on the way
     assert landing.update(51, arch(after), 0.90, priced) == arch(path[1])
     assert (landing.step, landing.within_step) == (51, 2)
-    direct = Landing.for_run(1.0, 0.02, 0.5, 100, 10)
+    direct = Landing.for_run(1.0, 0.02, 0.5, 100, 10, rule="first")
     assert direct.update(50, arch(after), 0.98, priced) == arch(after) and direct.within_step is None  # its own first
 
 
 def test_the_last_rule_keeps_the_windows_latest_in_band_decisions_and_freezes_nothing():
-    landing = Landing.for_run(target_ms=1.0, margin=0.02, share=0.25, total_steps=100, warmup_steps=60, rule="last")
+    landing = Landing.for_run(target_ms=1.0, margin=0.02, share=0.25, total_steps=100, warmup_steps=60)
     a, b, c = some_arch(), Architecture(SPACE.name, ("k5e6",) * len(SPACE.layers())), \
         Architecture(SPACE.name, ("k3e3",) * len(SPACE.layers()))
-    assert not landing.freezes and not landing.update(74, a, 0.98)  # before the window
+    assert not landing.freezes and not landing.update(74, a, 0.98)  # the default rule; before the window
     assert landing.update(75, a, 0.97) == a and landing.update(76, b, 0.99) == b  # every in-band step, the latest wins
     assert landing.update(77, c, 1.05) is None and (landing.landed, landing.step) == (b, 76)  # out of band: kept
     assert landing.open_at(99)
     # a step that jumped over the band: the in-band point of its path nearest to the step's end
     assert landing.update(78, c, 1.05, [(a, 0.97), (b, 0.98), (c, 1.02)]) == b and landing.within_step == 2
-    again = Landing.for_run(1.0, 0.02, 0.25, 100, 60, rule="last")
+    again = Landing.for_run(1.0, 0.02, 0.25, 100, 60)
     again.load_state_dict(landing.state_dict())
     assert (again.landed, again.step, again.within_step) == (b, 78, 2)
-    first = Landing.for_run(1.0, 0.02, 0.25, 100, 60)
+    first = Landing.for_run(1.0, 0.02, 0.25, 100, 60, rule="first")
     assert first.update(78, c, 1.05, [(a, 0.97), (b, 0.98), (c, 1.02)]) == a  # rule first: the path's first
 
 
@@ -121,7 +121,7 @@ def cfg(tmp_path: Path, lut: str, name: str, **kw) -> SearchConfig:
 
 
 def test_a_landed_search_returns_its_frozen_decisions_unrepaired_and_resumes_exactly(tmp_path, tiny_lut):
-    full = run_search(cfg(tmp_path, tiny_lut, "full"))
+    full = run_search(cfg(tmp_path, tiny_lut, "full", landing_rule="first"))
     summary = json.loads((full.run_dir / "summary.json").read_text())
     landed_step, landed = summary["landing"]["step"], Architecture.from_string(summary["landing"]["arch"])
     assert landed_step >= 16  # 64 steps: the window is all after the 16-step warm-up
@@ -142,7 +142,7 @@ def test_a_landed_search_returns_its_frozen_decisions_unrepaired_and_resumes_exa
     # after it, and resumed: the same landing, decisions and weights
     for name, stop in (("before", landed_step), ("after", landed_step + 2)):
         with pytest.raises(Interrupted):
-            run_search(cfg(tmp_path, tiny_lut, name, max_steps=stop))
+            run_search(cfg(tmp_path, tiny_lut, name, landing_rule="first", max_steps=stop))
         part = tmp_path / name
         conf = json.loads((part / "config.json").read_text())
         (part / "config.json").write_text(json.dumps({**conf, "max_steps": None}))
@@ -156,7 +156,7 @@ def test_a_landed_search_returns_its_frozen_decisions_unrepaired_and_resumes_exa
 
 def test_the_last_rule_searches_as_plain_and_returns_its_last_in_band_decisions(tmp_path, tiny_lut):
     plain = run_search(cfg(tmp_path, tiny_lut, "plain", landing=0.0))
-    last = run_search(cfg(tmp_path, tiny_lut, "last", landing_rule="last"))
+    last = run_search(cfg(tmp_path, tiny_lut, "last"))  # the default rule
     ops = [[tuple(r["ops"]) for r in read_metrics(run.run_dir / "metrics.jsonl") if "ops" in r] for run in (plain, last)]
     assert ops[0] == ops[1] and last.last_step == plain.last_step  # the same trajectory: nothing was frozen
     a = torch.load(plain.run_dir / "checkpoint.pt", weights_only=False)["model"]
@@ -176,7 +176,7 @@ def test_the_last_rule_searches_as_plain_and_returns_its_last_in_band_decisions(
     assert f"band were at step {summary['landing']['step']}" in summary["diagnostics"]["summary"]
     # interrupted inside the window and resumed: the same landing
     with pytest.raises(Interrupted):
-        run_search(cfg(tmp_path, tiny_lut, "part", landing_rule="last", max_steps=40))
+        run_search(cfg(tmp_path, tiny_lut, "part", max_steps=40))
     conf = json.loads((tmp_path / "part" / "config.json").read_text())
     (tmp_path / "part" / "config.json").write_text(json.dumps({**conf, "max_steps": None}))
     resumed = run_search(SearchConfig(), resume_dir=str(tmp_path / "part"))

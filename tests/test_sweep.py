@@ -205,7 +205,7 @@ def test_the_landing_variant_shares_the_single_path_warmup(tmp_path, tiny_lut):
     assert searches == ["searched-0.750ms", "searched-0.750ms-single-path-landing", "warmup"]  # one warm-up
     plain, landing = (json.loads((out / "search" / name / "config.json").read_text())
                       for name in ("searched-0.750ms", "searched-0.750ms-single-path-landing"))
-    assert (plain["landing"], landing["landing"]) == (0.0, 0.125)
+    assert (plain["landing"], landing["landing"], landing["landing_rule"]) == (0.0, 0.125, "last")
     assert {k: v for k, v in plain.items() if k not in ("landing", "out")} == \
         {k: v for k, v in landing.items() if k not in ("landing", "out")}
     summary = json.loads((out / "sweep.json").read_text())

@@ -70,9 +70,9 @@ class SearchConfig(JobSettings):
         "lands on an in-band point of its path (0: off, the decisions move to the last step and a repair meets the "
         "band)")
     landing_rule: str = setting(
-        "first", "with --landing: first (freeze the window's first in-band decisions; the remaining steps train "
-        "that one network) or last (freeze nothing: the search runs as without --landing and returns the window's "
-        "last in-band decisions, BENCHMARKS.md section 13)")
+        "last", "with --landing: last (freeze nothing: the search runs as without --landing and returns the window's "
+        "last in-band decisions) or first (freeze the window's first in-band decisions; the remaining steps train "
+        "that one network; measured 0.3 points less accurate, BENCHMARKS.md section 13)")
     runtime_formula: str = setting("exact", "exact (all 4 LUT entries) or paper (the released approximation)")
     val_fraction: float = setting(0.1, "share of training images held out for validation")
     train_subset: int | None = setting(None, "use only this many (seeded, random) training images")

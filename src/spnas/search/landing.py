@@ -31,11 +31,11 @@ from spnas.model.arch import Architecture
 from spnas.nn.superkernel import GROUPS, Decision
 from spnas.search.repair import band_low, with_group
 
-#: the landing share of ``spnas sweep``'s single-path-landing variant: the last 1/8 of a search, a third
+#: the landing share of ``spnas sweep``'s single-path-landing variants: the last 1/8 of a search, a third
 #: of the part after the paper's 5/8 warm-up
 SWEEP_SHARE = 0.125
-#: first: freeze the window's first in-band decisions; last: freeze nothing, return its last in-band ones
-RULES = ("first", "last")
+#: last (the default): freeze nothing, return the window's last in-band decisions; first: freeze its first
+RULES = ("last", "first")
 
 
 def path_within_step(before: Sequence[Decision], after: Sequence[Decision], margins_before: Sequence[dict],
@@ -65,7 +65,7 @@ class Landing:
     #: the first step that may land
     start_step: int
     #: one of :data:`RULES`
-    rule: str = "first"
+    rule: str = "last"
     #: the landed decisions (the search's own encoding): frozen (rule first), or the latest in band (last)
     arch: str | None = None
     step: int | None = None
@@ -75,7 +75,7 @@ class Landing:
 
     @classmethod
     def for_run(cls, target_ms: float, margin: float, share: float, total_steps: int, warmup_steps: int,
-                rule: str = "first") -> "Landing":
+                rule: str = "last") -> "Landing":
         """The landing of a run's last ``share``, never inside the warm-up (lambda is 0 there: the
         decisions have not yet been asked to meet anything)."""
         return cls(target_ms, band_low(target_ms, margin), max(total_steps - round(share * total_steps), warmup_steps),

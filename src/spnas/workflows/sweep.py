@@ -30,8 +30,8 @@ UNIFORM_OPS = ("k3e3", "k5e3", "k3e6", "k5e6")
 MAX_POINTS = 12
 DEFAULT_METHOD = "single-path"
 #: sweep methods that are a search method with other settings; each shares its base method's warm-up
-VARIANTS = {"single-path-landing": ("single-path", {"landing": SWEEP_SHARE}),
-            "single-path-landing-last": ("single-path", {"landing": SWEEP_SHARE, "landing_rule": "last"})}
+VARIANTS = {"single-path-landing": ("single-path", {"landing": SWEEP_SHARE}),  # the default rule, last
+            "single-path-landing-first": ("single-path", {"landing": SWEEP_SHARE, "landing_rule": "first"})}
 METHOD_NAMES = (*METHODS, "random", *VARIANTS)
 
 
