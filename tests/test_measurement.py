@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import random
+import time
 
 import pytest
 import torch
@@ -20,6 +21,7 @@ def quiet_machine(monkeypatch):
     """Load and the reference kernel as on an idle machine, whatever this one is doing."""
     monkeypatch.setattr(device_profiler, "load_average", lambda: 0.1)
     monkeypatch.setattr(device_profiler, "reference_kernel_ms", lambda repeats=30: 1.0)
+    monkeypatch.setattr(device_profiler, "busy_cpu_s", lambda: None)
 
 
 def test_the_median_ci_covers_the_median_and_narrows_with_more_samples():
@@ -54,12 +56,35 @@ def test_a_tighter_ci_takes_more_passes_until_the_median_is_known_to_it(quiet_ma
 
 def test_a_busy_machine_is_named(monkeypatch):
     monkeypatch.setattr(device_profiler, "load_average", lambda: 9.0)
+    monkeypatch.setattr(device_profiler, "busy_cpu_s", lambda: None)  # a system without /proc/stat
     clock = itertools.count()
     monkeypatch.setattr(device_profiler, "reference_kernel_ms", lambda repeats=30: 1.0 + 0.5 * next(clock))
     _, conditions = measure_until_stable({"a": lambda: 1.0}, QUICK)
     assert conditions["reference_drift_pct"] == pytest.approx(50.0)
     assert any("reference kernel ran +50% slower" in w for w in conditions["warnings"])
-    assert any(w.startswith("load average 9.0") for w in conditions["warnings"])
+    assert any(w.startswith("load average 9.0") for w in conditions["warnings"])  # no /proc/stat: the load average
+
+
+def test_other_processes_are_told_from_our_own_work_by_cpu_time(monkeypatch):
+    """The load average still reads busy a minute after a job of ours ended; CPU time taken by others
+    while we measured does not."""
+    monkeypatch.setattr(device_profiler, "load_average", lambda: 9.0)  # e.g. our own training just ended
+    monkeypatch.setattr(device_profiler, "reference_kernel_ms", lambda repeats=30: 1.0)
+    readings = iter([100.0, 100.0])  # nobody else ran: the machine was busy only with our own work
+
+    def busy() -> float:
+        return next(readings) + time.process_time()
+
+    monkeypatch.setattr(device_profiler, "busy_cpu_s", busy)
+    _, conditions = measure_until_stable({"a": lambda: 1.0}, QUICK)
+    assert conditions["other_cores"] < 0.1 and conditions["warnings"] == []  # our own CPU time is left out
+    assert device_profiler.other_cores(100.0, 103.5, 0.5, 2.0) == pytest.approx(1.5)  # 3 s of others' CPU in 2 s
+    readings = iter([0.0, 1e6])  # others took all of every core
+    _, conditions = measure_until_stable({"a": lambda: 1.0}, QUICK)
+    assert any(w.startswith("other processes kept") for w in conditions["warnings"])
+    monkeypatch.undo()  # the real reader
+    real = device_profiler.busy_cpu_s()
+    assert real is None or real > 0
 
 
 def test_exported_models_are_timed_in_a_fresh_process(tmp_path):

@@ -32,6 +32,7 @@ import statistics
 import sys
 import time
 from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 from typing import Callable, Mapping
 
 Runner = Callable[[], float]  # runs one inference, returns its time in ms
@@ -142,9 +143,31 @@ def load_average() -> float | None:
         return None
 
 
+def busy_cpu_s() -> float | None:
+    """CPU seconds every process on the machine has spent busy since boot (Linux's /proc/stat: user,
+    nice, system, irq, softirq, steal), or None elsewhere. Why beside the load average: the load
+    average is a minute-long moving average, so right after a job of our own (a training) it still
+    reads busy while the machine is quiet; busy time over the measurement, less our own, is what
+    other processes took while we timed."""
+    try:
+        ticks = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+        return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")  # less idle and iowait
+    except (OSError, ValueError, IndexError, AttributeError):
+        return None
+
+
+def other_cores(busy_before: float | None, busy_after: float | None, own_cpu_s: float, wall_s: float) -> float | None:
+    """How many cores other processes kept busy on average over ``wall_s`` seconds, or None if unknown."""
+    if busy_before is None or busy_after is None or wall_s <= 0:
+        return None
+    return max(0.0, (busy_after - busy_before - own_cpu_s) / wall_s)
+
+
 #: a measurement is "unsteady" past these: the reference kernel's drift, a median's 95% CI half-width,
 #: the median inter-quartile range, all relative to the median
 MAX_REFERENCE_DRIFT, MAX_CI, MAX_SPREAD = 0.10, 0.02, 0.10
+#: cores other processes may keep busy on average while a measurement runs before it is called disturbed
+MAX_OTHER_CORES = 0.5
 
 
 def measure_until_stable(
@@ -158,6 +181,7 @@ def measure_until_stable(
     trusted."""
     cores = os.cpu_count() or 1
     load_before, reference_before = load_average(), reference_kernel_ms()
+    busy_before, own_before, wall_before = busy_cpu_s(), time.process_time(), time.perf_counter()
     pooled: dict[str, list[float]] = {k: [] for k in runners}
     passes = 0
     while True:
@@ -168,6 +192,7 @@ def measure_until_stable(
         widest = max((hi - lo) / 2 / statistics.median(pooled[k]) for k, (lo, hi) in ci.items())
         if widest <= max_ci or passes >= max_passes:
             break
+    others = other_cores(busy_before, busy_cpu_s(), time.process_time() - own_before, time.perf_counter() - wall_before)
     load_after, reference_after = load_average(), reference_kernel_ms()
     stats = {k: Stats.of(v) for k, v in pooled.items()}
     spread = statistics.median(s.iqr / s.median for s in stats.values())
@@ -176,14 +201,19 @@ def measure_until_stable(
     if abs(drift) > MAX_REFERENCE_DRIFT:
         warnings.append(f"a reference kernel ran {drift * 100:+.0f}% slower after the measurement than before: the "
                         "machine's speed changed under it (other load, throttling)")
-    busy = [v for v in (load_before, load_after) if v is not None and v > cores - 0.5]
-    if busy:
-        warnings.append(f"load average {max(busy):.1f} on {cores} cores: other processes competed for the CPU")
+    if others is not None:  # measured over the measurement itself, our own process left out
+        if others > MAX_OTHER_CORES:
+            warnings.append(f"other processes kept {others:.1f} of {cores} cores busy while it measured: they competed "
+                            "for the CPU")
+    else:  # the load average alone (no /proc/stat): it also counts a job of ours that just ended
+        busy = [v for v in (load_before, load_after) if v is not None and v > cores - 0.5]
+        if busy:
+            warnings.append(f"load average {max(busy):.1f} on {cores} cores: other processes competed for the CPU")
     if spread > MAX_SPREAD:
         warnings.append(f"the runs of a model spread by {spread * 100:.0f}% of their median (IQR): an unsteady machine")
     if widest > max_ci:
         warnings.append(f"after {passes} passes a median is still only known to ±{widest * 100:.1f}% (95% CI)")
-    conditions = {"cores": cores, "load_before": load_before, "load_after": load_after,
+    conditions = {"cores": cores, "load_before": load_before, "load_after": load_after, "other_cores": others,
                   "reference_ms_before": reference_before, "reference_ms_after": reference_after,
                   "reference_drift_pct": drift * 100, "spread_pct": spread * 100, "ci_pct": widest * 100,
                   "passes": passes, "median_ci_ms": {k: list(v) for k, v in ci.items()}, "warnings": warnings}

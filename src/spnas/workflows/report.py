@@ -37,6 +37,8 @@ def measurement_conditions(conditions: dict | None) -> str:
         return ""
     load = (f"load average {conditions['load_before']:.2f} before, {conditions['load_after']:.2f} after; "
             if conditions.get("load_before") is not None and conditions.get("load_after") is not None else "")
+    if conditions.get("other_cores") is not None:
+        load += f"other processes kept {conditions['other_cores']:.2f} cores busy while it measured; "
     return (f"Conditions: {conditions['passes']} pass(es); {load}a reference kernel "
             f"{conditions['reference_drift_pct']:+.1f}% after vs before; spread (IQR) {conditions['spread_pct']:.1f}% "
             f"of the median; medians known to ±{conditions['ci_pct']:.1f}% (95% CI). ")
