@@ -120,8 +120,9 @@ def fit_calibration(predicted: np.ndarray, measured: np.ndarray, weights: np.nda
     slow nets' milliseconds set the terms that matter most on the fast ones. A count that does not vary
     gets no term (it cannot be told from b). Terms need NETS_PER_TERM networks each beyond a and b: with
     fewer, the fit drops the op counts, then falls back to one term for all present layers, then to the
-    plain affine fit (``op_terms=False``: never the op counts, to compare). Held-out MAPE, mean of 300 random halves of 7 validations of 80 stratified nets
-    (BENCHMARKS.md §10): affine 2.42-3.30%, one term per stage 2.02-2.45%, with the op counts 1.82-2.35%."""
+    plain affine fit (``op_terms=False``: never the op counts, to compare). Held-out MAPE, mean of 300
+    random halves of 7 validations of 80 stratified nets (BENCHMARKS.md §10): affine 2.42-3.30%, one
+    term per stage 2.02-2.45%, with the op counts 1.82-2.35%."""
     n = len(measured)
     weights = np.asarray(weights, dtype=float)
     presence = weights.sum(-1)
