@@ -5,13 +5,12 @@ Two questions, from the validation.csv files of ``spnas latency validate`` runs:
 - **retest**: given two or more validations of the *same* nets (the same ``--seed``), the per-net
   disagreement between them after a common scale: the measurement noise of one validation, which
   no calibration can go under;
-- **cv**: for each file, repeated random halves (fit on one, score the other, 300 times) of three
+- **cv**: for each file, repeated random halves (fit on one, score the other, 300 times) of four
   calibration models: affine, a term per present layer of each stage (relative least squares,
-  :func:`spnas.latency.validate.fit_calibration` with ``op_terms=False``) and that plus two counts
-  (present layers with expansion 6, with a 5x5 kernel): what ``validate`` fits since the counts
-  lowered every file's error here. Each model is also scored on the one split the validation itself
-  reported. A mean over many splits, not the one split a single
-  validation reports.
+  :func:`spnas.latency.validate.fit_calibration` with ``op_terms=False``), that plus two counts
+  (present layers with expansion 6, with a 5x5 kernel), and that plus the square of the table's sum:
+  what ``validate`` fits today. Each model is also scored on the one split the validation itself
+  reported. A mean over many splits, not the one split a single validation reports.
 
     python3 bench/runtime_models_cv.py retest A/validation.csv B/validation.csv
     python3 bench/runtime_models_cv.py cv A/validation.csv [B/validation.csv ...] [--json OUT]
@@ -69,7 +68,8 @@ def cv(path: str, seed: int = 0) -> dict:
     stages = [layer.stage for layer in get_space(archs[0].space).layers()]
     weights = np.array([op_weights(a.ops) for a in archs])
     n, rng = len(measured), np.random.default_rng(seed)
-    scores: dict[str, list[tuple[float, float]]] = {"affine": [], "per_stage": [], "per_stage_e6_k5": []}
+    scores: dict[str, list[tuple[float, float]]] = {"affine": [], "per_stage": [], "per_stage_e6_k5": [],
+                                                    "per_stage_e6_k5_square": []}
 
     def score(predicted: np.ndarray, idx: np.ndarray) -> tuple[float, float]:
         err = np.abs(predicted[idx] / measured[idx] - 1)
@@ -79,10 +79,13 @@ def cv(path: str, seed: int = 0) -> dict:
         w = 1 / measured[cal]
         a, b = np.linalg.lstsq(np.column_stack([raw, np.ones(n)])[cal] * w[:, None], measured[cal] * w, rcond=None)[0]
         return {"affine": a * raw + b,
-                "per_stage": fit_calibration(raw[cal], measured[cal], weights[cal], stages, op_terms=False)
+                "per_stage": fit_calibration(raw[cal], measured[cal], weights[cal], stages, op_terms=False,
+                                             curvature=False).apply(raw, weights),
+                "per_stage_e6_k5": fit_calibration(raw[cal], measured[cal], weights[cal], stages, curvature=False)
                 .apply(raw, weights),
-                # what validate fits today: the same per-stage terms with the two op counts beside them
-                "per_stage_e6_k5": fit_calibration(raw[cal], measured[cal], weights[cal], stages).apply(raw, weights)}
+                # what validate fits today: the same terms with the square of the plain sum beside them
+                "per_stage_e6_k5_square": fit_calibration(raw[cal], measured[cal], weights[cal], stages)
+                .apply(raw, weights)}
 
     for _ in range(SPLITS):
         idx = rng.permutation(n)
@@ -116,7 +119,7 @@ def main() -> int:
         for path, models in report.items():
             print(path)
             for name, m in models.items():
-                print(f"  {name:16s} MAPE {m['mape_pct']:.2f}%  within ±5% {m['within_5pct']:.0f}%  "
+                print(f"  {name:22s} MAPE {m['mape_pct']:.2f}%  within ±5% {m['within_5pct']:.0f}%  "
                       f"bar met in {m['bar_met_share'] * 100:.0f}% of the splits; the validation's own split: "
                       f"MAPE {m['own_split']['mape_pct']:.2f}%, within ±5% {m['own_split']['within_5pct']:.0f}%")
     if args.json:

@@ -182,3 +182,17 @@ def test_the_last_rule_searches_as_plain_and_returns_its_last_in_band_decisions(
     resumed = run_search(SearchConfig(), resume_dir=str(tmp_path / "part"))
     assert resumed.arch == last.arch
     assert json.loads((tmp_path / "part" / "summary.json").read_text())["landing"] == summary["landing"]
+
+
+def test_target_searches_land_by_default_and_runs_made_before_landing_resume_without_it(tmp_path, tiny_lut):
+    assert (SearchConfig().landing, SearchConfig().landing_rule) == (0.125, "last")
+    # a run whose config.json predates --landing (no such key) was a plain search: resumed, it stays one
+    with pytest.raises(Interrupted):
+        run_search(cfg(tmp_path, tiny_lut, "old", landing=0.0, max_steps=10))
+    conf = json.loads((tmp_path / "old" / "config.json").read_text())
+    del conf["landing"]
+    (tmp_path / "old" / "config.json").write_text(json.dumps({**conf, "max_steps": None}))
+    resumed = run_search(SearchConfig(), resume_dir=str(tmp_path / "old"))
+    plain = run_search(cfg(tmp_path, tiny_lut, "plain", landing=0.0))
+    assert json.loads((tmp_path / "old" / "summary.json").read_text())["landing"] is None
+    assert (resumed.arch, resumed.repair_flips) == (plain.arch, plain.repair_flips)

@@ -111,6 +111,28 @@ def test_the_op_terms_count_present_5x5_and_e6_layers_alike_in_every_prediction(
         abs=1e-3)  # the same terms whatever the formula
 
 
+def test_the_curvature_applies_to_the_plain_sum_in_every_prediction(pixel1):
+    arch = resolve_arch("spnas-pixel1")
+    pixel1.calibration = Calibration(a=1.2, b=0.5, per_present_layer=[0.25] * len(arch.ops), q=-0.001)
+    present = sum(op != "skip" for op in arch.ops)
+    expected = 1.2 * 80.4411 - 0.001 * 80.4411 ** 2 + 0.5 + 0.25 * present
+    assert predict_ms(pixel1, arch) == pytest.approx(expected, abs=1e-3)
+    assert differentiable_ms(pixel1, indicators_of(arch)).item() == pytest.approx(expected, abs=1e-2)  # float32
+
+
+@pytest.mark.parametrize("q, ok", [(-0.001, True), (-0.02, False)])
+def test_a_curvature_that_makes_a_larger_net_predict_faster_anywhere_in_the_space_is_refused(pixel1, tmp_path, q, ok):
+    # the Pixel 1 space spans 31-131 ms of entries: a + 2q·ms > 0 throughout for q=-0.001, not for -0.02
+    pixel1.calibration = Calibration(a=1.2, b=0.5, q=q)
+    path = tmp_path / "lut.json"
+    path.write_text(json.dumps(pixel1.to_dict()))
+    if ok:
+        assert LatencyTable.load(path).calibration.q == q
+    else:
+        with pytest.raises(SpnasError, match=r"field 'calibration.a' must be > 0 .*'calibration.q' -0.02"):
+            LatencyTable.load(path)
+
+
 def test_the_calibration_fit_recovers_per_stage_and_op_overheads_and_falls_back_when_it_cannot():
     import numpy as np
 
@@ -144,6 +166,31 @@ def test_the_calibration_fit_recovers_per_stage_and_op_overheads_and_falls_back_
     uniform = np.array([op_weights(["k3e3"] * 6)] * 40)
     affine = fit_calibration(predicted, 1.1 * predicted + 0.05, uniform, stages)
     assert (affine.a, affine.b, affine.per_present_layer) == pytest.approx((1.1, 0.05, []))
+
+
+def test_the_calibration_fit_recovers_the_curvature_and_drops_one_that_would_turn_the_curve_down():
+    import numpy as np
+
+    from spnas.latency.lut import op_weights
+    from spnas.latency.validate import fit_calibration
+
+    rng = np.random.default_rng(1)
+    stages = [0, 0, 1, 1]
+    choices = ("k3e3", "k3e6", "k5e3", "k5e6", "skip")
+    nets = [[choices[i] for i in rng.integers(0, 4, 1)] + [choices[i] for i in rng.integers(0, 5, 3)] for _ in range(40)]
+    weights = np.array([op_weights(ops) for ops in nets])
+    predicted = rng.uniform(0.15, 0.5, 40)
+    k5 = weights[:, :, 2:].sum((1, 2))
+    # sub-linear in the sum, as every validation of BENCHMARKS.md §10 measured
+    measured = 1.4 * predicted - 0.75 * predicted ** 2 - 0.03 + 0.004 * weights.sum(-1) @ [1, 1, 0, 0] + 0.002 * k5
+    fit = fit_calibration(predicted, measured, weights, stages)
+    assert (fit.a, fit.q, fit.b, fit.per_k5_layer) == pytest.approx((1.4, -0.75, -0.03, 0.002), abs=1e-9)
+    assert "square of the sum" in fit.note and fit.apply(predicted, weights) == pytest.approx(measured)
+    assert fit_calibration(predicted, measured, weights, stages, curvature=False).q == 0.0
+    # a fit whose curve would fall between the fitted nets (a larger net predicted faster) keeps no q
+    turning = predicted - 1.5 * predicted ** 2 + 0.5
+    flat = fit_calibration(predicted, turning, weights, stages)
+    assert flat.q == 0.0 and "square of the sum" not in flat.note and flat.a > 0
 
 
 def test_stratified_validation_nets_span_the_range_from_smallest_to_largest():
@@ -191,7 +238,7 @@ def test_corrupt_lut_files_give_one_line(pixel1, tmp_path, mutate, message):
 
 def test_lut_file_round_trip(pixel1, tmp_path):
     pixel1.calibration = Calibration(1.1, -0.2, 10, per_present_layer=[0.003 * i for i in range(len(pixel1.layers))],
-                                     per_k5_layer=0.01, per_e6_layer=-0.02)
+                                     per_k5_layer=0.01, per_e6_layer=-0.02, q=-0.0005)
     pixel1.save(tmp_path / "l.json")
     back = LatencyTable.load(tmp_path / "l.json")
     assert back == pixel1

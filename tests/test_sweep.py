@@ -197,26 +197,27 @@ def test_epochs_given_replace_the_presets_and_a_resume_must_give_the_same(tmp_pa
     assert not (tmp_path / "bad").exists()
 
 
-def test_the_landing_variant_shares_the_single_path_warmup(tmp_path, tiny_lut):
+def test_the_repair_variant_shares_the_single_path_warmup(tmp_path, tiny_lut):
     out = tmp_path / "landing"
     assert main(["sweep", "--preset", "smoke", "--targets", "0.75", "--seeds", "0", "--methods",
-                 "single-path,single-path-landing", "--lut", str(tiny_lut), "--out", str(out)]) == 0
+                 "single-path,single-path-repair", "--lut", str(tiny_lut), "--out", str(out)]) == 0
     searches = sorted(p.name for p in (out / "search").iterdir())
-    assert searches == ["searched-0.750ms", "searched-0.750ms-single-path-landing", "warmup"]  # one warm-up
-    plain, landing = (json.loads((out / "search" / name / "config.json").read_text())
-                      for name in ("searched-0.750ms", "searched-0.750ms-single-path-landing"))
-    assert (plain["landing"], landing["landing"], landing["landing_rule"]) == (0.0, 0.125, "last")
-    assert {k: v for k, v in plain.items() if k not in ("landing", "out")} == \
-        {k: v for k, v in landing.items() if k not in ("landing", "out")}
+    assert searches == ["searched-0.750ms", "searched-0.750ms-single-path-repair", "warmup"]  # one warm-up
+    landing, repair = (json.loads((out / "search" / name / "config.json").read_text())
+                       for name in ("searched-0.750ms", "searched-0.750ms-single-path-repair"))
+    # single-path lands by default (rule last); the repair variant is the search as it was before
+    assert (landing["landing"], landing["landing_rule"], repair["landing"]) == (0.125, "last", 0.0)
+    assert {k: v for k, v in landing.items() if k not in ("landing", "out")} == \
+        {k: v for k, v in repair.items() if k not in ("landing", "out")}
     summary = json.loads((out / "sweep.json").read_text())
     rows = {r["model"]: r for r in summary["models"]}
-    assert rows["searched-0.750ms-single-path-landing"]["method"] == "single-path-landing"
+    assert rows["searched-0.750ms-single-path-repair"]["method"] == "single-path-repair"
     assert "landed_step" in rows["searched-0.750ms"] and rows["searched-0.750ms"]["landed_step"] is None
     # the smoke search moves no decision and never meets the band, so both end at the same repaired net:
     # it is trained once, and the second search's stage says whose training it shares
-    assert rows["searched-0.750ms"]["arch"] == rows["searched-0.750ms-single-path-landing"]["arch"]
+    assert rows["searched-0.750ms"]["arch"] == rows["searched-0.750ms-single-path-repair"]["arch"]
     stages = json.loads((out / "pipeline.json").read_text())["stages"]
-    shared = stages["train:searched-0.750ms-single-path-landing:seed0"]
+    shared = stages["train:searched-0.750ms-single-path-repair:seed0"]
     assert shared["same_as"] == "train:searched-0.750ms:seed0"
     assert shared["test_top1"] == stages["train:searched-0.750ms:seed0"]["test_top1"]
-    assert not (out / "train" / "searched-0.750ms-single-path-landing").exists()
+    assert not (out / "train" / "searched-0.750ms-single-path-repair").exists()

@@ -233,7 +233,8 @@ def _print_validation(result: ValidationResult, backend: str) -> None:
              else "")
     terms += "".join(f" + {value:.4f} ms per present {kind} layer" for kind, value in
                      (("5x5", c.per_k5_layer), ("e6", c.per_e6_layer)) if value)
-    print(f"calibration ({c.note}): measured = {c.a:.4f} * predicted + {c.b:.4f} ms{terms}")
+    square = f" {c.q:+.4f} * predicted²" if c.q else ""
+    print(f"calibration ({c.note}): measured = {c.a:.4f} * predicted{square} + {c.b:.4f} ms{terms}")
 
 
 def run_bundle(args: argparse.Namespace) -> int:

@@ -53,6 +53,9 @@ class JobSettings:
 
     #: the job's own limits, beside :data:`JOB_LIMITS`
     LIMITS: ClassVar[dict[str, Limit]] = {}
+    #: values for settings that a run's config.json, written before the setting existed, lacks: what that
+    #: run did then (where the setting's default has changed since)
+    LEGACY_DEFAULTS: ClassVar[dict] = {}
 
     def check(self, source: str = ""):
         """Refuse any value outside the limits (one line naming the option); returns ``self``."""

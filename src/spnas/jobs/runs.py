@@ -65,7 +65,7 @@ def load_run_config(cls: type, run_dir: Path) -> Any:
     data = read_json(path, "run config")
     if not isinstance(data, dict):
         raise SpnasError(f"{path}: corrupt run config, expected a JSON object")
-    return build_config(cls, data, {}, str(path)).check(str(path))
+    return build_config(cls, {**cls.LEGACY_DEFAULTS, **data}, {}, str(path)).check(str(path))
 
 
 def save_checkpoint(path: Path, step: int, wall_s: float, parts: dict[str, Any], kind: str) -> None:

@@ -42,8 +42,10 @@ Then, where spnas is installed:
 """
 
 
-#: whole networks in a bundle by default: half calibrate the table, half are held out
-VALIDATION_NETWORKS = 40
+#: whole networks in a bundle by default: half calibrate the table, half are held out. 60 as ``spnas latency
+#: validate``: the calibration's full form (5 stage terms, 2 op counts, the square) needs 26 nets to fit
+#: (:func:`~spnas.latency.validate.fit_calibration`); 20 fitted only the stage terms
+VALIDATION_NETWORKS = 60
 NETWORK_PREFIX = "net/"
 
 

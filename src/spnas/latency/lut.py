@@ -22,8 +22,8 @@ FLOAT32_MAX = 3.0e38
 
 @dataclass
 class Calibration:
-    """measured ≈ a·predicted + b + Σ_l c_l·present_l + d_k5·(present 5x5 layers) + d_e6·(present e6 layers),
-    fitted on whole networks.
+    """measured ≈ a·predicted + q·predicted² + b + Σ_l c_l·present_l + d_k5·(present 5x5 layers) +
+    d_e6·(present e6 layers), fitted on whole networks (predicted: the table's plain sum).
 
     Why terms for present layers: each layer that is present (not skipped) costs the runtime an
     overhead (an op dispatch, a tensor hand-over) that its profiled entry, timed as a model of its
@@ -33,10 +33,14 @@ class Calibration:
     stage its own term, stored per layer in ``per_present_layer`` (c_l, the layer's stage's). Why the
     two op terms: what is left after those is not noise alone but depends on the ops, too (a whole net
     of e6 layers runs a little faster than its entries sum to); two counts lowered the held-out error
-    of every validation measured in §10. Each term is additive per (layer, op), so the calibrated
-    prediction is a table of its own (:meth:`terms`). Empty and zero are the plain affine fit. Tables
-    calibrated by earlier versions may hold one ``per_layer`` term for all layers instead; loading
-    turns it into the same value for every layer.
+    of every validation measured in §10. Those terms are additive per (layer, op) (:meth:`terms`). Why
+    the square: a whole net runs sub-linearly in its layers' summed entries (q < 0 on every validation
+    of §10: a big net costs less than its entries sum to, beyond what the counts say), and the curvature
+    lowered the held-out error of 8 of 9 of them; the fit covers the space's smallest and largest nets,
+    so it is never extrapolated, and loading refuses a q that would make a larger net predict faster
+    anywhere in the space. Empty and zero are the plain affine fit. Tables calibrated by earlier
+    versions may hold one ``per_layer`` term for all layers instead; loading turns it into the same
+    value for every layer.
     """
 
     a: float = 1.0
@@ -47,6 +51,8 @@ class Calibration:
     #: ms per present layer with a 5x5 kernel, and with expansion 6
     per_k5_layer: float = 0.0
     per_e6_layer: float = 0.0
+    #: ms per ms² of the plain sum: the curvature
+    q: float = 0.0
 
     def terms(self, layers: int) -> np.ndarray:
         """(layers, 4): the additive ms of each layer's op, in MBCONV_OPS order (skip adds nothing)."""
@@ -59,8 +65,9 @@ class Calibration:
         chosen op of a network, all 0 where it is skipped), shaped (..., layers, 4): a nested list, an
         array with one network per row, or a tensor (a supernet's indicator products, a mixture's
         probabilities), kept differentiable."""
+        curve = self.curve(ms)
         if not self.per_present_layer and not self.per_k5_layer and not self.per_e6_layer:
-            return self.a * ms + self.b
+            return curve
         if hasattr(op_weights, "new_tensor"):  # torch (no torch import here)
             table = op_weights.new_tensor(self.terms(op_weights.shape[-2]))
             extra = (op_weights * table).sum((-2, -1))
@@ -68,7 +75,15 @@ class Calibration:
             weights = np.asarray(op_weights, dtype=float)
             extra = (weights * self.terms(weights.shape[-2])).sum((-2, -1))
             extra = extra if np.ndim(extra) else float(extra)
-        return self.a * ms + self.b + extra
+        return curve + extra
+
+    def curve(self, ms):
+        """The part that depends on the plain sum alone: a·ms + q·ms² + b."""
+        return self.a * ms + self.q * ms * ms + self.b
+
+    def slope(self, ms: float) -> float:
+        """d(calibrated)/d(plain sum) at ``ms``: how much a millisecond of table entries costs there."""
+        return self.a + 2 * self.q * ms
 
 
 def op_weights(ops) -> list[list[float]]:
@@ -184,11 +199,11 @@ class LatencyTable:
 
 def _calibration(cal: Any, layers: int, source: str) -> Calibration:
     if (not isinstance(cal, dict) or not {"a", "b"} <= set(cal)
-            or set(cal) - {"a", "b", "fitted_on", "note", "per_layer", "per_present_layer", "per_k5_layer",
+            or set(cal) - {"a", "b", "q", "fitted_on", "note", "per_layer", "per_present_layer", "per_k5_layer",
                            "per_e6_layer"}):
-        raise SpnasError(f"{source}: field 'calibration' needs numbers 'a' and 'b' (and nothing else "
-                         "but 'per_layer', 'per_present_layer', 'per_k5_layer', 'per_e6_layer', 'fitted_on', 'note')")
-    for key in ("a", "b", "per_layer", "per_k5_layer", "per_e6_layer"):
+        raise SpnasError(f"{source}: field 'calibration' needs numbers 'a' and 'b' (and nothing else but 'q', "
+                         "'per_layer', 'per_present_layer', 'per_k5_layer', 'per_e6_layer', 'fitted_on', 'note')")
+    for key in ("a", "b", "q", "per_layer", "per_k5_layer", "per_e6_layer"):
         if key in cal:
             _check_number(cal[key], f"{source}: field 'calibration.{key}'")
     terms = cal.get("per_present_layer", [])
@@ -211,19 +226,28 @@ def _check_range(lut: LatencyTable, source: str) -> None:
     if lut.calibration and lut.calibration.per_present_layer and len(lut.calibration.per_present_layer) != space.num_layers:
         raise SpnasError(f"{source}: field 'calibration.per_present_layer' has {len(lut.calibration.per_present_layer)} "
                          f"terms, its space has {space.num_layers} layers")
-    if lut.calibration and lut.calibration.a <= 0:
-        raise SpnasError(f"{source}: field 'calibration.a' must be > 0 (a larger net must predict slower), "
-                         f"got {lut.calibration.a}")
-    # each layer's cheapest and dearest choice, calibrated terms included (they are additive per op)
+    # the plain sum's range over the space: each layer's cheapest and dearest entry
+    entries = np.array([[row[op] for op in MBCONV_OPS] for row in lut.layers])
+    skip_floor = np.array([0.0 if spec.skippable else math.inf for spec in space.layers()])
+    plain_low = lut.constant_ms + float(np.minimum(entries.min(1), skip_floor).sum())
+    plain_high = lut.constant_ms + float(np.maximum(entries.max(1), 0.0).sum())
     cal = lut.calibration or Calibration()
-    ops = np.array([[row[op] for op in MBCONV_OPS] for row in lut.layers]) * cal.a + cal.terms(space.num_layers)
-    skip_floor = [0.0 if spec.skippable else math.inf for spec in space.layers()]
-    lowest = cal.a * lut.constant_ms + cal.b + float(np.minimum(ops.min(1), skip_floor).sum())
+    slopes = sorted((cal.slope(plain_low), cal.slope(plain_high)))
+    if lut.calibration and not slopes[0] > 0:
+        raise SpnasError(f"{source}: field 'calibration.a' must be > 0 (a larger net must predict slower), got {cal.a}"
+                         + (f" (with 'calibration.q' {cal.q:.4g}: a + 2q·ms must be > 0 from {plain_low:.4g} to "
+                            f"{plain_high:.4g} ms, the space's range)" if cal.q else ""))
+    # the fastest and slowest networks, bounded: over the range the curve rises by at least slopes[0] and at most
+    # slopes[1] per ms of entries, and the other terms are additive per (layer, op); exact when q is 0
+    terms = cal.terms(space.num_layers)
+    base = cal.curve(plain_low) + np.array(slopes) * (lut.constant_ms - plain_low)  # less the entries' own part
+    lowest = float(base[0]) + float(np.minimum((slopes[0] * entries + terms).min(1), skip_floor).sum())
     if not lowest > 0:
         raise SpnasError(f"{source}: predicts {lowest:.4g} ms for the fastest network (constant_ms "
                          f"{lut.constant_ms}{', calibration' if lut.calibration else ''}); latencies must be > 0: "
                          "re-profile or re-calibrate the table")
-    if not cal.a * lut.constant_ms + cal.b + float(np.maximum(ops.max(1), 0.0).sum()) < FLOAT32_MAX:
+    highest = float(base[1]) + float(np.maximum((slopes[1] * entries + terms).max(1), 0.0).sum())
+    if not highest < FLOAT32_MAX:
         raise SpnasError(f"{source}: predicts more than {FLOAT32_MAX:.3g} ms for the slowest network, "
                          "beyond float32; check the table's units")
 

@@ -112,18 +112,20 @@ NETS_PER_TERM = 3
 
 
 def fit_calibration(predicted: np.ndarray, measured: np.ndarray, weights: np.ndarray,
-                    stages: list[int], op_terms: bool = True) -> Calibration:
-    """measured ≈ a·predicted + b + Σ_s c_s·(present layers of stage s) + d_k5·(present 5x5 layers) +
-    d_e6·(present e6 layers); ``weights`` (networks, layers, 4) one-hot over MBCONV_OPS (all 0 where
-    skipped, :func:`~spnas.latency.lut.op_weights`) and ``stages`` each layer's stage. Least squares of
-    the *relative* residual, as the errors that count (MAPE, ±5%) are relative: an absolute fit lets the
+                    stages: list[int], op_terms: bool = True, curvature: bool = True) -> Calibration:
+    """measured ≈ a·predicted + q·predicted² + b + Σ_s c_s·(present layers of stage s) + d_k5·(present 5x5
+    layers) + d_e6·(present e6 layers); ``weights`` (networks, layers, 4) one-hot over MBCONV_OPS (all 0
+    where skipped, :func:`~spnas.latency.lut.op_weights`) and ``stages`` each layer's stage. Least squares
+    of the *relative* residual, as the errors that count (MAPE, ±5%) are relative: an absolute fit lets the
     slow nets' milliseconds set the terms that matter most on the fast ones. A count that does not vary
     gets no term (it cannot be told from b). Terms need NETS_PER_TERM networks each beyond a and b: with
-    fewer, the fit drops the op counts, then falls back to one term for all present layers, then to the
-    plain affine fit (``op_terms=False``: never the op counts, to compare). Held-out MAPE, mean of 300
-    random halves of 7 validations of 80 stratified nets (BENCHMARKS.md §10): affine 2.42-3.30%, one
-    term per stage 2.02-2.45%, with the op counts 1.82-2.35%."""
-    n = len(measured)
+    fewer, the fit drops the curvature q, then the op counts, then falls back to one term for all present
+    layers, then to the plain affine fit (``op_terms=False``: never the op counts; ``curvature=False``:
+    never q; both to compare). A q that would make a larger net predict faster somewhere between the
+    fitted nets is dropped too. Held-out MAPE, mean of 300 random halves of 11 validations of 80
+    stratified nets (BENCHMARKS.md §10): affine 2.43-3.30%, one term per stage 2.02-2.76%, with the op
+    counts 1.82-2.78%, with q as well 1.32-1.95%."""
+    predicted, n = np.asarray(predicted, dtype=float), len(measured)
     weights = np.asarray(weights, dtype=float)
     presence = weights.sum(-1)
     stage_counts = np.stack([presence[:, [i for i, s in enumerate(stages) if s == stage]].sum(1)
@@ -136,7 +138,11 @@ def fit_calibration(predicted: np.ndarray, measured: np.ndarray, weights: np.nda
     def enough(terms: int) -> bool:
         return n >= NETS_PER_TERM * terms + 2
 
-    if len(varying) > 1 and ops_varying and enough(len(varying) + len(ops_varying)):
+    squares = (predicted ** 2)[:, None]
+    if len(varying) > 1 and ops_varying and curvature and enough(len(varying) + len(ops_varying) + 1):
+        terms, note = np.column_stack([stage_counts[:, varying], op_counts[:, ops_varying], squares]), \
+            "a term per present layer of each stage, per present 5x5 and e6 layer, and the square of the sum"
+    elif len(varying) > 1 and ops_varying and enough(len(varying) + len(ops_varying)):
         terms, note = np.column_stack([stage_counts[:, varying], op_counts[:, ops_varying]]), \
             "a term per present layer of each stage, and per present 5x5 and e6 layer"
     elif len(varying) > 1 and enough(len(varying)):
@@ -150,6 +156,10 @@ def fit_calibration(predicted: np.ndarray, measured: np.ndarray, weights: np.nda
     coef, *_ = np.linalg.lstsq(design * weight[:, None], measured * weight, rcond=None)
     a, b, rest = float(coef[0]), float(coef[1]), [float(c) for c in coef[2:]]
     fitted = Calibration(a, b, n, f"least squares of the relative error on the calibration half, {note}")
+    if note.endswith("square of the sum"):
+        fitted.q = rest.pop()
+        if not min(fitted.slope(float(predicted.min())), fitted.slope(float(predicted.max()))) > 0:
+            return fit_calibration(predicted, measured, weights, stages, op_terms, curvature=False)
     if note.startswith("one term"):
         fitted.per_present_layer = [rest[0]] * len(stages)
     elif rest:

@@ -11,7 +11,7 @@ from spnas.jobs.limits import Limit, at_least, fraction, one_of, positive
 from spnas.nn.network import INDICATOR_SCALES
 from spnas.jobs.optim import OPTIMIZERS
 from spnas.model.space import SPACES
-from spnas.search.landing import RULES as LANDING_RULES
+from spnas.search.landing import DEFAULT_SHARE as LANDING_SHARE, RULES as LANDING_RULES
 
 
 #: what every field may be; shared by options, --config files and a resumed config.json
@@ -33,6 +33,8 @@ SEARCH_LIMITS: dict[str, Limit] = {
 @dataclass
 class SearchConfig(JobSettings):
     LIMITS: ClassVar[dict[str, Limit]] = SEARCH_LIMITS
+    #: runs made before --landing existed searched without it: resumed, they keep doing so
+    LEGACY_DEFAULTS: ClassVar[dict] = {"landing": 0.0}
 
     space: str = setting("small", "search space preset (small, imagenet)")
     data: str = setting(
@@ -65,14 +67,14 @@ class SearchConfig(JobSettings):
     lambda_rate: float = setting(0.001, "integral rate of the lambda controller with --target-ms (per step)")
     lambda_gain: float = setting(0.1, "proportional gain of the lambda controller with --target-ms")
     landing: float = setting(
-        0.0, "single-path with --target-ms: in this last share of the run, hard decisions inside the budget band "
-        "[T(1-2 margin), T] are returned unrepaired (--landing-rule says which); a step whose flips jump over the band "
-        "lands on an in-band point of its path (0: off, the decisions move to the last step and a repair meets the "
-        "band)")
+        LANDING_SHARE, "single-path with --target-ms: in this last share of the run, hard decisions inside the budget "
+        "band [T(1-2 margin), T] are returned unrepaired (--landing-rule says which; a step whose flips jump over the "
+        "band lands on an in-band point of its path); a run that never meets the band is repaired. 0: the last step's "
+        "decisions, repaired into the band (the earlier default; BENCHMARKS.md section 13)")
     landing_rule: str = setting(
-        "last", "with --landing: last (freeze nothing: the search runs as without --landing and returns the window's "
-        "last in-band decisions) or first (freeze the window's first in-band decisions; the remaining steps train "
-        "that one network; measured 0.3 points less accurate, BENCHMARKS.md section 13)")
+        "last", "last (freeze nothing: the search runs as with --landing 0 and returns the window's last in-band "
+        "decisions) or first (freeze the window's first in-band decisions; the remaining steps train that one "
+        "network; measured 0.3 points less accurate, BENCHMARKS.md section 13)")
     runtime_formula: str = setting("exact", "exact (all 4 LUT entries) or paper (the released approximation)")
     val_fraction: float = setting(0.1, "share of training images held out for validation")
     train_subset: int | None = setting(None, "use only this many (seeded, random) training images")

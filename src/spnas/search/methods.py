@@ -71,6 +71,9 @@ class MultiPath:
         net.set_temperature(cfg.temperature * cfg.temperature_decay ** max(0.0, epoch - warm_epochs))
 
     def latency_ms(self, net: MultiPathNet, lut: LatencyTable, table: torch.Tensor, cfg) -> torch.Tensor:
+        """The calibrated latency of the expected network: exact in every additive term; the curvature
+        (``calibration.q``) is taken at the expected sum, which misses the expected curvature by q·Var(sum):
+        with q < 0, as measured, a slight overestimate while the mixture is still spread."""
         expected = net.expected_ms(table, lut.constant_ms)
         return lut.calibration.apply(expected, net.expected_op_weights()) if lut.calibration else expected
 

@@ -92,7 +92,8 @@ class Preset:
 RUN_PRESETS = {
     "smoke": Preset("synthetic:320:1:16:4", 0.25, 5, 6, 2, None, 1, None, 32, 5,
                     "seconds; synthetic data; for tests only", search_min_steps=18, train_min_steps=9),
-    "quick": Preset("fashion-mnist", 0.5, 100, 40, 5, 12000, 3, 20000, 128, 100,
+    # 60 validation nets: 30 calibrate, enough for the calibration's full form (26, BENCHMARKS.md §10)
+    "quick": Preset("fashion-mnist", 0.5, 100, 60, 5, 12000, 3, 20000, 128, 100,
                     "17-30 minutes on 2 CPU cores; subsets of Fashion-MNIST",
                     search_min_steps=460, train_min_steps=460),
     # width 1.0: at width 0.5 a searched net fits its own training images only to 94% and tests at

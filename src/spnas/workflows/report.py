@@ -117,8 +117,7 @@ def _markdown(summary: dict, space: SearchSpace) -> str:
 
 Target latency **{summary['target_ms']:.3f} ms** ({target}, {summary['threads']} thread); the
 search returned a net predicted at **{s['predicted_ms']:.3f} ms** in {s['wall_s'] / 60:.1f} min
-(its last-step decisions: {s['last_step_predicted_ms']:.3f} ms; {len(s['repair_flips'])} least-confident
-decisions flipped to meet the budget band).
+({_how_it_landed(s)}).
 Latency table: {lut_line}.
 {warnings}
 The searched network is **{verdict}** (baselines at or below its {basis} latency with at least
@@ -181,3 +180,12 @@ def _architecture_plot(path: Path, arch: Architecture, space: SearchSpace) -> No
     ax.set_title(f"Searched architecture ({arch.space}): box height = kernel, color = op")
     fig.tight_layout()
     save_figure(fig, path)
+
+
+def _how_it_landed(search: dict) -> str:
+    """Where the result came from: the search's own in-band decisions (``--landing``), or its last step
+    repaired."""
+    last = f"its last step's decisions: {search['last_step_predicted_ms']:.3f} ms"
+    if search.get("landed_step") is not None:
+        return f"its own decisions at step {search['landed_step']}, in the budget band and unrepaired; {last}"
+    return f"{last}; {len(search['repair_flips'])} least-confident decisions flipped to meet the budget band"

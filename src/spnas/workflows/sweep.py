@@ -21,7 +21,6 @@ from spnas.latency.predict import predict_ms
 from spnas.workflows.pipeline import Pipeline, PipelineOptions, open_pipeline
 from spnas.jobs.runs import CHECKPOINT
 from spnas.search.branch import branch_search, warmup_steps
-from spnas.search.landing import SWEEP_SHARE
 from spnas.search.methods import METHODS
 from spnas.workflows.sweep_report import write_sweep_report
 
@@ -30,8 +29,8 @@ UNIFORM_OPS = ("k3e3", "k5e3", "k3e6", "k5e6")
 MAX_POINTS = 12
 DEFAULT_METHOD = "single-path"
 #: sweep methods that are a search method with other settings; each shares its base method's warm-up
-VARIANTS = {"single-path-landing": ("single-path", {"landing": SWEEP_SHARE}),  # the default rule, last
-            "single-path-landing-first": ("single-path", {"landing": SWEEP_SHARE, "landing_rule": "first"})}
+VARIANTS = {"single-path-repair": ("single-path", {"landing": 0.0}),  # before landing was the default
+            "single-path-landing-first": ("single-path", {"landing_rule": "first"})}
 METHOD_NAMES = (*METHODS, "random", *VARIANTS)
 
 
