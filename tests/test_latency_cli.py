@@ -75,9 +75,14 @@ def test_bundle_round_trip(tmp_path):
     assert len(manifest["models"]) == 3 + 20 * 4 + 8 and len(manifest["networks"]) == 8
     # the device script runs with only numpy + onnxruntime: run it from another directory, isolated
     results = tmp_path / "results.json"
+    bad = subprocess.run([sys.executable, "-I", str(bundle / "profile_device.py"), "--max-passes", "0"],
+                         capture_output=True, text=True, cwd=tmp_path)
+    assert bad.returncode == 2 and "--max-passes must be at least 1, got 0" in bad.stderr
     run = subprocess.run([sys.executable, "-I", str(bundle / "profile_device.py"), "--repeats", "3",
-                          "--warmup", "1", "--out", str(results)], capture_output=True, text=True, cwd=tmp_path)
+                          "--warmup", "1", "--max-passes", "2", "--out", str(results)], capture_output=True, text=True,
+                         cwd=tmp_path)
     assert run.returncode == 0, run.stderr
+    assert 1 <= json.loads(results.read_text())["conditions"]["passes"] <= 2
     lut_path = tmp_path / "lut.json"
     out = spnas("latency", "profile", "--from-bundle-results", str(results), "--out", str(lut_path))
     assert out.returncode == 0, out.stderr

@@ -66,7 +66,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
     val = lsub.add_parser("validate", help="predicted vs measured latency of random architectures")
     val.add_argument("--lut", required=True, help="LUT file (its backend is re-measured here)")
-    val.add_argument("--samples", type=int, default=60, help="random architectures (default 60)")
+    val.add_argument("--samples", type=int, default=VALIDATION_NETWORKS,
+                     help=f"networks to time, half to calibrate and half held out (default {VALIDATION_NETWORKS}, as "
+                     "every measurement of BENCHMARKS.md section 10)")
     val.add_argument("--sampling", choices=SAMPLINGS, default="stratified",
                      help="stratified (default): from the smallest to the largest net, the number of skipped layers "
                      "and the op sizes spread evenly; uniform: each layer's op uniform (all nets mid-range)")

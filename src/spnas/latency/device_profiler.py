@@ -279,16 +279,22 @@ class TextProgress:
         sys.stderr.flush()
 
 
-def profile_bundle(bundle_dir: str, threads: int, protocol: Protocol, warn: bool = True) -> dict:
-    """Measure every model of a bundle's manifest; the result is what `spnas latency profile
-    --from-bundle-results` turns into a LUT."""
+#: passes a bundle may take: its whole networks are what the calibration is fitted on and checked against,
+#: and with 3 passes their medians were known only to about ±4% here (BENCHMARKS.md §10)
+BUNDLE_MAX_PASSES = 8
+
+
+def profile_bundle(bundle_dir: str, threads: int, protocol: Protocol, warn: bool = True,
+                   max_passes: int = BUNDLE_MAX_PASSES) -> dict:
+    """Measure every model of a bundle's manifest, in passes until every median is known to ±2% (up to
+    ``max_passes``); the result is what `spnas latency profile --from-bundle-results` turns into a LUT."""
     with open(os.path.join(bundle_dir, "manifest.json")) as f:
         manifest = json.load(f)
     runners = {
         key: ort_runner(os.path.join(bundle_dir, entry["file"]), entry["input_shape"], threads)
         for key, entry in manifest["models"].items()
     }
-    stats, conditions = measure_until_stable(runners, protocol, TextProgress())
+    stats, conditions = measure_until_stable(runners, protocol, TextProgress(), max_passes=max_passes)
     for warning in conditions["warnings"] if warn else ():
         sys.stderr.write(f"warning: {warning}\n")
     return {
@@ -315,6 +321,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cache", choices=CACHE_STATES, default=Protocol.cache,
                    help="warm: each model timed in a burst after an untimed run; cold: one run per visit")
     p.add_argument("--burst", type=int, default=Protocol.burst, help="timed runs per visit when warm")
+    p.add_argument("--max-passes", type=int, default=BUNDLE_MAX_PASSES,
+                   help="measure in passes until every median is known to ±2%% (95%% CI), at most this many "
+                   f"(default {BUNDLE_MAX_PASSES})")
     p.add_argument("--out", default="results.json", help="where to write the results JSON")
     p.add_argument("--no-warnings", action="store_true",
                    help="leave the warnings about an unsteady machine to the caller (they are in the results)")
@@ -323,7 +332,9 @@ def main(argv: list[str] | None = None) -> int:
         protocol = Protocol(args.warmup, args.repeats, cache=args.cache, burst=args.burst)
     except ValueError as err:
         p.error(str(err))
-    result = profile_bundle(args.bundle, args.threads, protocol, warn=not args.no_warnings)
+    if args.max_passes < 1:
+        p.error(f"--max-passes must be at least 1, got {args.max_passes}")
+    result = profile_bundle(args.bundle, args.threads, protocol, warn=not args.no_warnings, max_passes=args.max_passes)
     tmp = args.out + ".tmp"
     with open(tmp, "w") as f:
         json.dump(result, f, indent=1)

@@ -20,6 +20,10 @@ LUT_FORMAT = "spnas-lut/1"
 FLOAT32_MAX = 3.0e38
 
 
+#: the op features the calibration counts, one column each: a 5x5 kernel, expansion 6 (rows: MBCONV_OPS)
+OP_FEATURES = np.array([[op.startswith("k5"), op.endswith("e6")] for op in MBCONV_OPS], dtype=float)
+
+
 @dataclass
 class Calibration:
     """measured ≈ a·predicted + q·predicted² + b + Σ_l c_l·present_l + d_k5·(present 5x5 layers) +
@@ -57,8 +61,7 @@ class Calibration:
     def terms(self, layers: int) -> np.ndarray:
         """(layers, 4): the additive ms of each layer's op, in MBCONV_OPS order (skip adds nothing)."""
         present = np.asarray(self.per_present_layer or [0.0] * layers, dtype=float)[:, None]
-        return present + np.array([[self.per_k5_layer * op.startswith("k5") + self.per_e6_layer * op.endswith("e6")
-                                    for op in MBCONV_OPS]])
+        return present + (OP_FEATURES @ [self.per_k5_layer, self.per_e6_layer])[None, :]
 
     def apply(self, ms, op_weights):
         """``op_weights``: per searchable layer, the weight of each op in MBCONV_OPS order (1 for the

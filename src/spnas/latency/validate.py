@@ -22,14 +22,14 @@ import torch
 from spnas.model.arch import Architecture
 from spnas.outputs.files import atomic_write_text, write_json
 from spnas.latency.device_profiler import Protocol, Stats
-from spnas.latency.lut import Calibration, LatencyTable, op_weights
+from spnas.latency.lut import OP_FEATURES, Calibration, LatencyTable, op_weights
 from spnas.latency.parts import Part
 from spnas.latency.predict import predict_ms
 from spnas.latency.profile import measure_parts
 from spnas.latency.backends import Backend
 from spnas.nn.network import SinglePathNet
 from spnas.outputs.plotting import pyplot, save_figure
-from spnas.model.space import MBCONV_OPS, SearchSpace, op_name
+from spnas.model.space import SearchSpace, op_name
 
 
 SAMPLINGS = ("stratified", "uniform")
@@ -130,8 +130,7 @@ def fit_calibration(predicted: np.ndarray, measured: np.ndarray, weights: np.nda
     presence = weights.sum(-1)
     stage_counts = np.stack([presence[:, [i for i, s in enumerate(stages) if s == stage]].sum(1)
                              for stage in sorted(set(stages))], axis=1)
-    op_counts = np.stack([weights[:, :, [j for j, op in enumerate(MBCONV_OPS) if test(op)]].sum((1, 2))
-                          for test in (lambda op: op.startswith("k5"), lambda op: op.endswith("e6"))], axis=1)
+    op_counts = (weights @ OP_FEATURES).sum(1)  # (networks, 2): present 5x5 layers, present e6 layers
     varying = [s for s in range(stage_counts.shape[1]) if np.ptp(stage_counts[:, s]) > 0]
     ops_varying = [j for j in range(2) if op_terms and np.ptp(op_counts[:, j]) > 0]
 
