@@ -61,6 +61,12 @@ def test_near_chance_accuracy_is_flagged_in_the_report():
                "lut": {"source": "cache"}, "search": {"predicted_ms": 0.2, "wall_s": 60,
                                                       "last_step_predicted_ms": 0.2, "repair_flips": []}}
     assert "**Warning:** 2 of 3 models scored near chance" in _markdown(summary, get_space("small"))
+    # the report says where the result came from: a repair of the last step, or the search's own landing
+    assert "its last step's decisions: 0.200 ms; 0 least-confident decisions flipped" in _markdown(
+        summary, get_space("small"))
+    landed = {**summary, "search": {**summary["search"], "landed_step": 441, "last_step_predicted_ms": 0.25}}
+    assert "its own decisions at step 441, in the budget band and unrepaired; its last step's decisions: 0.250 ms" \
+        in _markdown(landed, get_space("small"))
 
 
 def test_with_a_foreign_table_and_two_processes_the_report_compares_predictions(tmp_path):
