@@ -187,6 +187,10 @@ def test_the_calibration_fit_recovers_the_curvature_and_drops_one_that_would_tur
     assert (fit.a, fit.q, fit.b, fit.per_k5_layer) == pytest.approx((1.4, -0.75, -0.03, 0.002), abs=1e-9)
     assert "square of the sum" in fit.note and fit.apply(predicted, weights) == pytest.approx(measured)
     assert fit_calibration(predicted, measured, weights, stages, curvature=False).q == 0.0
+    # rising over the fitted nets (0.15-0.5 ms) but not over a space reaching 1.0 ms, where its slope is < 0:
+    # dropped, as a table whose space spans that far would refuse it on loading
+    assert fit_calibration(predicted, measured, weights, stages, extent=(0.1, 0.9)).q == pytest.approx(-0.75)
+    assert fit_calibration(predicted, measured, weights, stages, extent=(0.1, 1.0)).q == 0.0
     # a fit whose curve would fall between the fitted nets (a larger net predicted faster) keeps no q
     turning = predicted - 1.5 * predicted ** 2 + 0.5
     flat = fit_calibration(predicted, turning, weights, stages)

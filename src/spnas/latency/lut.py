@@ -118,6 +118,13 @@ class LatencyTable:
     conditions: dict = field(default_factory=dict)
     format: str = LUT_FORMAT
 
+    def plain_range(self, space: SearchSpace) -> tuple[float, float]:
+        """The plain sum's lowest and highest value over ``space``'s networks (each layer's cheapest entry or
+        skip, and its dearest entry): where a calibration's curve must rise (:func:`_check_range`)."""
+        entries, skip_floor = _entries(self, space)
+        return (self.constant_ms + float(np.minimum(entries.min(1), skip_floor).sum()),
+                self.constant_ms + float(np.maximum(entries.max(1), 0.0).sum()))
+
     @property
     def timing_cache(self) -> str:
         """The cache state its entries were timed in; tables written before the protocol recorded it
@@ -221,6 +228,12 @@ def _calibration(cal: Any, layers: int, source: str) -> Calibration:
     return Calibration(**cal)
 
 
+def _entries(lut: LatencyTable, space: SearchSpace) -> tuple[np.ndarray, np.ndarray]:
+    """(layers, 4) entries in MBCONV_OPS order, and each layer's cost when skipped (inf where it cannot be)."""
+    return (np.array([[row[op] for op in MBCONV_OPS] for row in lut.layers]),
+            np.array([0.0 if spec.skippable else math.inf for spec in space.layers()]))
+
+
 def _check_range(lut: LatencyTable, source: str) -> None:
     """The table fits its space and predicts positive, float32-sized latencies for every network."""
     space = lut.search_space(source)  # a malformed space definition is refused here, not mid-search
@@ -229,11 +242,8 @@ def _check_range(lut: LatencyTable, source: str) -> None:
     if lut.calibration and lut.calibration.per_present_layer and len(lut.calibration.per_present_layer) != space.num_layers:
         raise SpnasError(f"{source}: field 'calibration.per_present_layer' has {len(lut.calibration.per_present_layer)} "
                          f"terms, its space has {space.num_layers} layers")
-    # the plain sum's range over the space: each layer's cheapest and dearest entry
-    entries = np.array([[row[op] for op in MBCONV_OPS] for row in lut.layers])
-    skip_floor = np.array([0.0 if spec.skippable else math.inf for spec in space.layers()])
-    plain_low = lut.constant_ms + float(np.minimum(entries.min(1), skip_floor).sum())
-    plain_high = lut.constant_ms + float(np.maximum(entries.max(1), 0.0).sum())
+    entries, skip_floor = _entries(lut, space)
+    plain_low, plain_high = lut.plain_range(space)
     cal = lut.calibration or Calibration()
     slopes = sorted((cal.slope(plain_low), cal.slope(plain_high)))
     if lut.calibration and not slopes[0] > 0:

@@ -112,7 +112,8 @@ NETS_PER_TERM = 3
 
 
 def fit_calibration(predicted: np.ndarray, measured: np.ndarray, weights: np.ndarray,
-                    stages: list[int], op_terms: bool = True, curvature: bool = True) -> Calibration:
+                    stages: list[int], op_terms: bool = True, curvature: bool = True,
+                    extent: tuple[float, float] | None = None) -> Calibration:
     """measured ≈ a·predicted + q·predicted² + b + Σ_s c_s·(present layers of stage s) + d_k5·(present 5x5
     layers) + d_e6·(present e6 layers); ``weights`` (networks, layers, 4) one-hot over MBCONV_OPS (all 0
     where skipped, :func:`~spnas.latency.lut.op_weights`) and ``stages`` each layer's stage. Least squares
@@ -122,7 +123,8 @@ def fit_calibration(predicted: np.ndarray, measured: np.ndarray, weights: np.nda
     fewer, the fit drops the curvature q, then the op counts, then falls back to one term for all present
     layers, then to the plain affine fit (``op_terms=False``: never the op counts; ``curvature=False``:
     never q; both to compare). A q that would make a larger net predict faster somewhere between the
-    fitted nets is dropped too. Held-out MAPE, mean of 300 random halves of 11 validations of 80
+    fitted nets, or over ``extent`` (the space's range of plain sums, :meth:`LatencyTable.plain_range`,
+    which loading a table checks too), is dropped too. Held-out MAPE, mean of 300 random halves of 11 validations of 80
     stratified nets (BENCHMARKS.md §10): affine 2.43-3.30%, one term per stage 2.02-2.76%, with the op
     counts 1.82-2.78%, with q as well 1.32-1.95%."""
     predicted, n = np.asarray(predicted, dtype=float), len(measured)
@@ -157,7 +159,8 @@ def fit_calibration(predicted: np.ndarray, measured: np.ndarray, weights: np.nda
     fitted = Calibration(a, b, n, f"least squares of the relative error on the calibration half, {note}")
     if note.endswith("square of the sum"):
         fitted.q = rest.pop()
-        if not min(fitted.slope(float(predicted.min())), fitted.slope(float(predicted.max()))) > 0:
+        ends = (float(predicted.min()), float(predicted.max()), *(extent or ()))
+        if not min(fitted.slope(ms) for ms in ends) > 0:
             return fit_calibration(predicted, measured, weights, stages, op_terms, curvature=False)
     if note.startswith("one term"):
         fitted.per_present_layer = [rest[0]] * len(stages)
@@ -214,7 +217,7 @@ def validation_report(
     idx = np.random.default_rng(seed).permutation(n)
     cal_idx, test_idx = idx[: n // 2], idx[n // 2 :]
     calibration = fit_calibration(raw[cal_idx], measured[cal_idx], weights[cal_idx],
-                                  [layer.stage for layer in space.layers()])
+                                  [layer.stage for layer in space.layers()], extent=lut.plain_range(space))
     calibrated = calibration.apply(raw, weights)
     report = {
         "backend": backend_info,
