@@ -17,6 +17,8 @@ from spnas.jobs.runs import read_metrics
 from spnas.search.config import SearchConfig
 from spnas.search.landing import Landing, path_within_step
 from spnas.nn.superkernel import Decision
+from spnas.latency.lut import LatencyTable
+from spnas.latency.predict import predict_ms
 from spnas.search.loop import run_search
 from spnas.model.space import get_space
 
@@ -60,11 +62,39 @@ def test_landing_freezes_the_first_in_band_decisions_of_its_window():
     a, b = some_arch(), Architecture(SPACE.name, ("k5e6",) * len(SPACE.layers()))
     assert not landing.update(74, a, 0.98)  # in band, but before the window
     assert not landing.update(75, a, 1.01) and not landing.update(76, a, 0.95)  # over, and under the band
+    assert landing.freeze_now(76) is None  # nothing landed yet: nothing to freeze
     assert landing.update(77, a, 0.97) and landing.landed == a and landing.step == 77
+    assert landing.freeze_now(77) == a and landing.frozen and landing.freeze_now(78) is None  # frozen once
     assert not landing.update(78, b, 0.99) and landing.landed == a  # landed once, for good
     again = Landing.for_run(1.0, 0.02, 0.25, 100, 60, rule="first")
     again.load_state_dict(landing.state_dict())
-    assert (again.landed, again.step) == (a, 77)
+    assert (again.landed, again.step, again.frozen) == (a, 77, True)
+    # a checkpoint written before rule hold existed (no frozen_at): rule first had frozen at its landing
+    old = Landing.for_run(1.0, 0.02, 0.25, 100, 60, rule="first")
+    old.load_state_dict({"arch": a.to_string(), "step": 77, "within_step": None})
+    assert old.frozen and old.frozen_at == 77 and not old.open_at(80)
+
+
+def test_the_hold_rule_keeps_the_latest_in_band_decisions_then_holds_them_to_the_end():
+    # window 75-99; its last quarter (6 steps: 94-99) holds
+    landing = Landing.for_run(target_ms=1.0, margin=0.02, share=0.25, total_steps=100, warmup_steps=60, rule="hold")
+    assert (landing.start_step, landing.hold_step) == (75, 94)
+    a, b, c = some_arch(), Architecture(SPACE.name, ("k5e6",) * len(SPACE.layers())), \
+        Architecture(SPACE.name, ("k3e3",) * len(SPACE.layers()))
+    assert landing.update(80, a, 0.97) == a and landing.freeze_now(80) is None  # as rule last before the hold step
+    assert landing.update(85, b, 0.99) == b and landing.freeze_now(93) is None
+    # a path at a step before the hold: its in-band point nearest to the step's end, as rule last
+    assert landing.update(90, c, 1.05, [(a, 0.97), (b, 0.98), (c, 1.02)]) == b and landing.within_step == 2
+    assert landing.update(94, c, 1.05) is None  # out of band at the hold step: the latest in-band ones are held
+    assert landing.freeze_now(94) == b and (landing.step, landing.frozen_at) == (90, 94)
+    assert not landing.open_at(95) and landing.update(96, a, 0.97) is None and landing.landed == b
+    again = Landing.for_run(1.0, 0.02, 0.25, 100, 60, rule="hold")
+    again.load_state_dict(landing.state_dict())
+    assert (again.landed, again.step, again.frozen_at, again.frozen) == (b, 90, 94, True)
+    # never in band before the hold step: the first in-band decisions after it are held, as rule first
+    late = Landing.for_run(1.0, 0.02, 0.25, 100, 60, rule="hold")
+    assert late.freeze_now(94) is None and late.update(95, c, 1.05, [(a, 0.97), (b, 0.98), (c, 1.02)]) == a
+    assert late.freeze_now(95) == a and late.frozen_at == 95
 
 
 def test_a_step_that_jumped_over_the_band_lands_on_the_in_band_point_of_its_path():
@@ -182,6 +212,40 @@ def test_the_last_rule_searches_as_plain_and_returns_its_last_in_band_decisions(
     resumed = run_search(SearchConfig(), resume_dir=str(tmp_path / "part"))
     assert resumed.arch == last.arch
     assert json.loads((tmp_path / "part" / "summary.json").read_text())["landing"] == summary["landing"]
+
+
+def test_the_hold_rule_searches_as_last_then_ends_on_its_result_and_resumes_exactly(tmp_path, tiny_lut):
+    last = run_search(cfg(tmp_path, tiny_lut, "last"))
+    hold = run_search(cfg(tmp_path, tiny_lut, "hold", landing_rule="hold"))
+    summary = json.loads((hold.run_dir / "summary.json").read_text())
+    held_from = summary["landing"]["frozen_at"]
+    assert held_from == 52  # 64 steps, the window after the 16-step warm-up: its last quarter (12 steps) holds
+    records = {run.run_dir.name: read_metrics(run.run_dir / "metrics.jsonl") for run in (last, hold)}
+    ops = {name: {r["step"]: tuple(r["ops"]) for r in rows if "ops" in r} for name, rows in records.items()}
+    assert all(ops["hold"][s] == ops["last"][s] for s in range(held_from + 1))  # rule last's trajectory until the hold
+    landed = Architecture.from_string(summary["landing"]["arch"])
+    assert summary["landing"]["step"] <= held_from and hold.repair_flips == []
+    assert all(ops["hold"][s] == landed.ops for s in range(held_from + 1, 64))  # held to the end
+    assert hold.last_step == hold.arch == landed.canonical() and 0.93 * 0.96 <= hold.last_step_ms <= 0.93
+    # the held decisions are the latest in band by the hold step, as rule last would have returned there
+    in_band = [s for s in range(16, held_from + 1) if 0.93 * 0.96 <= predict_ms(LatencyTable.load(tiny_lut),
+               Architecture(SPACE.name, ops["hold"][s]).canonical()) <= 0.93]
+    if summary["landing"]["within_step"] is None:
+        assert summary["landing"]["step"] == in_band[-1]
+    assert [r["step"] for r in records["hold"] if "held" in r] == [held_from]
+    assert f"held from step {held_from} on" in summary["diagnostics"]["summary"] or \
+        f"frozen there for the last {63 - held_from} steps" in summary["diagnostics"]["summary"]
+    # interrupted after the hold step and resumed: the same landing and final weights
+    with pytest.raises(Interrupted):
+        run_search(cfg(tmp_path, tiny_lut, "part", landing_rule="hold", max_steps=held_from + 3))
+    conf = json.loads((tmp_path / "part" / "config.json").read_text())
+    (tmp_path / "part" / "config.json").write_text(json.dumps({**conf, "max_steps": None}))
+    resumed = run_search(SearchConfig(), resume_dir=str(tmp_path / "part"))
+    assert resumed.arch == hold.arch and resumed.last_step == hold.last_step
+    assert json.loads((tmp_path / "part" / "summary.json").read_text())["landing"] == summary["landing"]
+    a = torch.load(tmp_path / "part" / "checkpoint.pt", weights_only=False)["model"]
+    b = torch.load(hold.run_dir / "checkpoint.pt", weights_only=False)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_target_searches_land_by_default_and_runs_made_before_landing_resume_without_it(tmp_path, tiny_lut):

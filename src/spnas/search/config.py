@@ -73,8 +73,9 @@ class SearchConfig(JobSettings):
         "decisions, repaired into the band (the earlier default; BENCHMARKS.md section 13)")
     landing_rule: str = setting(
         "last", "last (freeze nothing: the search runs as with --landing 0 and returns the window's last in-band "
-        "decisions) or first (freeze the window's first in-band decisions; the remaining steps train that one "
-        "network; measured 0.3 points less accurate, BENCHMARKS.md section 13)")
+        "decisions), first (freeze the window's first in-band decisions; the remaining steps train that one "
+        "network; measured 0.3 points less accurate, BENCHMARKS.md section 13) or hold (as last, then hold the "
+        "latest in-band decisions over the window's last quarter, so the search ends on its result)")
     runtime_formula: str = setting("exact", "exact (all 4 LUT entries) or paper (the released approximation)")
     val_fraction: float = setting(0.1, "share of training images held out for validation")
     train_subset: int | None = setting(None, "use only this many (seeded, random) training images")

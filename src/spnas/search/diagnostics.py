@@ -47,8 +47,11 @@ class Diagnosis:
     landed_step: int | None = None
     #: how many of that step's flips the landed decisions hold, when the step jumped over the band
     landed_within_step: int | None = None
-    #: the landing rule (``--landing-rule``): first froze them, last took the window's last in band
+    #: the landing rule (``--landing-rule``): first froze them, last took the window's last in band, hold
+    #: held the latest in band from its hold step on
     landed_rule: str | None = None
+    #: the step from which the landed decisions were frozen (rules first and hold), or None
+    held_from: int | None = None
 
     @property
     def last_step_off_pct(self) -> float | None:
@@ -77,10 +80,16 @@ class Diagnosis:
             within = ("" if self.landed_within_step is None else
                       f" (partway: that step's flips jumped over the band; with the first {self.landed_within_step} of "
                       "them applied, in the order their margins crossed zero, the decisions lie in it)")
-            text += (f"The decisions met the budget band at step {self.landed_step}{within} and were frozen there. "
-                     if self.landed_rule != "last" else
-                     f"The landing window's last decisions in the budget band were at step {self.landed_step}{within}; "
-                     "they are the result (nothing was frozen). ")
+            if self.landed_rule == "last" or self.held_from is None:
+                text += (f"The landing window's last decisions in the budget band were at step {self.landed_step}"
+                         f"{within}; they are the result (nothing was frozen). ")
+            elif self.held_from == self.landed_step:
+                text += (f"The decisions met the budget band at step {self.landed_step}{within} and were frozen there "
+                         f"for the last {self.total_steps - 1 - self.held_from} steps. ")
+            else:
+                text += (f"The latest decisions in the budget band by step {self.held_from} were step "
+                         f"{self.landed_step}'s{within}; they were held from step {self.held_from} on, so the last "
+                         f"{self.total_steps - 1 - self.held_from} steps trained that one network. ")
         if self.last_step_off_pct is not None:
             text += (f"The last step's decisions: {self.last_step_ms:.3f} ms predicted, "
                      f"{self.last_step_off_pct:+.1f}% from the {self.target_ms:.3f} ms target.")
@@ -115,12 +124,15 @@ def diagnose(records: list[dict], space: SearchSpace, total_steps: int, warmup_s
             if step >= last_tenth_start:
                 last_tenth.add(i)
     landed = next((r for r in reversed(records) if "landed" in r), {})  # rule last: many; the result is the last
+    held = next((r for r in records if "held" in r), {})
+    if not held and landed.get("rule", "first") == "first":  # rule first's logs before "held" records existed
+        held = {"step": landed.get("step")}
     if last_step_ms is None and states:
         last_step_ms = states[-1]["predicted_ms"]
     diagnosis = Diagnosis(len(layers), total_steps, warmup_steps, settled, per_epoch, sorted(last_epoch),
                           sorted(last_tenth), last_step_ms, target_ms,
                           landed_step=landed.get("step"), landed_within_step=landed.get("within_step"),
-                          landed_rule=landed.get("rule"))
+                          landed_rule=landed.get("rule", "first" if landed else None), held_from=held.get("step"))
     diagnosis.warnings = _warnings(diagnosis, states, space, warmup_steps, total_steps, result_ops, indicator_scale)
     return diagnosis
 

@@ -24,6 +24,13 @@ the last step as in a plain search, and the search returns the last in-band deci
 measured over two training seeds, its nets were as accurate as the plain search's repaired ones (78.02%
 against 77.95%), with 8 of 9 results unrepaired against 3 of 9. So a target-mode search lands this way by
 default (``--landing 0.125``); ``--landing 0`` returns the last step, repaired, as before.
+
+Rule ``last`` returns decisions of its own, but its last step lies in the band only where the plain
+search's does (3 of 9 in BENCHMARKS.md §13): the decisions keep moving after their last in-band step.
+The rule ``hold`` searches as ``last`` until the last quarter of the window (:data:`HOLD_PART`), then
+holds the latest in-band decisions seen so far (the current ones if in the band) to the end, so the
+search ends on its result; a run that has not met the band by then freezes the first in-band decisions
+after (rule ``first`` for the remaining steps).
 """
 
 from __future__ import annotations
@@ -38,8 +45,11 @@ from spnas.search.repair import band_low, with_group
 #: the default landing share (``--landing``) of a target-mode single-path search: the last 1/8 of the run, a
 #: third of the part after the paper's 5/8 warm-up
 DEFAULT_SHARE = 0.125
-#: last (the default): freeze nothing, return the window's last in-band decisions; first: freeze its first
-RULES = ("last", "first")
+#: last (the default): freeze nothing, return the window's last in-band decisions; first: freeze its first;
+#: hold: as last, then hold the latest in-band decisions over the window's last HOLD_PART
+RULES = ("last", "first", "hold")
+#: rule hold: the share of the landing window, at its end, for which the decisions are held
+HOLD_PART = 0.25
 
 
 def path_within_step(before: Sequence[Decision], after: Sequence[Decision], margins_before: Sequence[dict],
@@ -76,18 +86,39 @@ class Landing:
     #: how many of its step's flips the frozen decisions hold, when they lie inside a step that jumped
     #: over the band; None when the step's own decisions landed
     within_step: int | None = None
+    #: rule hold: the first step at which the landed decisions are held (None for the other rules)
+    hold_step: int | None = None
+    #: whether the network's decisions are held at ``arch`` now (rule first: from its landing on)
+    frozen: bool = False
+    #: the step at which they were frozen
+    frozen_at: int | None = None
 
     @classmethod
     def for_run(cls, target_ms: float, margin: float, share: float, total_steps: int, warmup_steps: int,
                 rule: str = "last") -> "Landing":
         """The landing of a run's last ``share``, never inside the warm-up (lambda is 0 there: the
         decisions have not yet been asked to meet anything)."""
-        return cls(target_ms, band_low(target_ms, margin), max(total_steps - round(share * total_steps), warmup_steps),
-                   rule)
+        start = max(total_steps - round(share * total_steps), warmup_steps)
+        hold = max(total_steps - round(HOLD_PART * (total_steps - start)), start) if rule == "hold" else None
+        return cls(target_ms, band_low(target_ms, margin), start, rule, hold_step=hold)
 
     @property
     def freezes(self) -> bool:
-        return self.rule == "first"
+        """Whether this rule ever holds the decisions (rule last never does)."""
+        return self.rule != "last"
+
+    def takes_first(self, step: int) -> bool:
+        """Whether ``step``'s first in-band decisions (and the first in-band point of its path) land: rule first,
+        and rule hold from its hold step on; otherwise the latest in-band ones do."""
+        return self.rule == "first" or (self.hold_step is not None and step >= self.hold_step)
+
+    def freeze_now(self, step: int) -> Architecture | None:
+        """The decisions to hold from ``step`` on, once: the landed ones, when the rule freezes them by this
+        step (rule first: at once; hold: from its hold step); None otherwise, and once they are held."""
+        if self.frozen or self.arch is None or not self.takes_first(step):
+            return None
+        self.frozen, self.frozen_at = True, step
+        return self.landed
 
     @property
     def landed(self) -> Architecture | None:
@@ -95,24 +126,29 @@ class Landing:
 
     def open_at(self, step: int) -> bool:
         """Whether ``step`` may (still) land: inside the window, and not frozen yet."""
-        return step >= self.start_step and (self.arch is None or not self.freezes)
+        return step >= self.start_step and not self.frozen
 
     def update(self, step: int, arch: Architecture, hard_ms: float,
                path: Sequence[tuple[Architecture, float]] = ()) -> Architecture | None:
         """Land on and return the step's decisions ``arch`` if they lie in the band, else on an in-band point
-        of the step's ``path`` (:func:`path_within_step`, priced): its first under rule ``first``, its last
-        (the nearest to the step's end) under ``last``; None if neither."""
+        of the step's ``path`` (:func:`path_within_step`, priced): its first where the first landing counts
+        (:meth:`takes_first`), else its last (the nearest to the step's end); None if neither."""
         if not self.open_at(step):
             return None
         points = list(enumerate(path, start=1))
-        for flips, (candidate, ms) in [(0, (arch, hard_ms)), *(points if self.freezes else points[::-1])]:
+        for flips, (candidate, ms) in [(0, (arch, hard_ms)), *(points if self.takes_first(step) else points[::-1])]:
             if self.low_ms <= ms <= self.target_ms:
                 self.arch, self.step, self.within_step = candidate.to_string(), step, flips or None
                 return candidate
         return None
 
     def state_dict(self) -> dict:
-        return {"arch": self.arch, "step": self.step, "within_step": self.within_step}
+        return {"arch": self.arch, "step": self.step, "within_step": self.within_step, "rule": self.rule,
+                "frozen_at": self.frozen_at}
 
     def load_state_dict(self, state: dict) -> None:
         self.arch, self.step, self.within_step = state["arch"], state["step"], state.get("within_step")
+        # checkpoints from before rule hold: only rule first froze, at its landing step
+        legacy = self.step if self.rule == "first" and self.arch is not None else None
+        self.frozen_at = state.get("frozen_at", legacy)
+        self.frozen = self.frozen_at is not None

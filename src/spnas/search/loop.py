@@ -222,7 +222,7 @@ class SearchSteps:
     previous_margins: list[dict] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        if self.landing and self.landing.landed and self.landing.freezes:  # a resume after the landing
+        if self.landing and self.landing.frozen:  # a resume after the decisions were frozen
             self.net.freeze(self.landing.landed)
         self.previous_ops = self.net.architecture().ops
         if self.landing and self.landing.open_at(self.landing.start_step):
@@ -260,6 +260,7 @@ class SearchSteps:
             decisions, margins = net.decisions(), net.decision_margins()
             if self.landing.open_at(step):
                 self.land(step, arch, decisions, margins)
+                self.hold(step)
             self.previous_decisions, self.previous_margins = decisions, margins
         flipped = [i for i, (a, b) in enumerate(zip(self.previous_ops, arch.ops)) if a != b]
         if flipped:  # every flip, not only at logged steps: the diagnostics count them exactly
@@ -276,18 +277,24 @@ class SearchSteps:
         return {"ce": f"{stats.ce:.3f}", "ms": f"{hard_ms:.3f}", "lam": f"{lam:.3g}"}
 
     def land(self, step: int, arch: Architecture, decisions: list[Decision], margins: list[dict]) -> None:
-        """Land on the step's decisions, or a point of its path (:func:`path_within_step`), if in band; freeze
-        them under rule ``first``."""
+        """Land on the step's decisions, or a point of its path (:func:`path_within_step`), if in band."""
         price = partial(canonical_price, self.lut, self.net.space.name)  # what a result would report
         path = [(architecture_of(self.net.space.name, d), price(d)) for d in
                 path_within_step(self.previous_decisions, decisions, self.previous_margins, margins)]
         landed = self.landing.update(step, arch, price(decisions), path)
         if landed:
-            if self.landing.freezes:
-                self.net.freeze(landed)
             self.log.write({"step": step, "landed": landed.to_string(), "within_step": self.landing.within_step,
                             "rule": self.landing.rule,
                             "landed_ms": predict_ms(self.lut, landed.canonical())})
+
+    def hold(self, step: int) -> None:
+        """Freeze the landed decisions where the rule says so (first: at its landing; hold: from its hold
+        step): the remaining steps train that one network."""
+        held = self.landing.freeze_now(step)
+        if held:
+            self.net.freeze(held)
+            self.log.write({"step": step, "held": held.to_string(), "landed_step": self.landing.step,
+                            "rule": self.landing.rule})
 
     def epoch_end(self, step: int) -> None:
         if not self.job.replicas.main:  # the others go on to the next step and wait for rank 0 there

@@ -30,7 +30,8 @@ MAX_POINTS = 12
 DEFAULT_METHOD = "single-path"
 #: sweep methods that are a search method with other settings; each shares its base method's warm-up
 VARIANTS = {"single-path-repair": ("single-path", {"landing": 0.0}),  # before landing was the default
-            "single-path-landing-first": ("single-path", {"landing_rule": "first"})}
+            "single-path-landing-first": ("single-path", {"landing_rule": "first"}),
+            "single-path-landing-hold": ("single-path", {"landing_rule": "hold"})}
 METHOD_NAMES = (*METHODS, "random", *VARIANTS)
 
 
