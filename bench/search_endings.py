@@ -23,12 +23,13 @@ def endings(run_dir: Path) -> list[dict]:
     for summary_path in sorted((run_dir / "search").glob("searched-*/summary.json")):
         s = json.loads(summary_path.read_text())
         config = json.loads((summary_path.parent / "config.json").read_text())
-        # the sweep's names: single-path lands (rule last), -repair does not, -landing-first freezes; rule first
-        # was the only one, and unrecorded, before the rule last came and became the default
+        # the sweep's names: single-path lands (rule last), -repair does not, -landing-first freezes, -landing-hold
+        # holds; rule first was the only one, and unrecorded, before the rule last came and became the default
         rule = config.get("landing_rule", "first")
         method = s.get("method", "single-path")
         if method == "single-path":
-            method += ("-landing-first" if rule == "first" else "") if config.get("landing") else "-repair"
+            method += {"first": "-landing-first", "hold": "-landing-hold"}.get(rule, "") if config.get("landing") \
+                else "-repair"
         if s.get("target_ms") is None or method == "random":
             continue  # faithful mode has no target; random search only draws inside the band
         row = {"method": method, "target_ms": s["target_ms"], "predicted_ms": s["predicted_ms"],

@@ -97,3 +97,20 @@ def test_exported_models_are_timed_in_a_fresh_process(tmp_path):
     stats, conditions = measure_onnx_models({"m": str(path)}, [1, 1, 16, 16], 1, QUICK, tmp_path / "measure")
     assert stats["m"].median > 0 and stats["m"].n >= 40
     assert {"load_before", "reference_drift_pct", "ci_pct", "passes", "warnings"} <= set(conditions)
+
+
+def test_the_device_profilers_progress_counts_passes_and_times_rounds_from_each_passs_first(monkeypatch):
+    import io
+    clock = iter([10.0, 11.0, 12.0, 100.0, 102.0, 104.0])  # pass 1 after 10 s of warm-up; pass 2 much later
+    monkeypatch.setattr(device_profiler.time, "monotonic", lambda: next(clock))
+    out = io.StringIO()
+    progress = device_profiler.TextProgress(out)
+    for _ in range(2):
+        for done in (1, 2, 3):
+            progress(done, 3)
+    lines = [part.strip() for part in out.getvalue().replace("\n", "\r").split("\r") if part.strip()]
+    assert lines[0] == "pass 1  round 1/3  -- rounds/s  ETA --"  # no rate from warm-up time
+    assert lines[1] == "pass 1  round 2/3  1.0 rounds/s  ETA 1s"
+    assert lines[3] == "pass 2  round 1/3  -- rounds/s  ETA --"  # a new pass: not 90 s per round
+    assert lines[4] == "pass 2  round 2/3  0.5 rounds/s  ETA 2s"
+    assert out.getvalue().count("\n") == 2  # a line ends with each pass

@@ -69,6 +69,22 @@ def test_near_chance_accuracy_is_flagged_in_the_report():
         in _markdown(landed, get_space("small"))
 
 
+def test_a_run_whose_every_model_measured_off_its_prediction_the_same_way_is_warned():
+    from spnas.workflows.report import prediction_offset_warnings
+
+    def rows(*ratios):
+        return [{"model": f"m{i}", "predicted_ms": 0.4, "measured_ms": 0.4 * r} for i, r in enumerate(ratios)]
+
+    # the second fresh-clone run of session 8: 0.748-0.835 of the prediction
+    (warning,) = prediction_offset_warnings(rows(0.786, 0.748, 0.797, 0.835))
+    assert "every model measured 17-25% under its predicted latency" in warning and "within 9 points" in warning
+    assert "6-12% over" in prediction_offset_warnings(rows(1.06, 1.12))[0]
+    assert prediction_offset_warnings(rows(0.93, 0.97, 0.90)) == []  # one model within 5%: no common offset
+    assert prediction_offset_warnings(rows(0.8, 1.2)) == []  # off both ways: models disagree, not the machine
+    assert prediction_offset_warnings(rows(0.8)) == []  # one model says nothing about the machine
+    assert prediction_offset_warnings([{"model": "a", "predicted_ms": 0.4, "measured_ms": None}] * 2) == []
+
+
 def test_with_a_foreign_table_and_two_processes_the_report_compares_predictions(tmp_path):
     """``--lut`` from another device: no profiling, no measuring here; search and trainings run under
     torchrun with 2 gloo processes, and the report says its latencies are predictions."""

@@ -265,18 +265,34 @@ def device_info() -> dict:
 
 
 class TextProgress:
-    """Round counter with rate and ETA on stderr (tqdm may not exist on the device)."""
+    """Pass and round counter with rate and ETA on stderr (tqdm may not exist on the device).
 
-    def __init__(self) -> None:
-        self.start = time.monotonic()
+    Why not one clock from the start: :func:`measure_until_stable` calls this once per round of each pass,
+    counting rounds from 1 again, and each pass starts with untimed warm-up runs; an ETA over the
+    whole elapsed time divided by the rounds of this pass was absurd from the second pass on. The rate
+    is taken from the pass's first round on, so warm-up time does not count."""
+
+    def __init__(self, stream=None) -> None:
+        self.stream = stream or sys.stderr
+        self.passes = 0
+        self.first_round_at = 0.0
+        self.last_done = 0
 
     def __call__(self, done: int, total: int) -> None:
-        elapsed = time.monotonic() - self.start
-        eta = elapsed / done * (total - done)
-        sys.stderr.write(f"\rround {done}/{total}  {done / max(elapsed, 1e-9):.1f} rounds/s  ETA {eta:.0f}s ")
+        now = time.monotonic()
+        if done <= self.last_done or self.passes == 0:  # a new pass
+            self.passes += 1
+        self.last_done = done
+        if done == 1:
+            self.first_round_at = now
+            rate = eta = "--"
+        else:
+            per_round = (now - self.first_round_at) / (done - 1)
+            rate, eta = f"{1 / max(per_round, 1e-9):.1f}", f"{per_round * (total - done):.0f}s"
+        self.stream.write(f"\rpass {self.passes}  round {done}/{total}  {rate} rounds/s  ETA {eta} ")
         if done == total:
-            sys.stderr.write("\n")
-        sys.stderr.flush()
+            self.stream.write("\n")
+        self.stream.flush()
 
 
 #: passes a bundle may take: its whole networks are what the calibration is fitted on and checked against,

@@ -21,6 +21,7 @@ from spnas.latency.predict import predict_ms
 from spnas.workflows.pipeline import Pipeline, PipelineOptions, open_pipeline
 from spnas.jobs.runs import CHECKPOINT
 from spnas.search.branch import branch_search, warmup_steps
+from spnas.search.landing import DEFAULT_SHARE as LANDING_SHARE
 from spnas.search.methods import METHODS
 from spnas.workflows.sweep_report import write_sweep_report
 
@@ -28,10 +29,12 @@ from spnas.workflows.sweep_report import write_sweep_report
 UNIFORM_OPS = ("k3e3", "k5e3", "k3e6", "k5e6")
 MAX_POINTS = 12
 DEFAULT_METHOD = "single-path"
-#: sweep methods that are a search method with other settings; each shares its base method's warm-up
+#: sweep methods that are a search method with other settings; each shares its base method's warm-up. Each
+#: says its whole landing: a warm-up made before --landing existed resumes without it (its config lacks
+#: the key), and a branch inherits what the settings do not say
 VARIANTS = {"single-path-repair": ("single-path", {"landing": 0.0}),  # before landing was the default
-            "single-path-landing-first": ("single-path", {"landing_rule": "first"}),
-            "single-path-landing-hold": ("single-path", {"landing_rule": "hold"})}
+            "single-path-landing-first": ("single-path", {"landing": LANDING_SHARE, "landing_rule": "first"}),
+            "single-path-landing-hold": ("single-path", {"landing": LANDING_SHARE, "landing_rule": "hold"})}
 METHOD_NAMES = (*METHODS, "random", *VARIANTS)
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from spnas.outputs.files import atomic_write_text, write_json
 from spnas.outputs.plotting import pyplot, save_figure
-from spnas.workflows.report import comparison_warnings, same_networks
+from spnas.workflows.report import comparison_warnings, prediction_offset_warnings, same_networks
 from spnas.outputs.text_table import format_table
 from spnas.search.config import SearchConfig
 from spnas.search.repair import band_low
@@ -119,6 +119,7 @@ def write_sweep_report(run_dir: Path, summary: dict, num_classes: int) -> dict:
                "same_networks": same_networks(rows),
                "warnings": [*(f"measured latencies may be off: {w}"
                                 for w in summary.get("measurement_conditions", {}).get("warnings", [])),
+                              *prediction_offset_warnings(rows),
                               *comparison_warnings([{"model": r["model"], "test_top1": r["test_top1_mean"]} for r in rows],
                                                    num_classes)]}
     write_json(run_dir / "sweep.json", summary)
