@@ -23,12 +23,12 @@ def endings(run_dir: Path) -> list[dict]:
     for summary_path in sorted((run_dir / "search").glob("searched-*/summary.json")):
         s = json.loads(summary_path.read_text())
         config = json.loads((summary_path.parent / "config.json").read_text())
-        # the sweep's names: single-path lands (rule last), -repair does not, -landing-first freezes, -landing-hold
-        # holds; rule first was the only one, and unrecorded, before the rule last came and became the default
+        # the sweep's names: single-path lands (rule hold), -repair does not, -landing-first and -landing-last land
+        # by those rules; rule first was the only one, and unrecorded, before the rule last came
         rule = config.get("landing_rule", "first")
         method = s.get("method", "single-path")
         if method == "single-path":
-            method += {"first": "-landing-first", "hold": "-landing-hold"}.get(rule, "") if config.get("landing") \
+            method += {"first": "-landing-first", "last": "-landing-last"}.get(rule, "") if config.get("landing") \
                 else "-repair"
         if s.get("target_ms") is None or method == "random":
             continue  # faithful mode has no target; random search only draws inside the band

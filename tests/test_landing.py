@@ -13,7 +13,7 @@ from conftest import fake_lut
 from spnas.model.arch import Architecture
 from spnas.jobs.engine import Interrupted
 from spnas.nn.network import SinglePathNet
-from spnas.jobs.runs import read_metrics
+from spnas.jobs.runs import load_run_config, read_metrics
 from spnas.search.config import SearchConfig
 from spnas.search.landing import Landing, path_within_step
 from spnas.nn.superkernel import Decision
@@ -186,7 +186,7 @@ def test_a_landed_search_returns_its_frozen_decisions_unrepaired_and_resumes_exa
 
 def test_the_last_rule_searches_as_plain_and_returns_its_last_in_band_decisions(tmp_path, tiny_lut):
     plain = run_search(cfg(tmp_path, tiny_lut, "plain", landing=0.0))
-    last = run_search(cfg(tmp_path, tiny_lut, "last"))  # the default rule
+    last = run_search(cfg(tmp_path, tiny_lut, "last", landing_rule="last"))
     ops = [[tuple(r["ops"]) for r in read_metrics(run.run_dir / "metrics.jsonl") if "ops" in r] for run in (plain, last)]
     assert ops[0] == ops[1] and last.last_step == plain.last_step  # the same trajectory: nothing was frozen
     a = torch.load(plain.run_dir / "checkpoint.pt", weights_only=False)["model"]
@@ -206,7 +206,7 @@ def test_the_last_rule_searches_as_plain_and_returns_its_last_in_band_decisions(
     assert f"band were at step {summary['landing']['step']}" in summary["diagnostics"]["summary"]
     # interrupted inside the window and resumed: the same landing
     with pytest.raises(Interrupted):
-        run_search(cfg(tmp_path, tiny_lut, "part", max_steps=40))
+        run_search(cfg(tmp_path, tiny_lut, "part", landing_rule="last", max_steps=40))
     conf = json.loads((tmp_path / "part" / "config.json").read_text())
     (tmp_path / "part" / "config.json").write_text(json.dumps({**conf, "max_steps": None}))
     resumed = run_search(SearchConfig(), resume_dir=str(tmp_path / "part"))
@@ -215,8 +215,8 @@ def test_the_last_rule_searches_as_plain_and_returns_its_last_in_band_decisions(
 
 
 def test_the_hold_rule_searches_as_last_then_ends_on_its_result_and_resumes_exactly(tmp_path, tiny_lut):
-    last = run_search(cfg(tmp_path, tiny_lut, "last"))
-    hold = run_search(cfg(tmp_path, tiny_lut, "hold", landing_rule="hold"))
+    last = run_search(cfg(tmp_path, tiny_lut, "last", landing_rule="last"))
+    hold = run_search(cfg(tmp_path, tiny_lut, "hold"))  # the default rule
     summary = json.loads((hold.run_dir / "summary.json").read_text())
     held_from = summary["landing"]["frozen_at"]
     assert held_from == 52  # 64 steps, the window after the 16-step warm-up: its last quarter (12 steps) holds
@@ -249,7 +249,7 @@ def test_the_hold_rule_searches_as_last_then_ends_on_its_result_and_resumes_exac
 
 
 def test_target_searches_land_by_default_and_runs_made_before_landing_resume_without_it(tmp_path, tiny_lut):
-    assert (SearchConfig().landing, SearchConfig().landing_rule) == (0.125, "last")
+    assert (SearchConfig().landing, SearchConfig().landing_rule) == (0.125, "hold")
     # a run whose config.json predates --landing (no such key) was a plain search: resumed, it stays one
     with pytest.raises(Interrupted):
         run_search(cfg(tmp_path, tiny_lut, "old", landing=0.0, max_steps=10))
@@ -260,3 +260,9 @@ def test_target_searches_land_by_default_and_runs_made_before_landing_resume_wit
     plain = run_search(cfg(tmp_path, tiny_lut, "plain", landing=0.0))
     assert json.loads((tmp_path / "old" / "summary.json").read_text())["landing"] is None
     assert (resumed.arch, resumed.repair_flips) == (plain.arch, plain.repair_flips)
+    # one that predates --landing-rule landed by the only rule there was, first: resumed, it keeps it
+    first = tmp_path / "first"
+    first.mkdir()
+    (first / "config.json").write_text(json.dumps({k: v for k, v in conf.items() if k != "landing_rule"} |
+                                                   {"landing": 0.125, "out": str(first)}))
+    assert load_run_config(SearchConfig, first).landing_rule == "first"

@@ -197,20 +197,20 @@ def test_epochs_given_replace_the_presets_and_a_resume_must_give_the_same(tmp_pa
     assert not (tmp_path / "bad").exists()
 
 
-def test_the_repair_and_hold_variants_share_the_single_path_warmup(tmp_path, tiny_lut):
+def test_the_repair_and_last_variants_share_the_single_path_warmup(tmp_path, tiny_lut):
     out = tmp_path / "landing"
     assert main(["sweep", "--preset", "smoke", "--targets", "0.75", "--seeds", "0", "--methods",
-                 "single-path,single-path-repair,single-path-landing-hold", "--lut", str(tiny_lut), "--out",
+                 "single-path,single-path-repair,single-path-landing-last", "--lut", str(tiny_lut), "--out",
                  str(out)]) == 0
     searches = sorted(p.name for p in (out / "search").iterdir())
-    assert searches == ["searched-0.750ms", "searched-0.750ms-single-path-landing-hold",
+    assert searches == ["searched-0.750ms", "searched-0.750ms-single-path-landing-last",
                         "searched-0.750ms-single-path-repair", "warmup"]  # one warm-up
-    landing, repair, hold = (json.loads((out / "search" / name / "config.json").read_text()) for name in
+    landing, repair, last = (json.loads((out / "search" / name / "config.json").read_text()) for name in
                              ("searched-0.750ms", "searched-0.750ms-single-path-repair",
-                              "searched-0.750ms-single-path-landing-hold"))
-    # single-path lands by default (rule last); the repair variant is the search as it was before
-    assert (landing["landing"], landing["landing_rule"], repair["landing"]) == (0.125, "last", 0.0)
-    assert (hold["landing"], hold["landing_rule"]) == (0.125, "hold")
+                              "searched-0.750ms-single-path-landing-last"))
+    # single-path lands by default (rule hold); the repair variant is the search as it was before
+    assert (landing["landing"], landing["landing_rule"], repair["landing"]) == (0.125, "hold", 0.0)
+    assert (last["landing"], last["landing_rule"]) == (0.125, "last")
     # a warm-up made before --landing existed has no such key and resumes without it: a variant that is about
     # landing must say its share, or its branches would not land at all
     from spnas.workflows.sweep import VARIANTS

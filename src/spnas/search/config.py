@@ -33,8 +33,9 @@ SEARCH_LIMITS: dict[str, Limit] = {
 @dataclass
 class SearchConfig(JobSettings):
     LIMITS: ClassVar[dict[str, Limit]] = SEARCH_LIMITS
-    #: runs made before --landing existed searched without it: resumed, they keep doing so
-    LEGACY_DEFAULTS: ClassVar[dict] = {"landing": 0.0}
+    #: runs made before --landing existed searched without it, and before --landing-rule the only rule was
+    #: first: resumed, they keep doing so
+    LEGACY_DEFAULTS: ClassVar[dict] = {"landing": 0.0, "landing_rule": "first"}
 
     space: str = setting("small", "search space preset (small, imagenet)")
     data: str = setting(
@@ -72,10 +73,10 @@ class SearchConfig(JobSettings):
         "band lands on an in-band point of its path); a run that never meets the band is repaired. 0: the last step's "
         "decisions, repaired into the band (the earlier default; BENCHMARKS.md section 13)")
     landing_rule: str = setting(
-        "last", "last (freeze nothing: the search runs as with --landing 0 and returns the window's last in-band "
-        "decisions), first (freeze the window's first in-band decisions; the remaining steps train that one "
-        "network; measured 0.3 points less accurate, BENCHMARKS.md section 13) or hold (as last, then hold the "
-        "latest in-band decisions over the window's last quarter, so the search ends on its result)")
+        "hold", "hold (search as with --landing 0 until the window's last quarter, then hold the latest in-band "
+        "decisions to the end, so the search ends on its result), last (freeze nothing: return the window's last "
+        "in-band decisions, which may precede the last step) or first (freeze the window's first in-band decisions; "
+        "measured 0.7 points less accurate at the highest target, BENCHMARKS.md section 13)")
     runtime_formula: str = setting("exact", "exact (all 4 LUT entries) or paper (the released approximation)")
     val_fraction: float = setting(0.1, "share of training images held out for validation")
     train_subset: int | None = setting(None, "use only this many (seeded, random) training images")

@@ -34,7 +34,7 @@ DEFAULT_METHOD = "single-path"
 #: the key), and a branch inherits what the settings do not say
 VARIANTS = {"single-path-repair": ("single-path", {"landing": 0.0}),  # before landing was the default
             "single-path-landing-first": ("single-path", {"landing": LANDING_SHARE, "landing_rule": "first"}),
-            "single-path-landing-hold": ("single-path", {"landing": LANDING_SHARE, "landing_rule": "hold"})}
+            "single-path-landing-last": ("single-path", {"landing": LANDING_SHARE, "landing_rule": "last"})}
 METHOD_NAMES = (*METHODS, "random", *VARIANTS)
 
 
