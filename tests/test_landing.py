@@ -233,6 +233,8 @@ def test_the_hold_rule_searches_as_last_then_ends_on_its_result_and_resumes_exac
     if summary["landing"]["within_step"] is None:
         assert summary["landing"]["step"] == in_band[-1]
     assert [r["step"] for r in records["hold"] if "held" in r] == [held_from]
+    # the switch to the held decisions is the "held" record, not a flip: no flips after the hold step
+    assert not [r for r in records["hold"] if "flipped" in r and r["step"] > held_from]
     assert f"held from step {held_from} on" in summary["diagnostics"]["summary"] or \
         f"frozen there for the last {63 - held_from} steps" in summary["diagnostics"]["summary"]
     # interrupted after the hold step and resumed: the same landing and final weights

@@ -265,7 +265,10 @@ class SearchSteps:
         flipped = [i for i, (a, b) in enumerate(zip(self.previous_ops, arch.ops)) if a != b]
         if flipped:  # every flip, not only at logged steps: the diagnostics count them exactly
             self.log.write({"step": step, "flipped": flipped})
-        self.previous_ops = arch.ops
+        # frozen at this step: the next step's decisions are the held ones, a change the "held" record
+        # logs; the flips count what the thresholds decided
+        self.previous_ops = (self.landing.landed.ops if self.landing and self.landing.frozen_at == step
+                             else arch.ops)
         if step % cfg.log_every == 0 or step + 1 == self.total:
             self.log.write({
                 "step": step, "epoch": step / self.steps_per_epoch, "loss": stats.loss,
