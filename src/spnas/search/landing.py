@@ -48,8 +48,8 @@ from spnas.search.repair import band_low, with_group
 #: the default landing share (``--landing``) of a target-mode single-path search: the last 1/8 of the run, a
 #: third of the part after the paper's 5/8 warm-up
 DEFAULT_SHARE = 0.125
-#: last (the default): freeze nothing, return the window's last in-band decisions; first: freeze its first;
-#: hold: as last, then hold the latest in-band decisions over the window's last HOLD_PART
+#: hold (SearchConfig's default): as last, then hold the latest in-band decisions over the window's last
+#: HOLD_PART; last: freeze nothing, return the window's last in-band decisions; first: freeze its first
 RULES = ("last", "first", "hold")
 #: rule hold: the share of the landing window, at its end, for which the decisions are held
 HOLD_PART = 0.25

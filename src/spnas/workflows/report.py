@@ -72,10 +72,10 @@ OFFSET_SHARE = 0.05
 def prediction_offset_warnings(rows: list[dict]) -> list[str]:
     """Why measured ms may not be the table's: every model measured more than :data:`OFFSET_SHARE` off its
     prediction in the same direction. Seen on this VM (README, "Results on this machine"): whole runs
-    measured 8-25% under the table with no load, the models within a few points of each other, because the
-    machine ran at another speed than when the table was calibrated. A reference kernel timed at both
-    moments did not track it (its ratio explained the offset in 3 of 5 runs and made it worse in 2), so
-    the offset is reported, not corrected."""
+    measured their models 4-21% under the table on average, and one 21-28% over, with no other load and
+    the models within a few points of each other: the machine ran at another speed than when the table was
+    calibrated. A reference kernel timed at both moments did not track it (scaling by its ratio brought 3
+    of 5 runs closer and 2 further away), so the offset is reported, not corrected."""
     ratios = [(r["model"], r["measured_ms"] / r["predicted_ms"]) for r in rows
               if r.get("measured_ms") is not None and r.get("predicted_ms")]
     if len(ratios) < 2:
@@ -87,10 +87,10 @@ def prediction_offset_warnings(rows: list[dict]) -> list[str]:
         way = f"{(1 - high) * 100:.0f}-{(1 - low) * 100:.0f}% under"
     else:
         return []
-    return [f"every model measured {way} its predicted latency: the machine ran at another speed than when the "
-            f"latency table was calibrated, so compare the models' measured ms with each other (they were timed "
-            f"together, within {(high - low) * 100:.0f} points of each other), not with the target; for a table "
-            "that matches today's speed, profile again on a quiet machine (spnas run --no-cache)"]
+    return [f"every model measured {way} its predicted latency: most likely the machine ran at another speed "
+            "than when the latency table was calibrated, so compare the models' measured ms with each other (they "
+            f"were timed together, within {(high - low) * 100:.0f} points of each other), not with the target; for a "
+            "table that matches today's speed, profile again on a quiet machine (spnas run --no-cache)"]
 
 
 def write_report(run_dir: Path, summary: dict, space: SearchSpace) -> None:
