@@ -124,10 +124,10 @@ def test_the_last_rule_keeps_the_windows_latest_in_band_decisions_and_freezes_no
     landing = Landing.for_run(target_ms=1.0, margin=0.02, share=0.25, total_steps=100, warmup_steps=60)
     a, b, c = some_arch(), Architecture(SPACE.name, ("k5e6",) * len(SPACE.layers())), \
         Architecture(SPACE.name, ("k3e3",) * len(SPACE.layers()))
-    assert not landing.freezes and not landing.update(74, a, 0.98)  # the default rule; before the window
+    assert not landing.update(74, a, 0.98)  # before the window
     assert landing.update(75, a, 0.97) == a and landing.update(76, b, 0.99) == b  # every in-band step, the latest wins
     assert landing.update(77, c, 1.05) is None and (landing.landed, landing.step) == (b, 76)  # out of band: kept
-    assert landing.open_at(99)
+    assert landing.freeze_now(99) is None and not landing.frozen and landing.open_at(99)  # rule last never freezes
     # a step that jumped over the band: the in-band point of its path nearest to the step's end
     assert landing.update(78, c, 1.05, [(a, 0.97), (b, 0.98), (c, 1.02)]) == b and landing.within_step == 2
     again = Landing.for_run(1.0, 0.02, 0.25, 100, 60)

@@ -276,14 +276,11 @@ class TextProgress:
         self.stream = stream or sys.stderr
         self.passes = 0
         self.first_round_at = 0.0
-        self.last_done = 0
 
     def __call__(self, done: int, total: int) -> None:
         now = time.monotonic()
-        if done <= self.last_done or self.passes == 0:  # a new pass
+        if done == 1:  # every pass counts its rounds from 1
             self.passes += 1
-        self.last_done = done
-        if done == 1:
             self.first_round_at = now
             rate = eta = "--"
         else:

@@ -91,9 +91,7 @@ class Landing:
     within_step: int | None = None
     #: rule hold: the first step at which the landed decisions are held (None for the other rules)
     hold_step: int | None = None
-    #: whether the network's decisions are held at ``arch`` now (rule first: from its landing on)
-    frozen: bool = False
-    #: the step at which they were frozen
+    #: the step from which the network's decisions are held at ``arch`` (rule first: its landing step), or None
     frozen_at: int | None = None
 
     @classmethod
@@ -106,9 +104,8 @@ class Landing:
         return cls(target_ms, band_low(target_ms, margin), start, rule, hold_step=hold)
 
     @property
-    def freezes(self) -> bool:
-        """Whether this rule ever holds the decisions (rule last never does)."""
-        return self.rule != "last"
+    def frozen(self) -> bool:
+        return self.frozen_at is not None
 
     def takes_first(self, step: int) -> bool:
         """Whether ``step``'s first in-band decisions (and the first in-band point of its path) land: rule first,
@@ -120,7 +117,7 @@ class Landing:
         step (rule first: at once; hold: from its hold step); None otherwise, and once they are held."""
         if self.frozen or self.arch is None or not self.takes_first(step):
             return None
-        self.frozen, self.frozen_at = True, step
+        self.frozen_at = step
         return self.landed
 
     @property
@@ -154,4 +151,3 @@ class Landing:
         # checkpoints from before rule hold: only rule first froze, at its landing step
         legacy = self.step if self.rule == "first" and self.arch is not None else None
         self.frozen_at = state.get("frozen_at", legacy)
-        self.frozen = self.frozen_at is not None

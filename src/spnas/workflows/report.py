@@ -76,11 +76,11 @@ def prediction_offset_warnings(rows: list[dict]) -> list[str]:
     the models within a few points of each other: the machine ran at another speed than when the table was
     calibrated. A reference kernel timed at both moments did not track it (scaling by its ratio brought 3
     of 5 runs closer and 2 further away), so the offset is reported, not corrected."""
-    ratios = [(r["model"], r["measured_ms"] / r["predicted_ms"]) for r in rows
+    ratios = [r["measured_ms"] / r["predicted_ms"] for r in rows
               if r.get("measured_ms") is not None and r.get("predicted_ms")]
     if len(ratios) < 2:
         return []
-    low, high = min(v for _, v in ratios), max(v for _, v in ratios)
+    low, high = min(ratios), max(ratios)
     if low > 1 + OFFSET_SHARE:
         way = f"{(low - 1) * 100:.0f}-{(high - 1) * 100:.0f}% over"
     elif high < 1 - OFFSET_SHARE:
