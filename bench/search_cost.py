@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).parent))
-from guard_overhead import flat_lut, write_results  # noqa: E402  (a LUT whose values do not change a step's time)
+from common import flat_lut, write_results  # noqa: E402  (a LUT whose values do not change a step's time)
 
 from spnas.model.arch import uniform  # noqa: E402
 from spnas.latency.predict import differentiable_ms, lut_tensor  # noqa: E402

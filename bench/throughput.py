@@ -2,7 +2,7 @@
 and N processes, and the projected wall time of the paper's 8-epoch ImageNet search on this machine.
 
 It times spnas's own step (``engine.GlobalBatchStep``: forward, the runtime term for the supernet,
-backward, gradient check, optimiser step) on random images, so data loading is left out. N processes
+backward, the L2 term's gradient, gradient norms, optimiser step) on random images, so data loading is left out. N processes
 are joined as torchrun would (``Replicas``, gloo on the CPU, NCCL on CUDA); on the CPU the cores are
 shared out (1 process x C threads against N processes x C/N threads), on CUDA each process has a GPU.
 
@@ -26,17 +26,16 @@ import torch
 import torch.multiprocessing as mp
 
 sys.path.insert(0, str(Path(__file__).parent))
-from guard_overhead import flat_lut, write_results  # noqa: E402  (a LUT whose values do not change a step's time)
+from common import flat_lut, write_results  # noqa: E402  (a LUT whose values do not change a step's time)
 
 from spnas.model.arch import uniform  # noqa: E402
 from spnas.jobs.device import Precision  # noqa: E402
-from spnas.jobs.divergence import DivergenceGuard  # noqa: E402
 from spnas.jobs.engine import GlobalBatchStep  # noqa: E402
 from spnas.latency.predict import differentiable_ms, lut_tensor  # noqa: E402
 from spnas.nn.network import SinglePathNet  # noqa: E402
-from spnas.jobs.optim import make_optimizer  # noqa: E402
+from spnas.jobs.optim import L2Term, make_optimizer  # noqa: E402
 from spnas.jobs.replicas import Replicas  # noqa: E402
-from spnas.search.objective import regularisers  # noqa: E402
+from spnas.search.objective import runtime_term  # noqa: E402
 from spnas.model.space import get_space  # noqa: E402
 
 #: the paper's search (SPEC §5): 8 epochs of ImageNet at global batch 1024
@@ -59,19 +58,18 @@ def time_steps(rank: int, world: int, port: int, job: dict, result_file: str) ->
     net = precision.prepare(SinglePathNet(space) if job["model"] == "supernet" else
                             SinglePathNet(space, uniform(space, "k5e6")))
     optimizer = make_optimizer("tf-rmsprop", net.parameters(), 0.01)
-    step = GlobalBatchStep(replicas.wrap(net, device), net, optimizer, precision, replicas, world, 0.1)
-    guard = DivergenceGuard(Path("."), 10**9, space.num_classes, "bench")
+    step = GlobalBatchStep(replicas.wrap(net, device), net, optimizer, precision, replicas, world, 0.1,
+                           L2Term.of(net, 1e-5))
     b = job["per_process_batch"]
     x = torch.randn(b, space.in_channels, space.input_size, space.input_size)
     y = torch.randint(0, space.num_classes, (b,))
     lut = flat_lut(space)
     table = lut_tensor(lut, device)
 
-    def runtime_and_l2() -> torch.Tensor:
-        latency = differentiable_ms(lut, net.indicators().float(), table=table)
-        return regularisers(net, latency, 0.02, 1e-5).total
+    def runtime() -> torch.Tensor:
+        return runtime_term(differentiable_ms(lut, net.indicators().float(), table=table), 0.02)
 
-    regulariser = runtime_and_l2 if job["model"] == "supernet" else None
+    regulariser = runtime if job["model"] == "supernet" else None
 
     times = []
     for i in range(job["warmup"] + job["steps"]):
@@ -79,7 +77,7 @@ def time_steps(rank: int, world: int, port: int, job: dict, result_file: str) ->
             torch.cuda.synchronize(device)
         replicas.barrier()
         t0 = time.perf_counter()
-        step(i, lambda part: (x, y), step_seed=i, guard=guard, regulariser=regulariser)
+        step(i, lambda part: (x, y), step_seed=i, regulariser=regulariser)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         if i >= job["warmup"]:

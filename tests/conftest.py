@@ -61,18 +61,9 @@ def pixel1_table_path():
 
 def fake_lut(space, base: float = 0.1):
     """A LUT with plausible structure (k5 > k3, e6 > e3, wider layers cost more), no measuring."""
-    from spnas.latency.lut import lut_from_stats
-    from spnas.latency.parts import layer_key
+    from spnas.latency.synthetic import synthetic_table
 
-    cost = {"k3e3": 1.0, "k3e6": 1.8, "k5e3": 1.3, "k5e6": 2.4}
-    stats = {"overhead": {"median": 0.01, "iqr": 0.0}, "prefix": {"median": 0.2, "iqr": 0.0},
-             "suffix": {"median": 0.3, "iqr": 0.0}}
-    for l in space.layers():
-        for op, c in cost.items():
-            ms = base * c * (l.out_channels / 16) * (l.input_size / 8) ** 2 / 4 + 0.01
-            stats[layer_key(l.index, op)] = {"median": ms, "iqr": 0.0}
-    info = {"backend": "onnxruntime-cpu", "runtime": "onnxruntime", "runtime_version": "test", "threads": 1}
-    return lut_from_stats(space, stats, info, {"repeats": 0})
+    return synthetic_table(space, base)
 
 
 @pytest.fixture(scope="session")

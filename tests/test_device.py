@@ -12,6 +12,7 @@ import torch
 from spnas.data.datasets import load_data
 from spnas.data.loader import train_source
 from spnas.jobs.device import MAX_SKIPPED_STEPS, Precision, resolve_device
+from spnas.jobs.engine import StepStats
 from spnas.jobs.divergence import Diverged, DivergenceGuard
 from spnas.errors import SpnasError
 from spnas.train.config import TrainConfig
@@ -52,9 +53,14 @@ def _fp16_on_cpu(monkeypatch) -> Precision:
 
 
 def _backward_and_step(precision, loss, optimizer, model, guard, step) -> float:
+    """One fp16 step; the guard sees its gradient norm and skip count (a finite loss stands in, so only
+    the scaler's side is checked)."""
     optimizer.zero_grad(set_to_none=True)
     precision.backward(loss)
-    return precision.step(optimizer, model, guard, step)
+    norms = precision.step(optimizer, model)
+    guard.record(step, StepStats(torch.zeros(()), torch.zeros(()), torch.zeros(()), norms, **precision.health()))
+    guard.verify()
+    return norms.total.item()
 
 
 def test_fp16_scaler_skips_overflowing_steps_and_then_calls_it_divergence(tmp_path, monkeypatch):

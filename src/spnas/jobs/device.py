@@ -11,17 +11,15 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
-from spnas.jobs.divergence import DivergenceGuard, gradient_norm
+from spnas.jobs.divergence import MAX_SKIPPED_STEPS, GradientNorms, gradient_norms  # noqa: F401 (re-exported)
 from spnas.errors import SpnasError
 
 DEVICES_HELP = "auto (CUDA when present), cpu, cuda or cuda:N"
 AMP_MODES = ("off", "bf16", "fp16")
-#: an fp16 run whose scaler skips this many steps in a row is diverging, not just finding its scale
-MAX_SKIPPED_STEPS = 20
 
 
 def resolve_device(spec: str) -> torch.device:
@@ -60,12 +58,14 @@ class Precision:
     device: torch.device
     amp: str = "off"
     scaler: Any = field(default=None, init=False)
-    skipped_in_a_row: int = field(default=0, init=False)
+    #: fp16: the steps the scaler skipped in a row, on the device (the divergence guard reads it)
+    skipped_in_a_row: Any = field(default=0, init=False)
 
     def __post_init__(self) -> None:
         check_amp(self.amp, self.device)
         if self.amp == "fp16":
             self.scaler = torch.amp.GradScaler(self.device.type)
+            self.skipped_in_a_row = torch.zeros((), dtype=torch.int64, device=self.device)
 
     @property
     def channels_last(self) -> bool:
@@ -90,31 +90,39 @@ class Precision:
         """Accumulate the gradients of ``loss`` (scaled for fp16)."""
         (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
 
-    def step(self, optimizer: torch.optim.Optimizer, model: torch.nn.Module, guard: DivergenceGuard,
-             step: int) -> float:
-        """Gradient check and optimiser step; returns the (unscaled) gradient norm.
+    def step(self, optimizer: torch.optim.Optimizer, model: torch.nn.Module,
+             add_gradients: Callable[[], None] | None = None) -> GradientNorms:
+        """Optimiser step; returns the (unscaled) gradient norms, on the device. ``add_gradients`` adds
+        gradients of terms outside the backward pass (the L2 term) to the unscaled ones first.
 
-        With fp16 a non-finite gradient is the scaler's business (the step is skipped and the scale
-        lowered) until :data:`MAX_SKIPPED_STEPS` in a row say the run itself diverged.
+        Nothing is read here: whether the step diverged is the :class:`DivergenceGuard`'s to say, from
+        the norms. With fp16 a non-finite gradient is the scaler's business (the step is skipped and
+        the scale lowered) until :data:`MAX_SKIPPED_STEPS` in a row say the run itself diverged.
         """
+        if self.scaler is not None:
+            self.scaler.unscale_(optimizer)
+        if add_gradients is not None:
+            add_gradients()
+        norms = gradient_norms(model.parameters())
         if self.scaler is None:
-            norm = guard.check_gradients(step, model)
             optimizer.step()
-            return norm
-        self.scaler.unscale_(optimizer)
-        norm = gradient_norm(model.parameters()).item()
+            return norms
         self.scaler.step(optimizer)  # skips the update when the unscaled gradients are not finite
         self.scaler.update()
-        self.skipped_in_a_row = 0 if torch.isfinite(torch.tensor(norm)) else self.skipped_in_a_row + 1
-        if self.skipped_in_a_row >= MAX_SKIPPED_STEPS:
-            raise guard.fail(step, f"fp16 gradients overflowed {MAX_SKIPPED_STEPS} steps in a row "
-                             f"(loss scale {self.scaler.get_scale():.3g})", guard.lr_cause)
-        return norm
+        self.skipped_in_a_row = torch.where(torch.isfinite(norms.total), 0, self.skipped_in_a_row + 1)
+        return norms
+
+    def health(self) -> dict[str, Any]:
+        """fp16's skipped steps in a row and loss scale (device tensors), for the divergence guard."""
+        if self.scaler is None:
+            return {}
+        return {"skipped": self.skipped_in_a_row, "scale": self.scaler._scale}
 
     def state_dict(self) -> dict:
-        return {"scaler": self.scaler.state_dict() if self.scaler else None, "skipped": self.skipped_in_a_row}
+        return {"scaler": self.scaler.state_dict() if self.scaler else None, "skipped": int(self.skipped_in_a_row)}
 
     def load_state_dict(self, state: dict) -> None:
         if self.scaler is not None and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
-        self.skipped_in_a_row = state.get("skipped", 0)
+        if self.scaler is not None:
+            self.skipped_in_a_row = torch.tensor(state.get("skipped", 0), dtype=torch.int64, device=self.device)

@@ -20,8 +20,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from spnas.jobs.device import Precision
-from spnas.jobs.divergence import DivergenceGuard
+from spnas.jobs.divergence import GradientNorms
 from spnas.errors import SpnasError
+from spnas.jobs.optim import L2Term
 from spnas.jobs.progress import bar
 from spnas.jobs.replicas import Replicas, part_seed
 from spnas.jobs.runs import StopFlag
@@ -41,12 +42,28 @@ class Interrupted(SpnasError):
 
 @dataclass
 class StepStats:
-    """Means over the whole global batch, the same on every rank."""
+    """Means over the whole global batch, the same on every rank, as tensors on the device. Reading
+    them (:meth:`read`) makes the host wait for the device, so the loops read them only where they
+    write a log line, and the divergence guard checks them in batches (:meth:`DivergenceGuard.verify`)."""
 
-    ce: float
-    loss: float
-    batch_acc: float
-    grad_norm: float
+    ce: torch.Tensor
+    loss: torch.Tensor
+    batch_acc: torch.Tensor
+    grad: GradientNorms
+    #: the L2 penalty sum 0.5·||v||² (its weighted term is in ``loss``), where the step adds that term
+    l2: torch.Tensor | None = None
+    #: fp16 only: steps the loss scaler skipped in a row, and its scale
+    skipped: torch.Tensor | None = None
+    scale: torch.Tensor | None = None
+
+    def read(self, **extra: torch.Tensor | float) -> dict[str, float]:
+        """ce, loss, batch_acc, grad_norm (and l2 where the step has it) as numbers, with the ``extra``
+        tensors (or numbers) named by their keywords, in one transfer."""
+        named = {"ce": self.ce, "loss": self.loss, "batch_acc": self.batch_acc, "grad_norm": self.grad.total,
+                 **({"l2": self.l2} if self.l2 is not None else {}), **extra}
+        tensors = {k: v for k, v in named.items() if isinstance(v, torch.Tensor)}
+        values = torch.stack([v.detach().reshape(()).double() for v in tensors.values()]).tolist()
+        return {**{k: float(v) for k, v in named.items() if k not in tensors}, **dict(zip(tensors, values))}
 
 
 @dataclass
@@ -56,9 +73,13 @@ class GlobalBatchStep:
     ``model`` is what forward passes go through (DDP around ``net`` on several ranks). A rank with
     several parts sums their gradients, under DDP's ``no_sync`` until its last one. A part's loss is
     (cross-entropy + ``regulariser()``) × world / parts, so the gradient is the mean over all parts
-    of the global batch either way. The regulariser (L2, the runtime term) is called
-    after each part's forward pass, as the runtime term uses the indicators of that pass (with its
-    own dropout draw, as each of the paper's TPU cores had).
+    of the global batch either way. The regulariser (the runtime term) is called after each part's
+    forward pass, as it uses the indicators of that pass (with its own dropout draw, as each of the
+    paper's TPU cores had). The L2 term (``l2``, when the optimiser does not decay the weights itself)
+    is the same for every part: its gradient is added once, after the backward passes, and its value
+    to the reported loss.
+
+    Nothing in a step reads the device: the statistics come back as tensors (:class:`StepStats`).
     """
 
     model: nn.Module
@@ -68,10 +89,10 @@ class GlobalBatchStep:
     replicas: Replicas
     num_parts: int
     label_smoothing: float
+    l2: L2Term | None = None
 
-    def __call__(self, step: int, batch: PartBatch, *, step_seed: int, guard: DivergenceGuard,
-                 regulariser: Callable[[], torch.Tensor] | None = None,
-                 check_loss: Callable[[torch.Tensor, torch.Tensor], None] | None = None) -> StepStats:
+    def __call__(self, step: int, batch: PartBatch, *, step_seed: int,
+                 regulariser: Callable[[], torch.Tensor] | None = None) -> StepStats:
         self.optimizer.zero_grad(set_to_none=True)
         mine = self.replicas.parts(self.num_parts)
         scale = self.replicas.world / self.num_parts  # 1 for one process with one part: the plain loss
@@ -88,9 +109,12 @@ class GlobalBatchStep:
                 self.precision.backward(loss * scale if scale != 1 else loss)
             sums += torch.stack([ce.detach(), loss.detach(), (logits.detach().argmax(1) == y).float().mean()])
         ce_mean, loss_mean, acc = (self.replicas.sum(sums) / self.num_parts).unbind()
-        (check_loss or (lambda c, t: guard.check_loss(step, c, t)))(ce_mean, loss_mean)
-        grad_norm = self.precision.step(self.optimizer, self.net, guard, step)
-        return StepStats(ce_mean.item(), loss_mean.item(), acc.item(), grad_norm)
+        penalty = None
+        if self.l2 is not None:  # before the step: the weights this step's loss saw
+            penalty = self.l2.penalty()
+            loss_mean = loss_mean + self.l2.weight_decay * penalty
+        grad = self.precision.step(self.optimizer, self.net, self.l2.add_gradient if self.l2 is not None else None)
+        return StepStats(ce_mean, loss_mean, acc, grad, l2=penalty, **self.precision.health())
 
     def _accumulating(self, local_only: bool) -> contextlib.AbstractContextManager:
         """DDP's ``no_sync`` for a part whose gradients only add to this rank's (the last one reduces)."""
@@ -100,22 +124,35 @@ class GlobalBatchStep:
 
 def run_steps(
     *, start: int, total: int, steps_per_epoch: int, desc: str,
-    step: Callable[[int], dict], epoch_end: Callable[[int], None], save: Callable[[int], None],
+    step: Callable[[int], dict | None], epoch_end: Callable[[int], str | None], save: Callable[[int], None],
     max_steps: int | None, resume_hint: str, checkpoint_s: float | None = None,
-    replicas: Replicas = Replicas(),
+    replicas: Replicas = Replicas(), images_per_step: int = 1,
 ) -> None:
     """The step loop. On several ranks every rank calls it; ``save`` and ``epoch_end`` decide themselves
-    what only rank 0 does, and a stop signal seen by any rank stops all of them at the same step."""
+    what only rank 0 does, and a stop signal seen by any rank stops all of them at the same step.
+
+    ``step(i)`` returns what the progress bar shows beside its rate (a dict, at logged steps; None
+    elsewhere, so nothing is read from the device for it). The bar counts images (``images_per_step``
+    a step), so its rate is images/s of training steps: the time of epoch ends (evaluation, BatchNorm
+    re-estimation) and checkpoints is taken out of it and reported on a line of its own, with what
+    ``epoch_end`` returns (e.g. the validation accuracy).
+    """
     last_save = time.monotonic()
-    with StopFlag() as flag, bar(total, desc, "step", initial=start, disable=not replicas.main) as progress:
+    with StopFlag() as flag, bar(total * images_per_step, desc, "img", initial=start * images_per_step,
+                                 disable=not replicas.main, unit_scale=True) as progress:
         for i in range(start, total):
             postfix = step(i)
-            progress.update()
-            progress.set_postfix(postfix, refresh=False)
+            progress.update(images_per_step)
+            if postfix is not None:
+                progress.set_postfix({"step": f"{i + 1}/{total}", **postfix}, refresh=False)
+            paused = time.monotonic()
             last = i + 1 == total
             epoch_done = (i + 1) % steps_per_epoch == 0 or last
             if epoch_done:
-                epoch_end(i)
+                summary = epoch_end(i)
+                if summary and replicas.main:
+                    progress.write(f"{desc}: epoch {(i + 1 + steps_per_epoch - 1) // steps_per_epoch} at step {i + 1}: "
+                                   f"{summary} ({time.monotonic() - paused:.1f} s, not counted in the rate)")
             # any rank's clock or signal counts, so that all ranks save and stop at the same step
             due, stop = replicas.any(checkpoint_s is not None and time.monotonic() - last_save >= checkpoint_s,
                                      flag.stop)
@@ -123,6 +160,7 @@ def run_steps(
             if saved:
                 save(i + 1)
                 last_save = time.monotonic()
+            _exclude(progress, time.monotonic() - paused)
             if stop or (max_steps is not None and i + 1 >= max_steps and not last):
                 if not saved:
                     save(i + 1)
@@ -130,3 +168,10 @@ def run_steps(
                 why = f"on {signal.Signals(signum).name}" if stop else "as asked (--max-steps)"
                 raise Interrupted(f"stopped {why} at step {i + 1}/{total}; checkpoint saved, continue with: "
                                   f"{resume_hint}", 128 + signum if stop else 0)
+
+
+def _exclude(progress, seconds: float) -> None:
+    """Leave ``seconds`` (an epoch end, a checkpoint) out of the bar's rate and ETA."""
+    if not progress.disable and seconds > 0:
+        progress.start_t += seconds
+        progress.last_print_t += seconds

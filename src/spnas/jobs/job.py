@@ -120,8 +120,8 @@ class Job:
         return train_source(self.data, cfg.batch_size, cfg.seed, self.device, workers=workers,
                             parts=self.num_parts, mine=self.replicas.parts(self.num_parts))
 
-    def guard(self, total: int, lr_hint: str, start: int) -> DivergenceGuard:
-        return DivergenceGuard(self.run_dir, total, self.data.num_classes, lr_hint, start or None)
+    def guard(self, total: int, lr_hint: str, start: int, model: torch.nn.Module | None = None) -> DivergenceGuard:
+        return DivergenceGuard(self.run_dir, total, self.data.num_classes, lr_hint, start or None, model)
 
     def metrics_log(self, start: int) -> MetricsLog:
         return MetricsLog(self.run_dir / METRICS, resume_step=start if self.resumed else None,
@@ -132,7 +132,9 @@ class Job:
 
     def checkpoint(self, step: int, parts: dict[str, Any], kind: str, guard: DivergenceGuard,
                    wall_before: float) -> None:
-        """Check every part is finite (on every rank, so all stop together), then write on rank 0."""
+        """Check the steps since the last check and every part are finite (on every rank, so all stop
+        together), then write on rank 0."""
+        guard.verify()
         guard.check_state(step, parts)
         if self.replicas.main:
             save_checkpoint(self.run_dir / CHECKPOINT, step, self.wall_s(wall_before), parts, kind)

@@ -69,15 +69,19 @@ class MBConv(nn.Module):
         self.indicators: torch.Tensor | None = None
         self._register_load_state_dict_pre_hook(_rename_old_keys)
 
-    def depthwise(self, x: torch.Tensor) -> torch.Tensor:
-        if self.superkernel is None:
-            return self.conv_dw(x)
-        weight, self.indicators = self.superkernel(self.conv_dw.weight)
+    def depthwise(self, x: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+        """The depthwise convolution, with ``weight`` (the supernet's masked weight, which its
+        :class:`~spnas.nn.superkernel_bank.SuperKernelBank` computes for all layers at once) or the block's
+        own: a superkernel block called on its own masks its weight through its :class:`SuperKernel`."""
+        if weight is None:
+            if self.superkernel is None:
+                return self.conv_dw(x)
+            weight, self.indicators = self.superkernel(self.conv_dw.weight)
         return F.conv2d(x, weight, None, self.stride, self.kernel // 2, groups=weight.shape[0])
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, dw_weight: torch.Tensor | None = None) -> torch.Tensor:
         y = F.relu(self.bn1(self.conv_pw(x))) if self.conv_pw is not None else x
-        y = F.relu(self.bn2(self.depthwise(y)))
+        y = F.relu(self.bn2(self.depthwise(y, dw_weight)))
         y = self.bn3(self.conv_pwl(y))
         return x + y if self.has_residual else y
 

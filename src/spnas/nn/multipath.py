@@ -8,6 +8,8 @@ claims a single path saves (a step's time and memory, issue 17), not as a recomm
 
 from __future__ import annotations
 
+from dataclasses import astuple
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -15,6 +17,7 @@ from torch import nn
 from spnas.model.arch import Architecture
 from spnas.nn.blocks import MBConv
 from spnas.nn.network import SinglePathNet
+from spnas.nn.superkernel import Decision
 from spnas.model.space import MBCONV_OPS, SKIP, LayerSpec, SearchSpace, op_kernel_expand
 
 
@@ -85,6 +88,21 @@ class MultiPathNet(SinglePathNet):
                                              layer.weights.new_zeros(())) for op in MBCONV_OPS])
                             for layer in self.mixed_layers()])
 
+    @torch.no_grad()
+    def decision_state(self) -> dict[str, torch.Tensor]:
+        """``decisions``: (layers, 3) the decisions [k5, e3, e6] of every layer's most likely op, on the
+        device (nothing is read to the host)."""
+        layers = self.mixed_layers()
+        width = max(len(l.ops) for l in layers)
+        alphas = torch.stack([F.pad(l.alpha, (0, width - len(l.ops)), value=float("-inf")) for l in layers])
+        device = alphas.device
+        if getattr(self, "_op_decisions", None) is None or self._op_decisions.device != device:
+            rows = [[list(astuple(Decision.from_op(op))) for op in l.ops] + [[0, 0, 0]] * (width - len(l.ops))
+                    for l in layers]
+            self._op_decisions = torch.tensor(rows, dtype=alphas.dtype, device=device)
+        return {"decisions": self._op_decisions[torch.arange(len(layers), device=device), alphas.argmax(1)]}
+
     def architecture(self) -> Architecture:
         """The most likely op of every layer."""
-        return Architecture(self.space.name, tuple(l.ops[int(l.alpha.argmax())] for l in self.mixed_layers()))
+        return Architecture(self.space.name, tuple(Decision(*map(int, row)).op
+                                                   for row in self.decision_state()["decisions"].tolist()))

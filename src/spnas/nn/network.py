@@ -16,6 +16,7 @@ from torch import nn
 from spnas.model.arch import Architecture
 from spnas.nn.blocks import MBConv, conv_bn_act
 from spnas.nn.superkernel import GROUPS, Decision, SuperKernel
+from spnas.nn.superkernel_bank import SuperKernelBank
 from spnas.model.space import SKIP, LayerSpec, SearchSpace, op_kernel_expand
 
 INDICATOR_SCALES = ("absolute", "init-norm")
@@ -50,6 +51,11 @@ class SinglePathNet(nn.Module):
         self.dropout = nn.Dropout(space.dropout)
         self.classifier = nn.Linear(space.head_out, space.num_classes)
         _init_weights(self)
+        #: the supernet's superkernels, computed together on every forward (None for a derived network)
+        blocks = self.searchable_blocks()
+        self.bank = SuperKernelBank(blocks) if blocks else None
+        #: (layers, 3) indicators of the last forward pass (the supernet's)
+        self._indicators: torch.Tensor | None = None
 
     def searchable_layer(self, spec: LayerSpec) -> nn.Module:
         """A supernet's layer at a searchable position: one MBConv through a superkernel."""
@@ -62,7 +68,13 @@ class SinglePathNet(nn.Module):
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.blocks_before(self.stem(x))
-        x = self.blocks_after(self.layers(x))
+        if self.bank is not None:
+            weights, self._indicators = self.bank(self.training)
+            for block, weight in zip(self.layers, weights):
+                x = block(x, weight)
+        else:
+            x = self.layers(x)
+        x = self.blocks_after(x)
         return self.pool(self.head(x)).flatten(1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -115,26 +127,20 @@ class SinglePathNet(nn.Module):
                 sk.indicator_scale.copy_(torch.tensor([norms["k5"], norms["e3"], norms["e6"]]).clamp_min(1e-6))
 
     def indicators(self) -> torch.Tensor:
-        """(layers, 3) differentiable indicators [d_k5, d_e3, d_e6] of the last training forward."""
-        blocks = self.searchable_blocks()
-        if any(b.indicators is None for b in blocks):
-            return self.current_indicators()
-        return torch.stack([b.indicators for b in blocks])
+        """(layers, 3) differentiable indicators [d_k5, d_e3, d_e6] of the last forward pass."""
+        return self._indicators if self._indicators is not None else self.current_indicators()
 
     def current_indicators(self) -> torch.Tensor:
         """(layers, 3) indicators computed from the weights now, without dropout (differentiable)."""
-        rows = []
-        for block in self.searchable_blocks():
-            sk = block.superkernel
-            keep, sk.indicator_keep = sk.indicator_keep, None
-            _, d = sk(block.conv_dw.weight)
-            sk.indicator_keep = keep
-            rows.append(d)
-        return torch.stack(rows)
+        return self.bank(training=False)[1]
 
-    @torch.no_grad()
+    def decision_state(self) -> dict[str, torch.Tensor]:
+        """The hard decisions now, their margins and the group norms, as (layers, 3) tensors on the model's
+        device (nothing is read to the host; see :meth:`SuperKernelBank.decisions`)."""
+        return self.bank.decisions()
+
     def decisions(self) -> list[Decision]:
-        return [Decision(*(int(v) for v in row)) for row in self.current_indicators().round().tolist()]
+        return [Decision(*(int(v) for v in row)) for row in self.decision_state()["decisions"].tolist()]
 
     def architecture(self) -> Architecture:
         """The hard decisions now, as an Architecture (the search result is this at the last step)."""
@@ -160,22 +166,27 @@ class SinglePathNet(nn.Module):
         if self.architecture() != arch:
             raise RuntimeError("could not force the architecture (a group norm is zero?)")
 
+    @torch.no_grad()
     def thresholds(self) -> list[dict[str, float]]:
-        return [b.superkernel.thresholds() for b in self.searchable_blocks()]
+        """Each layer's thresholds, read in one transfer."""
+        rows = torch.stack([t for b in self.searchable_blocks() for t in (b.superkernel.t_k5, b.superkernel.t_e3,
+                                                                            b.superkernel.t_e6)]).view(-1, 3)
+        return _per_group(rows.tolist())
 
     def group_norms(self) -> list[dict[str, float]]:
-        return [b.superkernel.group_norms(b.conv_dw.weight) for b in self.searchable_blocks()]
+        """The norms each layer's thresholds are compared with, under its hard decisions now."""
+        return _per_group(self.decision_state()["norms"].tolist())
 
     def decision_margins(self) -> list[dict[str, float]]:
         """Per layer, (norm - threshold) / scale of each group: the signed distance of each hard decision
         from flipping, in the indicator's own units (the repair flips the smallest first; the landing
         orders one step's flips by when their margins crossed zero)."""
-        margins = []
-        for block in self.searchable_blocks():
-            sk = block.superkernel
-            norms, t = sk.group_norms(block.conv_dw.weight), sk.thresholds()
-            margins.append({g: (norms[g] - t[g]) / s for g, s in zip(GROUPS, sk.indicator_scale.tolist())})
-        return margins
+        return _per_group(self.decision_state()["margins"].tolist())
+
+
+def _per_group(rows: list[list[float]]) -> list[dict[str, float]]:
+    """(layers, 3) values in GROUPS order as one dict per layer."""
+    return [dict(zip(GROUPS, row)) for row in rows]
 
 
 def _fixed_blocks(space: SearchSpace, channels: int, blocks) -> tuple[nn.Sequential, int]:

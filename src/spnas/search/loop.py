@@ -6,6 +6,7 @@ epoch end are :class:`SearchSteps`.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -22,10 +23,10 @@ from spnas.errors import SpnasError
 from spnas.jobs.evaluate import accuracy, recalibrated_batchnorm
 from spnas.outputs.files import write_json
 from spnas.latency.lut import LatencyTable
-from spnas.latency.predict import lut_tensor, predict_ms
+from spnas.latency.predict import differentiable_ms, lut_tensor, predict_ms
 from spnas.nn.network import SinglePathNet
-from spnas.nn.superkernel import Decision
-from spnas.jobs.optim import make_optimizer, staircase_schedule
+from spnas.nn.superkernel import GROUPS, Decision
+from spnas.jobs.optim import L2Term, make_optimizer, staircase_schedule
 from spnas.jobs.job import Job
 from spnas.jobs.runs import METRICS, MetricsLog, read_metrics, resumed_config
 from spnas.search.branch import warmup_steps
@@ -33,7 +34,7 @@ from spnas.search.config import SearchConfig
 from spnas.search.diagnostics import Diagnosis, diagnose, plot_decisions
 from spnas.search.landing import Landing, path_within_step
 from spnas.search.repair import architecture_of, canonical_price
-from spnas.search.objective import Regularisers, TargetController, regularisers
+from spnas.search.objective import TargetController, runtime_term
 from spnas.search.plots import plot_search_progress
 from spnas.search.methods import METHODS, MultiPath, SinglePath
 from spnas.search.random_search import CandidateTraining, draw_candidates
@@ -107,9 +108,9 @@ def _search(job: Job, space: SearchSpace, lut: LatencyTable) -> SearchResult:
     parts = {"model": net, "optimizer": optimizer, "schedule": schedule, "controller": controller,
              "precision": precision, "landing": landing}
     start, wall_before = job.restore(parts, "search")
-    guard = job.guard(total, f"--lr-per-256 {cfg.lr_per_256:g}, LR {cfg.lr:g} at batch {cfg.batch_size}", start)
+    guard = job.guard(total, f"--lr-per-256 {cfg.lr_per_256:g}, LR {cfg.lr:g} at batch {cfg.batch_size}", start, net)
     one_step = GlobalBatchStep(job.replicas.wrap(net, precision.device, cfg.sync_bn), net, optimizer, precision,
-                               job.replicas, job.num_parts, cfg.label_smoothing)
+                               job.replicas, job.num_parts, cfg.label_smoothing, L2Term.of(net, cfg.weight_decay))
     table = lut_tensor(lut, precision.device)
     log = job.metrics_log(start)
     val = eval_source(data, data.val, device=precision.device)
@@ -118,9 +119,11 @@ def _search(job: Job, space: SearchSpace, lut: LatencyTable) -> SearchResult:
                        val, warm_steps, steps_per_epoch, total)
     try:
         run_steps(start=start, total=total, steps_per_epoch=steps_per_epoch, desc="search", step=loop.step,
-                  epoch_end=loop.epoch_end, save=lambda step: job.checkpoint(step, parts, "search", guard, wall_before),
+                  epoch_end=loop.epoch_end, save=lambda step: (loop.flush(), job.checkpoint(step, parts, "search", guard,
+                                                                                            wall_before)),
                   max_steps=cfg.max_steps, checkpoint_s=cfg.checkpoint_minutes * 60,
-                  resume_hint=f"spnas search --resume {run_dir}", replicas=job.replicas)
+                  resume_hint=f"spnas search --resume {run_dir}", replicas=job.replicas,
+                  images_per_step=cfg.batch_size)
     finally:
         log.close()
 
@@ -134,7 +137,7 @@ def _search(job: Job, space: SearchSpace, lut: LatencyTable) -> SearchResult:
     records = read_metrics(run_dir / METRICS)
     result.diagnosis = diagnose(records, space, total, warm_steps, steps_per_epoch, cfg.target_ms, arch.ops,
                                 cfg.indicator_scale, last_step_ms=result.last_step_ms)  # priced as the result is
-    _save_result(job, space, lut, result, lambda_=controller.lam if controller else cfg.lambda_, steps=total,
+    _save_result(job, space, lut, result, lambda_=float(controller.lam) if controller else cfg.lambda_, steps=total,
                  landing=landing.state_dict() if landing else None,
                  controller=controller.state_dict() if controller else None,
                  diagnostics=result.diagnosis.to_dict(), warnings=result.diagnosis.warnings, **method.state(net))
@@ -176,14 +179,16 @@ def _random_search(job: Job, space: SearchSpace, lut: LatencyTable) -> SearchRes
                                  eval_source(job.data, job.data.val, device=precision.device), log=None, guard=None)
     parts = {"random_search": training, "precision": precision}
     start, wall_before = job.restore(parts, "search")
-    training.guard = guard = job.guard(total, f"--lr-per-256 {cfg.lr_per_256:g}, LR {cfg.lr:g}", start)
+    training.guard = guard = job.guard(total, f"--lr-per-256 {cfg.lr_per_256:g}, LR {cfg.lr:g}", start,
+                                       getattr(training, "net", None))  # a resumed candidate's (start sets it)
     training.log = log = job.metrics_log(start)
     try:
         run_steps(start=start, total=total, steps_per_epoch=proxy_steps, desc="random search", step=training.step,
                   epoch_end=training.epoch_end,
                   save=lambda step: job.checkpoint(step, parts, "search", guard, wall_before),
                   max_steps=cfg.max_steps, checkpoint_s=cfg.checkpoint_minutes * 60,
-                  resume_hint=f"spnas search --resume {run_dir}", replicas=job.replicas)
+                  resume_hint=f"spnas search --resume {run_dir}", replicas=job.replicas,
+                  images_per_step=cfg.batch_size)
     finally:
         log.close()
     best = Architecture.from_string(training.best()["arch"])
@@ -197,7 +202,13 @@ def _random_search(job: Job, space: SearchSpace, lut: LatencyTable) -> SearchRes
 @dataclass
 class SearchSteps:
     """One search step and one epoch end (what :func:`~spnas.jobs.engine.run_steps` calls), with what they
-    need; built once by the job."""
+    need; built once by the job.
+
+    A step reads nothing from the device unless it writes a log line or lies in the landing window
+    (then once): its hard decisions, the controller's lambda and the divergence checks stay on the device,
+    and the decisions of the steps in between are compared (for the flips the diagnostics count) when
+    they are next read, at a logged step, an epoch end or a checkpoint (:meth:`flush`).
+    """
 
     job: Job
     method: SinglePath | MultiPath
@@ -215,11 +226,13 @@ class SearchSteps:
     warmup_steps: int
     steps_per_epoch: int
     total: int
-    #: the hard decisions after the previous step (at a resume: the checkpoint's), to log each flip
+    #: the hard decisions after the last step compared (at a resume: the checkpoint's), to log each flip
     previous_ops: tuple[str, ...] = ()
     #: the previous step's decisions and margins, for the path of a step in the landing window
     previous_decisions: list[Decision] = field(default_factory=list)
     previous_margins: list[dict] = field(default_factory=list)
+    #: (step, (layers, 3) decisions on the device) of the steps not yet compared with their predecessors
+    pending: list[tuple[int, torch.Tensor]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.landing and self.landing.frozen:  # a resume after the decisions were frozen
@@ -227,57 +240,91 @@ class SearchSteps:
         self.previous_ops = self.net.architecture().ops
         if self.landing and self.landing.open_at(self.landing.start_step):
             self.previous_decisions, self.previous_margins = self.net.decisions(), self.net.decision_margins()
+        # the controller prices the hard decisions on the device, in float64 (the table's own sum, as
+        # predict_ms adds it: equal for 0/1 decisions, see latency.predict)
+        self._table64 = self.table.double() if self.controller else None
 
-    def step(self, step: int) -> dict:
+    def step(self, step: int) -> dict | None:
         cfg, net, lut, guard = self.job.cfg, self.net, self.lut, self.guard
         epoch, in_epoch = divmod(step, self.steps_per_epoch)
         warm = step < self.warmup_steps
         net.train()
         self.method.begin_step(net, cfg, warm, step / self.steps_per_epoch)
         lam = 0.0 if warm else (self.controller.lam if self.controller else cfg.lambda_)
-        terms: list[tuple[torch.Tensor, Regularisers]] = []  # (latency, regularisers) of each part
+        terms: list[tuple[torch.Tensor, torch.Tensor]] = []  # (latency, runtime term) of each part
 
         def regulariser() -> torch.Tensor:  # after the part's forward pass: its indicators
             latency = self.method.latency_ms(net, lut, self.table, cfg)
-            terms.append((latency, regularisers(net, latency, lam, cfg.weight_decay)))
-            return terms[-1][1].total
-
-        def check_loss(ce: torch.Tensor, total: torch.Tensor) -> None:
-            latency, reg = terms[-1]
-            guard.check_loss(step, ce, total, latency_ms=latency, runtime=reg.runtime, lam=lam)
+            terms.append((latency, runtime_term(latency, lam)))
+            return terms[-1][1]
 
         stats = self.one_step(step, lambda part: self.source.batch(epoch, in_epoch, part, self.job.num_parts),
-                              step_seed=cfg.seed * 1_000_003 + step, guard=guard, regulariser=regulariser,
-                              check_loss=check_loss)
-        reg = terms[-1][1]
+                              step_seed=cfg.seed * 1_000_003 + step, regulariser=regulariser)
+        latency, runtime = terms[-1]
+        guard.record(step, stats, latency_ms=latency, runtime=runtime, lam=lam)
         self.schedule.step()
 
-        arch = net.architecture()
-        hard_ms = predict_ms(lut, arch)
+        state = self.method.decision_state(net)
         if self.controller and not warm:
-            self.controller.update(hard_ms)
-        if self.landing and self.landing.open_at(step + 1):  # from the step before the window, where its paths start
-            decisions, margins = net.decisions(), net.decision_margins()
+            self.controller.update(differentiable_ms(lut, state["decisions"].double(), table=self._table64))
+        self.pending.append((step, state["decisions"]))
+        window = self.landing is not None and self.landing.open_at(step + 1)  # from the step before it
+        logged = step % cfg.log_every == 0 or step + 1 == self.total
+        if not (window or logged):
+            return None
+        compared, margin_rows = self._take_pending(state["margins"] if window else None)
+        decisions = compared[-1][1]
+        arch = Architecture(net.space.name, tuple(d.op for d in decisions))
+        if window:
+            margins = [dict(zip(GROUPS, row)) for row in margin_rows]
             if self.landing.open_at(step):
                 self.land(step, arch, decisions, margins)
                 self.hold(step)
             self.previous_decisions, self.previous_margins = decisions, margins
-        flipped = [i for i, (a, b) in enumerate(zip(self.previous_ops, arch.ops)) if a != b]
-        if flipped:  # every flip, not only at logged steps: the diagnostics count them exactly
-            self.log.write({"step": step, "flipped": flipped})
-        # frozen at this step: the next step's decisions are the held ones, a change the "held" record
-        # logs; the flips count what the thresholds decided
-        self.previous_ops = (self.landing.landed.ops if self.landing and self.landing.frozen_at == step
-                             else arch.ops)
-        if step % cfg.log_every == 0 or step + 1 == self.total:
-            self.log.write({
-                "step": step, "epoch": step / self.steps_per_epoch, "loss": stats.loss,
-                "ce": stats.ce, "l2": reg.l2.item(), "runtime_term": reg.runtime.item(),
-                "predicted_ms": hard_ms, "lambda": lam, "lr": self.schedule.get_last_lr()[0],
-                "grad_norm": stats.grad_norm, "warmup": warm, "batch_acc": stats.batch_acc,
-                "ops": list(arch.ops), **self.method.state(net),
-            })
-        return {"ce": f"{stats.ce:.3f}", "ms": f"{hard_ms:.3f}", "lam": f"{lam:.3g}"}
+        self._log_flips(compared)
+        if self.landing and self.landing.frozen_at == step:
+            # frozen at this step: the next step's decisions are the held ones, a change the "held"
+            # record logs; the flips count what the thresholds decided
+            self.previous_ops = self.landing.landed.ops
+        if not logged:
+            return None
+        guard.verify()
+        values = stats.read(runtime_term=runtime, lam=lam)
+        hard_ms = predict_ms(lut, arch)
+        self.log.write({
+            "step": step, "epoch": step / self.steps_per_epoch, "loss": values["loss"], "ce": values["ce"],
+            "l2": values["l2"], "runtime_term": values["runtime_term"], "predicted_ms": hard_ms,
+            "lambda": values["lam"], "lr": self.schedule.get_last_lr()[0], "grad_norm": values["grad_norm"],
+            "warmup": warm, "batch_acc": values["batch_acc"], "ops": list(arch.ops), **self.method.state(net),
+        })
+        return {"ce": f"{values['ce']:.3f}", "ms": f"{hard_ms:.3f}", "lam": f"{values['lam']:.3g}"}
+
+    def _take_pending(self, extra: torch.Tensor | None = None) -> tuple[list[tuple[int, list[Decision]]], list]:
+        """The pending steps' decisions (and ``extra``, a (layers, 3) tensor), read in one transfer."""
+        tensors = [d for _, d in self.pending] + ([extra] if extra is not None else [])
+        if not tensors:
+            return [], []
+        values = torch.stack(tensors).tolist()
+        compared = [(s, [Decision(*(int(v) for v in row)) for row in rows])
+                    for (s, _), rows in zip(self.pending, values)]
+        self.pending = []
+        return compared, (values[-1] if extra is not None else [])
+
+    def _log_flips(self, compared: list[tuple[int, list[Decision]]]) -> None:
+        """A record for every step whose decisions differ from its predecessor's (the diagnostics count
+        every flip exactly, not only those at logged steps)."""
+        for step, decisions in compared:
+            ops = tuple(d.op for d in decisions)
+            flipped = [i for i, (a, b) in enumerate(zip(self.previous_ops, ops)) if a != b]
+            if flipped:
+                self.log.write({"step": step, "flipped": flipped})
+            self.previous_ops = ops
+
+    def flush(self) -> None:
+        """Log the flips of the steps since the last read and check them for divergence (before an epoch
+        end's record and before a checkpoint, so both see every step before them)."""
+        self._log_flips(self._take_pending()[0])
+        self.guard.verify()
 
     def land(self, step: int, arch: Architecture, decisions: list[Decision], margins: list[dict]) -> None:
         """Land on the step's decisions, or a point of its path (:func:`path_within_step`), if in band."""
@@ -299,13 +346,17 @@ class SearchSteps:
             self.log.write({"step": step, "held": held.to_string(), "landed_step": self.landing.step,
                             "rule": self.landing.rule})
 
-    def epoch_end(self, step: int) -> None:
+    def epoch_end(self, step: int) -> str | None:
+        self.flush()
         if not self.job.replicas.main:  # the others go on to the next step and wait for rank 0 there
-            return
+            return None
+        started = time.monotonic()
         arch = self.net.architecture()
         record = {"step": step, "epoch_end": step // self.steps_per_epoch + 1,
                   "predicted_ms": predict_ms(self.lut, arch), "arch": arch.to_string()}
         if self.job.cfg.eval_every_epoch and len(self.job.data.val):
             with recalibrated_batchnorm(self.net, self.source) as calibrated:  # see its docstring: dropout vs BN
                 record["val_acc"] = accuracy(calibrated, self.val)
+            record["eval_s"] = round(time.monotonic() - started, 3)
         self.log.write(record)
+        return f"validation top-1 {record['val_acc'] * 100:.2f}%" if "val_acc" in record else None

@@ -45,6 +45,10 @@ class SinglePath:
     def latency_ms(self, net: SinglePathNet, lut: LatencyTable, table: torch.Tensor, cfg) -> torch.Tensor:
         return differentiable_ms(lut, net.indicators().float(), cfg.runtime_formula, table=table)
 
+    def decision_state(self, net: SinglePathNet) -> dict[str, torch.Tensor]:
+        """The hard decisions now, on the device: ``decisions`` (layers, 3) and ``margins`` (layers, 3)."""
+        return net.decision_state()
+
     def state(self, net: SinglePathNet) -> dict:
         return {"thresholds": net.thresholds(), "norms": net.group_norms()}
 
@@ -76,6 +80,10 @@ class MultiPath:
         with q < 0, as measured, a slight overestimate while the mixture is still spread."""
         expected = net.expected_ms(table, lut.constant_ms)
         return lut.calibration.apply(expected, net.expected_op_weights()) if lut.calibration else expected
+
+    def decision_state(self, net: MultiPathNet) -> dict[str, torch.Tensor]:
+        """``decisions`` (layers, 3): those of each layer's most likely op, on the device."""
+        return net.decision_state()
 
     def state(self, net: MultiPathNet) -> dict:
         return {"alphas": [[round(v, 4) for v in layer.alpha.tolist()] for layer in net.mixed_layers()]}

@@ -6,24 +6,17 @@ import math
 from dataclasses import dataclass
 
 import torch
-from torch import nn
-
-from spnas.jobs.optim import l2_penalty
 
 
-@dataclass
-class Regularisers:
-    total: torch.Tensor
-    l2: torch.Tensor
-    runtime: torch.Tensor
-
-
-def regularisers(model: nn.Module, latency_ms: torch.Tensor, lam: float, weight_decay: float) -> Regularisers:
-    """weight_decay·l2 + lam·1000·ln(R_ms): with the label-smoothed cross-entropy, the released code's
-    objective (the step adds the cross-entropy of each part of the batch)."""
-    l2 = l2_penalty(model)
-    runtime = lam * 1000.0 * torch.log(latency_ms)
-    return Regularisers(weight_decay * l2 + runtime, l2, runtime)
+def runtime_term(latency_ms: torch.Tensor, lam: float | torch.Tensor) -> torch.Tensor:
+    """lam·1000·ln(R_ms): the released code's runtime loss. With the label-smoothed cross-entropy and
+    the L2 term (weight_decay · l2, which the step applies, :class:`~spnas.jobs.optim.L2Term`), the
+    released objective. ``lam`` may be the controller's device tensor (float64): the factor lam·1000 is
+    rounded to the latency's float32 as a Python number would be."""
+    factor = lam * 1000.0
+    if isinstance(factor, torch.Tensor):
+        factor = factor.to(latency_ms.dtype)
+    return factor * torch.log(latency_ms)
 
 
 @dataclass
@@ -57,14 +50,22 @@ class TargetController:
     def aim_ms(self) -> float:
         return self.target_ms * (1 - self.margin)
 
-    def update(self, hard_ms: float) -> float:
+    def update(self, hard_ms: float | torch.Tensor) -> float | torch.Tensor:
+        """One step of the controller on the hard decisions' latency: a number, or a device tensor (then
+        lambda and the integral stay on the device, float64, and nothing is read)."""
+        if isinstance(hard_ms, torch.Tensor):
+            error = torch.log(hard_ms.double() / self.aim_ms)
+            integral = torch.as_tensor(self.integral, dtype=torch.float64, device=hard_ms.device)
+            self.integral = (integral + self.rate * error).clamp(-self.lam_max, self.lam_max)
+            self.lam = (self.integral + self.gain * error).clamp(-self.lam_max, self.lam_max)
+            return self.lam
         error = math.log(hard_ms / self.aim_ms)
         self.integral = min(max(self.integral + self.rate * error, -self.lam_max), self.lam_max)
         self.lam = min(max(self.integral + self.gain * error, -self.lam_max), self.lam_max)
         return self.lam
 
     def state_dict(self) -> dict:
-        return {"lam": self.lam, "integral": self.integral}
+        return {"lam": float(self.lam), "integral": float(self.integral)}
 
     def load_state_dict(self, state: dict) -> None:
         self.lam = state["lam"]

@@ -28,7 +28,7 @@ from spnas.latency.lut import LatencyTable
 from spnas.latency.predict import predict_ms
 from spnas.nn.network import SinglePathNet
 from spnas.search.repair import band_low
-from spnas.jobs.optim import l2_penalty, make_optimizer
+from spnas.jobs.optim import L2Term, make_optimizer
 from spnas.jobs.runs import MetricsLog
 from spnas.model.space import SearchSpace
 
@@ -80,30 +80,37 @@ class CandidateTraining:
         self.optimizer = make_optimizer(cfg.optimizer, self.net.parameters(), cfg.lr)
         self.one_step = GlobalBatchStep(self.job.replicas.wrap(self.net, precision.device, cfg.sync_bn), self.net,
                                         self.optimizer, precision, self.job.replicas, self.job.num_parts,
-                                        cfg.label_smoothing)
+                                        cfg.label_smoothing, L2Term.of(self.net, cfg.weight_decay))
+        if self.guard is not None:
+            self.guard.model = self.net
 
-    def step(self, step: int) -> dict:
+    def step(self, step: int) -> dict | None:
         cfg = self.job.cfg
         if step // self.proxy_steps != self.index:
             self.start(step // self.proxy_steps)
         epoch, in_epoch = divmod(step, self.source.steps_per_epoch)  # the data stream runs on across candidates
         self.net.train()
         stats = self.one_step(step, lambda part: self.source.batch(epoch, in_epoch, part, self.job.num_parts),
-                              step_seed=cfg.seed * 1_000_003 + step, guard=self.guard,
-                              regulariser=lambda: cfg.weight_decay * l2_penalty(self.net))
-        if step % cfg.log_every == 0:
-            self.log.write({"step": step, "candidate": self.index, "loss": stats.loss, "ce": stats.ce,
-                            "batch_acc": stats.batch_acc, "grad_norm": stats.grad_norm})
-        return {"candidate": f"{self.index + 1}/{len(self.candidates)}", "ce": f"{stats.ce:.3f}"}
+                              step_seed=cfg.seed * 1_000_003 + step)
+        self.guard.record(step, stats)
+        if step % cfg.log_every:
+            return None
+        self.guard.verify()
+        values = stats.read()
+        self.log.write({"step": step, "candidate": self.index, "loss": values["loss"], "ce": values["ce"],
+                        "batch_acc": values["batch_acc"], "grad_norm": values["grad_norm"]})
+        return {"candidate": f"{self.index + 1}/{len(self.candidates)}", "ce": f"{values['ce']:.3f}"}
 
-    def epoch_end(self, step: int) -> None:
+    def epoch_end(self, step: int) -> str:
         """A candidate's proxy training is over: score it (every rank, so all keep the same results)."""
+        self.guard.verify()
         with recalibrated_batchnorm(self.net, self.source) as calibrated:
             val_acc = accuracy(calibrated, self.val) if len(self.job.data.val) else 0.0
         arch = self.candidates[self.index]
         self.results.append({"candidate": self.index, "arch": arch.to_string(), "val_acc": val_acc,
                              "predicted_ms": predict_ms(self.lut, arch), "steps": self.proxy_steps})
         self.log.write({"step": step, "epoch_end": self.index + 1, **self.results[-1]})
+        return f"candidate {self.index + 1}/{len(self.candidates)} scored {val_acc * 100:.2f}% on validation"
 
     def best(self) -> dict:
         return max(self.results, key=lambda r: (r["val_acc"], -r["predicted_ms"]))

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
-from torch.optim.swa_utils import AveragedModel
 
 from spnas.model.arch import Architecture, resolve_arch
 from spnas.data.datasets import DataSplits
@@ -20,11 +20,12 @@ from spnas.errors import SpnasError
 from spnas.jobs.evaluate import evaluate, recalibrated_batchnorm, reestimate_batchnorm
 from spnas.outputs.files import atomic_path, write_json
 from spnas.nn.network import SinglePathNet
-from spnas.jobs.optim import cosine_schedule, l2_penalty, make_optimizer, staircase_schedule
+from spnas.jobs.optim import L2Term, cosine_schedule, make_optimizer, staircase_schedule
 from spnas.jobs.job import Job
 from spnas.jobs.runs import MetricsLog, resumed_config
 from spnas.model.space import SearchSpace, space_for_data
 from spnas.train.config import TrainConfig
+from spnas.train.ema import WeightEMA
 
 MODEL_FILE = "model.pt"
 #: per-epoch validation re-estimates BN on at most this many batches (the saved model on all of
@@ -37,18 +38,6 @@ class TrainResult:
     arch: Architecture
     run_dir: Path
     metrics: dict
-
-
-def ema_with_warmup(decay: float):
-    """TF's ExponentialMovingAverage(decay, num_updates): decay_t = min(decay, (1 + t) / (10 + t)).
-
-    Without the warm-up a 0.9999 (or 0.998) average is still mostly the random init after a short run.
-    """
-    def avg(averaged: torch.Tensor, current: torch.Tensor, num_averaged: torch.Tensor) -> torch.Tensor:
-        d = torch.clamp((1 + num_averaged) / (10 + num_averaged), max=decay)
-        return averaged + (current - averaged) * (1 - d)
-
-    return avg
 
 
 def param_groups(net: nn.Module, weight_decay: float) -> list[dict]:
@@ -96,26 +85,27 @@ def _train(job: Job, arch: Architecture, space: SearchSpace) -> TrainResult:
     else:
         schedule = staircase_schedule(optimizer, steps_per_epoch, cfg.lr_decay, cfg.lr_decay_epochs,
                                       cfg.warmup_epochs)
-    ema = AveragedModel(net, avg_fn=ema_with_warmup(cfg.ema_decay), use_buffers=True)
+    ema = WeightEMA(net, cfg.ema_decay)
     parts = {"model": net, "ema": ema, "optimizer": optimizer, "schedule": schedule, "precision": precision}
     start, wall_before = job.restore(parts, "train")
-    guard = job.guard(total, f"--lr-per-256 {cfg.lr_per_256:g}, LR {cfg.lr:g} at batch {cfg.batch_size}", start)
+    guard = job.guard(total, f"--lr-per-256 {cfg.lr_per_256:g}, LR {cfg.lr:g} at batch {cfg.batch_size}", start, net)
     one_step = GlobalBatchStep(job.replicas.wrap(net, device, cfg.sync_bn), net, optimizer, precision,
-                               job.replicas, job.num_parts, cfg.label_smoothing)
-    regulariser = (lambda: cfg.weight_decay * l2_penalty(net)) if in_loss else None
+                               job.replicas, job.num_parts, cfg.label_smoothing,
+                               L2Term.of(net, cfg.weight_decay) if in_loss else None)
     log = job.metrics_log(start)
     val = eval_source(data, data.val, device=device)
     precise_bn = cfg.precise_bn_batches or 0  # configs from before the option: 0
     bn_source = train_source(data, cfg.batch_size, cfg.seed + 1, device)
 
-    loop = TrainingSteps(job, net, ema, source, one_step, schedule, guard, log, regulariser, val, bn_source,
-                         precise_bn, steps_per_epoch)
+    loop = TrainingSteps(job, net, ema, source, one_step, schedule, guard, log, val, bn_source, precise_bn,
+                         steps_per_epoch)
     try:
         run_steps(start=start, total=total, steps_per_epoch=steps_per_epoch, desc=f"train {arch.space}",
                   step=loop.step, epoch_end=loop.epoch_end,
                   save=lambda step: job.checkpoint(step, parts, "train", guard, wall_before),
                   max_steps=cfg.max_steps, checkpoint_s=cfg.checkpoint_minutes * 60,
-                  resume_hint=f"spnas train --resume {run_dir}", replicas=job.replicas)
+                  resume_hint=f"spnas train --resume {run_dir}", replicas=job.replicas,
+                  images_per_step=cfg.batch_size)
     finally:
         log.close()
     if not job.replicas.main:  # rank 0 measures and writes the model; its weights are every rank's
@@ -138,45 +128,54 @@ def _train(job: Job, arch: Architecture, space: SearchSpace) -> TrainResult:
 @dataclass
 class TrainingSteps:
     """One training step and one epoch end (what :func:`~spnas.jobs.engine.run_steps` calls), with what
-    they need; built once by the job."""
+    they need; built once by the job. A step reads nothing from the device unless it writes a log line."""
 
     job: Job
     net: nn.Module
-    ema: AveragedModel
+    ema: WeightEMA
     source: Any
     one_step: GlobalBatchStep
     schedule: Any
     guard: DivergenceGuard
     log: MetricsLog
-    regulariser: Callable[[], torch.Tensor] | None
     val: Any
     bn_source: Any
     precise_bn: int
     steps_per_epoch: int
 
-    def step(self, step: int) -> dict:
+    def step(self, step: int) -> dict | None:
         cfg, parts = self.job.cfg, self.job.num_parts
         epoch, in_epoch = divmod(step, self.steps_per_epoch)
         self.net.train()
         stats = self.one_step(step, lambda part: self.source.batch(epoch, in_epoch, part, parts),
-                              step_seed=cfg.seed * 1_000_003 + step, guard=self.guard, regulariser=self.regulariser)
+                              step_seed=cfg.seed * 1_000_003 + step)
+        self.guard.record(step, stats)
         self.schedule.step()
         self.ema.update_parameters(self.net)
-        if step % cfg.log_every == 0:
-            self.log.write({"step": step, "epoch": step / self.steps_per_epoch, "loss": stats.loss, "ce": stats.ce,
-                            "grad_norm": stats.grad_norm, "lr": self.schedule.get_last_lr()[0],
-                            "batch_acc": stats.batch_acc})
-        return {"loss": f"{stats.loss:.3f}"}
+        if step % cfg.log_every:
+            return None
+        self.guard.verify()
+        values = stats.read()
+        self.log.write({"step": step, "epoch": step / self.steps_per_epoch, "loss": values["loss"],
+                        "ce": values["ce"], "grad_norm": values["grad_norm"], "lr": self.schedule.get_last_lr()[0],
+                        "batch_acc": values["batch_acc"]})
+        return {"loss": f"{values['loss']:.3f}"}
 
-    def epoch_end(self, step: int) -> None:
+    def epoch_end(self, step: int) -> str | None:
+        self.guard.verify()
         if not self.job.replicas.main:  # the others go on to the next step and wait for rank 0 there
-            return
+            return None
+        started = time.monotonic()
         record = {"step": step, "epoch_end": step // self.steps_per_epoch + 1}
         if len(self.job.data.val):
             bn_batches = min(self.precise_bn, EPOCH_VAL_BN_BATCHES)
             record["val_top1"] = _val_accuracy(self.net, self.val, self.bn_source, bn_batches)
             record["val_top1_ema"] = _val_accuracy(self.ema.module, self.val, self.bn_source, bn_batches)
+            record["eval_s"] = round(time.monotonic() - started, 3)
         self.log.write(record)
+        if "val_top1" not in record:
+            return None
+        return f"validation top-1 {record['val_top1'] * 100:.2f}% (EMA {record['val_top1_ema'] * 100:.2f}%)"
 
 
 def _val_accuracy(model: nn.Module, val, bn_source, precise_bn: int) -> float:
