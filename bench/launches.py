@@ -38,6 +38,9 @@ def common(out: Path, data: str, log_every: int) -> list[str]:
             str(log_every)]
 
 
+JOBS = ("search single-path", "search multipath", "search random", "train k5e6")
+
+
 def jobs(tmp: Path, data: str, log_every: int, extra: list[str]) -> dict[str, list[str]]:
     lut = tmp / "lut.json"
     synthetic_table(get_space("small", width=WIDTH)).save(lut)
@@ -75,7 +78,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", default="fashion-mnist", help="any dataset spec; synthetic:1200:1:28:10 needs no files")
     p.add_argument("--log-every", type=int, default=10)
-    p.add_argument("--jobs", nargs="+", help="a subset of: " + ", ".join(jobs(Path("."), "", 10, [])))
+    p.add_argument("--jobs", nargs="+", choices=JOBS, help="a subset of the jobs (default: all)")
     p.add_argument("--extra", default="", help="options added to every job, e.g. '--compile'")
     p.add_argument("--out", default="bench/results/launches.json")
     args = p.parse_args()

@@ -84,7 +84,7 @@ def test_imagefolder_streams_with_paper_augmentation(tmp_path):
             (tmp_path / split / cls).mkdir(parents=True)
             for i in range(5):
                 PIL.fromarray(rng.integers(0, 255, (40, 60, 3), dtype=np.uint8)).save(tmp_path / split / cls / f"{i}.png")
-    data = load_data("imagefolder:32", str(tmp_path), val_fraction=0.2)
+    data = load_data("imagefolder:32:stream", str(tmp_path), val_fraction=0.2)
     assert data.classes == ("cat", "dog") and data.in_channels == 3 and data.input_size == 32
     assert len(data.train) == 8 and len(data.val) == 2 and len(data.test) == 10
     src = train_source(data, 4, seed=1)
@@ -112,7 +112,7 @@ def test_folder_workers_prefetch_the_same_batches_and_resume_anywhere(tmp_path):
     """DataLoader workers serve exactly what decoding in this process gives, in order, after a jump
     (a resume mid-epoch) and part by part (a process's share of each step)."""
     _folder(tmp_path)
-    data = load_data("imagefolder:24", str(tmp_path), val_fraction=0.0)
+    data = load_data("imagefolder:24:stream", str(tmp_path), val_fraction=0.0)
     inline = train_source(data, 4, seed=3, workers=0)
     workers = train_source(data, 4, seed=3, workers=2)
     expected = {(e, s): inline.batch(e, s) for e in (0, 1) for s in range(inline.steps_per_epoch)}
@@ -126,15 +126,85 @@ def test_folder_workers_prefetch_the_same_batches_and_resume_anywhere(tmp_path):
         assert torch.equal(torch.cat([first, x]), expected[1, s][0])
 
 
-def test_grey_folder_gives_one_channel(tmp_path):
+@pytest.mark.parametrize("mode", ["stream", "memory"])
+def test_grey_folder_gives_one_channel(tmp_path, mode):
     _folder(tmp_path, channels=1)
-    data = load_data("imagefolder:24", str(tmp_path), val_fraction=0.0)
+    data = load_data(f"imagefolder:24:{mode}", str(tmp_path), val_fraction=0.0)
     assert data.in_channels == 1 and len(data.mean) == 1
     x, _ = train_source(data, 4, seed=0).batch(0, 0)
     assert x.shape == (4, 1, 24, 24)
+
+
+def test_a_small_folder_is_decoded_once_and_cropped_with_tensor_ops(tmp_path):
+    """A folder that fits in memory (the default for small ones) is decoded once: its evaluation images are
+    exactly the streamed ones, and its training batches are the paper's augmentation, a pure function of
+    (seed, epoch, step) with every image visited once an epoch."""
+    from spnas.data.datasets import DecodedFolderSplit
+    from spnas.data.imagefolder import FolderImages
+    from spnas.data.loader import eval_source
+
+    _folder(tmp_path, per_class=8)
+    memory = load_data("imagefolder:24", str(tmp_path), val_fraction=0.25)
+    stream = load_data("imagefolder:24:stream", str(tmp_path), val_fraction=0.25)
+    assert isinstance(memory.train, DecodedFolderSplit) and memory.train.images.shape == (12, 3, 27, 27)
+    assert memory.input_size == 24 and memory.mean == stream.mean
+    for split in ("val", "test"):  # the same decoded pixels as the streamed evaluation images
+        streamed = FolderImages(getattr(stream, split), 0, augment=False)
+        held = getattr(memory, split).images
+        assert all(torch.equal(held[i], streamed[(i, 0, 0)][0].permute(2, 0, 1)) for i in range(len(held)))
+        assert len(eval_source(memory, getattr(memory, split)).split) == len(held)
+    src = train_source(memory, 4, seed=5)
+    x, y = src.batch(1, 2)
+    assert x.shape == (4, 3, 24, 24) and torch.equal(train_source(memory, 4, seed=5).batch(1, 2)[0], x)
+    assert not torch.equal(src.batch(2, 2)[0], x)
+    labels = torch.cat([y for _, y in src.epoch_batches(0)])
+    assert torch.equal(labels.sort().values, memory.train.labels.sort().values)
+    # the crops differ from the centre crop (they are random) but keep its statistics roughly
+    centre = src.split.images.float().mean().item() / 255
+    assert abs((x * torch.tensor(memory.std).view(1, -1, 1, 1) + torch.tensor(memory.mean).view(1, -1, 1, 1)).mean()
+               - centre) < 0.1
+
+
+def test_resized_crop_draws_stay_inside_the_image_and_flip_half():
+    from spnas.data.loader import resized_crop, resized_crop_draws
+
+    w, h, x0, y0, flip = resized_crop_draws(4000, torch.Generator().manual_seed(0))
+    assert torch.all((w > 0) & (w <= 1) & (h > 0) & (h <= 1) & (x0 >= 0) & (x0 + w <= 1 + 1e-6) & (y0 + h <= 1 + 1e-6))
+    area, aspect = w * h, w / h
+    assert area.min() >= 0.08 - 1e-6 and aspect.min() >= 0.75 - 1e-4 and aspect.max() <= 4 / 3 + 1e-4
+    assert abs(flip.float().mean().item() - 0.5) < 0.03
+    # the whole image unflipped is the image itself; flipped, its mirror
+    img = torch.rand(2, 3, 8, 8)
+    one, zero = torch.ones(2), torch.zeros(2)
+    assert torch.allclose(resized_crop(img, 8, one, one, zero, zero, torch.tensor([False, True])),
+                          torch.stack([img[0], img[1].flip(2)]), atol=1e-5)
 
 
 def test_imagefolder_without_directory_is_a_clear_error(monkeypatch):
     monkeypatch.delenv("SPNAS_DATA_DIR", raising=False)
     with pytest.raises(SpnasError, match="imagefolder needs --data-dir"):
         load_data("imagefolder")
+
+
+def test_jpeg_decoders_and_reduced_decoding_agree(tmp_path, monkeypatch):
+    """simplejpeg (where installed) and PIL decode a crop alike, and a crop decoded at a reduced DCT scale
+    stays close to the one decoded at full scale."""
+    PIL = pytest.importorskip("PIL.Image")
+    import spnas.data.decode as decode
+
+    y, x = np.mgrid[0:400, 0:600]
+    img = np.stack([np.sin(x / 23), np.cos(y / 17), np.sin((x + y) / 31)], -1) * 100 + 128
+    path = tmp_path / "a.jpg"
+    PIL.fromarray(img.astype(np.uint8)).save(path, quality=95)
+    region = lambda w, h: (0, 0, w, h)  # noqa: E731 - the whole image: 600x400 to 64 px allows a 1/4 scale
+    assert decode.reduction((0, 0, 600, 400), 64) == 4 and decode.reduction((0, 0, 100, 100), 64) == 1
+    reduced = decode.load_region(path, False, 64, region).astype(float)
+    monkeypatch.setattr(decode, "reduction", lambda box, size: 1)
+    full = decode.load_region(path, False, 64, region).astype(float)
+    assert reduced.shape == full.shape == (64, 64, 3) and np.abs(reduced - full).mean() < 2.0
+    if decode.simplejpeg is not None:
+        with_simplejpeg = full
+        monkeypatch.setattr(decode, "simplejpeg", None)
+        assert np.abs(decode.load_region(path, False, 64, region).astype(float) - with_simplejpeg).mean() < 1.0
+    flipped = decode.load_region(path, False, 64, region, flip=lambda: True).astype(float)
+    assert np.array_equal(flipped, decode.load_region(path, False, 64, region).astype(float)[:, ::-1])

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from spnas.data.idx import find_idx, read_idx
-from spnas.data.imagefolder import GREY_MEAN, GREY_STD, IMAGENET_MEAN, IMAGENET_STD, FolderSplit, scan
+from spnas.data.imagefolder import GREY_MEAN, GREY_STD, IMAGENET_MEAN, IMAGENET_STD, FolderSplit, decode_all, scan
 from spnas.errors import SpnasError
 
 DATA_DIR_ENV = "SPNAS_DATA_DIR"
@@ -40,6 +40,18 @@ class TensorSplit:
 
 
 @dataclass
+class DecodedFolderSplit(TensorSplit):
+    """A folder's training images, decoded once and held as uint8 (N, C, S, S), S = output_size / 0.875 (the
+    short side resized to S, its centre square): each batch takes its random-resized crops of them at
+    ``output_size`` with tensor ops (:class:`~spnas.data.loader.BatchSource`), on the device."""
+
+    output_size: int = 0
+
+    def subset(self, index: torch.Tensor) -> "DecodedFolderSplit":
+        return DecodedFolderSplit(self.images[index], self.labels[index], self.output_size)
+
+
+@dataclass
 class DataSplits:
     name: str
     train: TensorSplit | FolderSplit
@@ -59,6 +71,8 @@ class DataSplits:
 
     @property
     def input_size(self) -> int:
+        if isinstance(self.train, DecodedFolderSplit):
+            return self.train.output_size
         return self.train.input_size if isinstance(self.train, FolderSplit) else self.train.images.shape[-1]
 
     @property
@@ -227,16 +241,28 @@ def load_data(name: str, data_dir: str | None = None, val_fraction: float = 0.1,
                       crop_padding=2 if train.images.shape[-1] <= 32 and base != "synthetic" else 0)
 
 
+#: a folder whose images, decoded, take at most this many bytes is decoded once and held in memory
+IN_MEMORY_BYTES = 2 << 30
+FOLDER_MODES = ("auto", "memory", "stream")
+
+
 def _load_imagefolder(name: str, data_dir: str | None, val_fraction: float, seed: int,
                       train_subset: int | None) -> DataSplits:
-    """``imagefolder`` or ``imagefolder:SIZE`` (default 224): ROOT/train and ROOT/val class folders."""
+    """``imagefolder[:SIZE[:MODE]]`` (SIZE default 224): ROOT/train and ROOT/val class folders. MODE
+    ``memory`` decodes every image once and holds them as uint8 tensors (on the job's device), ``stream``
+    decodes each batch from disk in worker processes; ``auto`` (the default) holds a folder in memory when
+    its decoded images take at most 2 GiB."""
     if not data_dir and not os.environ.get(DATA_DIR_ENV):
         raise SpnasError(f"imagefolder needs --data-dir ROOT (or {DATA_DIR_ENV}) with train/ and val/ inside")
     parts = name.split(":")
+    usage = f"bad imagefolder spec {name!r}; use imagefolder[:SIZE[:MODE]], MODE one of {', '.join(FOLDER_MODES)}"
     try:
-        size = int(parts[1]) if len(parts) > 1 else 224
+        size = int(parts[1]) if len(parts) > 1 and parts[1] else 224
     except ValueError:
-        raise SpnasError(f"bad imagefolder spec {name!r}; use imagefolder or imagefolder:SIZE") from None
+        raise SpnasError(usage) from None
+    mode = parts[2] if len(parts) > 2 else "auto"
+    if len(parts) > 3 or mode not in FOLDER_MODES or size < 1:
+        raise SpnasError(usage)
     root = Path(data_dir or os.environ[DATA_DIR_ENV])
     train, classes = scan(root, "train", size)
     test, _ = scan(root, "val", size, classes)
@@ -244,6 +270,12 @@ def _load_imagefolder(name: str, data_dir: str | None, val_fraction: float, seed
         train, test = (dataclasses.replace(s, channels=3) for s in (train, test))
     train, val = _split_and_subset(train, val_fraction, seed, train_subset)
     grey = train.channels == 1
+    stored = round(size / 0.875)
+    decoded_bytes = train.channels * ((len(train) + len(val)) * stored ** 2 + len(test) * size ** 2)
+    if mode == "memory" or (mode == "auto" and decoded_bytes <= IN_MEMORY_BYTES):
+        train = DecodedFolderSplit(decode_all(train, stored, "training images"), train.labels, size)
+        val, test = (TensorSplit(decode_all(s, size, f"{what} images"), s.labels)
+                     for s, what in ((val, "validation"), (test, "test")))
     return DataSplits(name=name, train=train, val=val, test=test, classes=tuple(classes),
                       mean=GREY_MEAN if grey else IMAGENET_MEAN, std=GREY_STD if grey else IMAGENET_STD,
                       flip=True, crop_padding=0)
@@ -271,6 +303,7 @@ def with_train_subset(data: DataSplits, train_subset: int | None, seed: int) -> 
     if train is data.train:
         return data
     changes = {"train": train}
-    if isinstance(train, TensorSplit):  # in-memory data is normalised with its training images' statistics
+    # in-memory data is normalised with its training images' statistics (a folder's with ImageNet's)
+    if isinstance(train, TensorSplit) and not isinstance(train, DecodedFolderSplit):
         changes["mean"], changes["std"] = _stats(train.images)
     return dataclasses.replace(data, **changes)

@@ -1,4 +1,5 @@
-"""ImageNet-style folders (ROOT/train/CLASS/*.jpg, ROOT/val/CLASS/*.jpg), streamed from disk.
+"""ImageNet-style folders (ROOT/train/CLASS/*.jpg, ROOT/val/CLASS/*.jpg): streamed from disk, or decoded
+once and held in memory when they are small (:func:`decode_all`, ``spnas.data.datasets``).
 
 Training batches use the paper's augmentation: random-resized crop (area 0.08-1, aspect 3/4-4/3) and
 horizontal flip; evaluation resizes the short side to size/0.875 and centre-crops. Images are decoded
@@ -11,6 +12,7 @@ give 1-channel data. Needs Pillow (``pip install spnas[images]``).
 from __future__ import annotations
 
 import math
+import os
 import random
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -21,6 +23,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, default_collate
 
+from spnas.data.decode import Box, load_region, pil
 from spnas.errors import RankLocalError, SpnasError
 
 EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
@@ -81,7 +84,7 @@ def _mode(path: Path) -> str | None:
     """The image's PIL mode, or None when its header does not open (cheap: the pixels are decoded only
     when a batch needs them)."""
     try:
-        with _pil().open(path) as img:
+        with pil().open(path) as img:
             return img.mode if img.size[0] > 0 and img.size[1] > 0 else None
     except SpnasError:
         raise
@@ -89,39 +92,70 @@ def _mode(path: Path) -> str | None:
         return None
 
 
-def _pil():
-    try:
-        from PIL import Image
-    except ImportError:
-        raise SpnasError("imagefolder needs Pillow: pip install 'spnas[images]'") from None
-    return Image
-
-
-def _random_resized_crop(img, size: int, rng: random.Random):
-    w, h = img.size
-    area = w * h
+def random_resized_box(width: int, height: int, rng: random.Random) -> Box | None:
+    """The paper's random-resized crop: area 0.08-1 of the image, aspect 3/4-4/3, at a random place; None
+    when ten draws do not fit (the centre crop is taken then)."""
+    area = width * height
     for _ in range(10):
         target = area * rng.uniform(0.08, 1.0)
         ratio = math.exp(rng.uniform(math.log(3 / 4), math.log(4 / 3)))
         cw, ch = int(round(math.sqrt(target * ratio))), int(round(math.sqrt(target / ratio)))
-        if 0 < cw <= w and 0 < ch <= h:
-            x, y = rng.randint(0, w - cw), rng.randint(0, h - ch)
-            return img.resize((size, size), box=(x, y, x + cw, y + ch))
-    return _center_crop(img, size)
+        if 0 < cw <= width and 0 < ch <= height:
+            x, y = rng.randint(0, width - cw), rng.randint(0, height - ch)
+            return (x, y, x + cw, y + ch)
+    return None
 
 
-def _center_crop(img, size: int):
-    w, h = img.size
-    scale = size / 0.875 / min(w, h)
-    img = img.resize((max(size, round(w * scale)), max(size, round(h * scale))))
-    w, h = img.size
+def center_box(width: int, height: int, size: int) -> Box:
+    """Evaluation's crop: the short side resized to size / 0.875, its centre ``size`` x ``size``, as a
+    region of the image itself."""
+    scale = size / 0.875 / min(width, height)
+    w, h = max(size, round(width * scale)), max(size, round(height * scale))
     x, y = (w - size) // 2, (h - size) // 2
-    return img.crop((x, y, x + size, y + size))
+    return (x * width / w, y * height / h, (x + size) * width / w, (y + size) * height / h)
+
+
+def decode_image(path: Path, grey: bool, size: int, rng: random.Random | None = None) -> np.ndarray:
+    """One image as a batch needs it, uint8 (size, size, C): with ``rng`` the paper's training
+    augmentation (random-resized crop, horizontal flip), without it evaluation's centre crop."""
+    if rng is None:
+        return load_region(path, grey, size, lambda w, h: center_box(w, h, size))
+    flip = []  # drawn after the crop, as before: the draws of an image keep their order
+
+    def region(w: int, h: int) -> Box:
+        box = random_resized_box(w, h, rng) or center_box(w, h, size)
+        flip.append(rng.random() < 0.5)
+        return box
+
+    return load_region(path, grey, size, region, fast=True, flip=lambda: flip[0])
+
+
+def decode_all(split: FolderSplit, size: int, what: str) -> torch.Tensor:
+    """Every image of ``split`` decoded once at ``size`` (evaluation's centre crop): uint8 (N, C, size, size),
+    in threads (PIL and simplejpeg decode outside the GIL), with a progress bar."""
+    from spnas.jobs.progress import bar
+
+    out = torch.empty(len(split), split.channels, size, size, dtype=torch.uint8)
+    grey = split.channels == 1
+
+    def one(i: int) -> None:
+        try:
+            out[i] = torch.from_numpy(decode_image(split.paths[i], grey, size)).permute(2, 0, 1)
+        except SpnasError:
+            raise
+        except Exception as err:
+            raise SpnasError(f"{split.paths[i]}: cannot decode image ({err}); remove or replace it") from None
+
+    with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool, bar(len(split), f"decoding {what}", "img") as progress:
+        for _ in pool.map(one, range(len(split))):
+            progress.update()
+    return out
 
 
 @dataclass(frozen=True)
 class FolderImages(Dataset):
-    """Decoded, augmented images keyed by (index, epoch, step): what a DataLoader worker computes."""
+    """Decoded, augmented images keyed by (index, epoch, step): what a DataLoader worker computes, as
+    uint8 (H, W, C) (normalised on the device, where the batch goes)."""
 
     split: FolderSplit
     seed: int
@@ -133,23 +167,15 @@ class FolderImages(Dataset):
     def __getitem__(self, key: tuple[int, int, int]) -> tuple[torch.Tensor, int]:
         index, epoch, step = key
         path = self.split.paths[index]
+        rng = random.Random(hash((self.seed, epoch, step, index))) if self.augment else None
         try:
-            img = _pil().open(path).convert("L" if self.split.channels == 1 else "RGB")
+            pixels = decode_image(path, self.split.channels == 1, self.split.input_size, rng)
         except SpnasError:
             raise
         except Exception as err:  # a file that broke after the scan, or whose pixels are corrupt
             raise RankLocalError(f"{path}: cannot decode image ({err}); remove or replace it "
                                  "(the run can be resumed)") from None
-        size = self.split.input_size
-        if self.augment:
-            rng = random.Random(hash((self.seed, epoch, step, index)))
-            img = _random_resized_crop(img, size, rng)
-            if rng.random() < 0.5:
-                img = img.transpose(0)  # FLIP_LEFT_RIGHT
-        else:
-            img = _center_crop(img, size)
-        pixels = torch.from_numpy(np.asarray(img, dtype=np.uint8).copy())
-        return pixels.view(size, size, -1).permute(2, 0, 1), int(self.split.labels[index])
+        return torch.from_numpy(np.ascontiguousarray(pixels)), int(self.split.labels[index])
 
 
 @dataclass
@@ -199,17 +225,21 @@ class FolderBatchSource:
     #: the parts of each step and those this process computes (see spnas.jobs.replicas)
     parts: int = 1
     mine: range = range(0, 1)
-    pin_memory: bool = False
+    #: where batches go: they cross as uint8 (a quarter of float32's bytes) and are normalised there
+    device: torch.device | None = None
 
     def __post_init__(self) -> None:
         mean, std = (GREY_MEAN, GREY_STD) if self.split.channels == 1 else (IMAGENET_MEAN, IMAGENET_STD)
-        self._mean = torch.tensor(mean).view(1, -1, 1, 1)
-        self._std = torch.tensor(std).view(1, -1, 1, 1)
+        self._device = self.device or torch.device("cpu")
+        self._mean = torch.tensor(mean, device=self._device).view(1, -1, 1, 1)
+        self._std = torch.tensor(std, device=self._device).view(1, -1, 1, 1)
+        self._perm_epoch, self._perm = -1, None
         self._images = FolderImages(self.split, self.seed, self.augment)
         self._sampler = StepSampler(self)
         self._loader = DataLoader(self._images, batch_sampler=self._sampler, num_workers=self.workers,
                                   persistent_workers=self.workers > 0 and self.augment, prefetch_factor=4 if self.workers > 0 else None,
-                                  pin_memory=self.pin_memory, worker_init_fn=_one_thread if self.workers > 0 else None)
+                                  pin_memory=self._device.type == "cuda",
+                                  worker_init_fn=_one_thread if self.workers > 0 else None)
         self._batches, self._next = None, None
 
     @property
@@ -218,9 +248,12 @@ class FolderBatchSource:
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def _order(self, epoch: int) -> torch.Tensor:
-        if not self.augment:
-            return torch.arange(len(self.split))
-        return torch.randperm(len(self.split), generator=torch.Generator().manual_seed(self.seed * 100_003 + epoch))
+        """The epoch's order (kept: ImageNet's permutation takes longer to draw than a batch to serve)."""
+        if self._perm_epoch != epoch:
+            self._perm = (torch.randperm(len(self.split), generator=torch.Generator().manual_seed(
+                self.seed * 100_003 + epoch)) if self.augment else torch.arange(len(self.split)))
+            self._perm_epoch = epoch
+        return self._perm
 
     def part_index(self, epoch: int, step: int, part: int, parts: int) -> torch.Tensor:
         index = self._order(epoch)[step * self.batch_size : (step + 1) * self.batch_size]
@@ -241,7 +274,8 @@ class FolderBatchSource:
             self._next = (epoch, step, part + 1) if following else (epoch, step + 1, self.mine.start)
             if not following and step + 1 == self.steps_per_epoch:
                 self._next, self._batches = None, None  # the sampler ends with the epoch
-        return (x.float().div_(255) - self._mean) / self._std, y
+        x = x.to(self._device, non_blocking=True).permute(0, 3, 1, 2)  # NHWC in memory: channels_last
+        return x.float().div_(255).sub_(self._mean).div_(self._std), y.to(self._device, non_blocking=True)
 
     def epoch_batches(self, epoch: int):
         for step in range(self.steps_per_epoch):

@@ -78,7 +78,7 @@ class Precision:
 
     def batch(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
-        return (x.contiguous(memory_format=torch.channels_last) if self.channels_last else x), y
+        return x.contiguous(memory_format=torch.channels_last if self.channels_last else torch.contiguous_format), y
 
     def autocast(self) -> contextlib.AbstractContextManager:
         if self.amp == "off":

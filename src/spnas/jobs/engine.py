@@ -118,8 +118,9 @@ class GlobalBatchStep:
 
     def _accumulating(self, local_only: bool) -> contextlib.AbstractContextManager:
         """DDP's ``no_sync`` for a part whose gradients only add to this rank's (the last one reduces)."""
-        ddp = isinstance(self.model, nn.parallel.DistributedDataParallel)
-        return self.model.no_sync() if local_only and ddp else contextlib.nullcontext()
+        inner = getattr(self.model, "_orig_mod", self.model)  # under torch.compile: the module it compiled
+        ddp = isinstance(inner, nn.parallel.DistributedDataParallel)
+        return inner.no_sync() if local_only and ddp else contextlib.nullcontext()
 
 
 def run_steps(

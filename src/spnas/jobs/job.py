@@ -120,6 +120,12 @@ class Job:
         return train_source(self.data, cfg.batch_size, cfg.seed, self.device, workers=workers,
                             parts=self.num_parts, mine=self.replicas.parts(self.num_parts))
 
+    def forward_model(self, net: torch.nn.Module) -> torch.nn.Module:
+        """What the steps' forward passes run through: DDP around ``net`` on several ranks, compiled with
+        ``--compile`` (evaluation and checkpoints use ``net`` itself)."""
+        model = self.replicas.wrap(net, self.device, self.cfg.sync_bn)
+        return torch.compile(model) if self.cfg.compile else model
+
     def guard(self, total: int, lr_hint: str, start: int, model: torch.nn.Module | None = None) -> DivergenceGuard:
         return DivergenceGuard(self.run_dir, total, self.data.num_classes, lr_hint, start or None, model)
 

@@ -47,6 +47,10 @@ class JobSettings:
         False, "under torchrun on GPUs: BatchNorm statistics over the whole global batch (SyncBatchNorm) instead "
         "of each"
         " process's own part")
+    compile: bool = setting(
+        False, "torch.compile the network for the training steps (fused kernels: fewer launches on a GPU; the "
+        "first steps wait while it compiles); allowed with --resume (compiled kernels round differently from "
+        "eager ones, so switching does not reproduce bit for bit)")
     workers: int | None = setting(
         None, "processes decoding an image folder ahead of the model (default: the CPU cores per process, at most 8; 0:"
         " decode in the job's own process); allowed with --resume")
@@ -68,7 +72,7 @@ JOB_LIMITS: dict[str, Limit] = {"max_steps": at_least(1), "threads": at_least(1)
                                 "micro_batch": at_least(1), "workers": at_least(0)}
 
 #: options that may be given with --resume: they change when, where or how fast a run goes
-RESUME_OPTIONS = ("max_steps", "threads", "checkpoint_minutes", "device", "workers")
+RESUME_OPTIONS = ("max_steps", "threads", "checkpoint_minutes", "device", "workers", "compile")
 
 
 def default_workers() -> int:

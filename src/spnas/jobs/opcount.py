@@ -1,6 +1,8 @@
 """Count what a job's steps cost the host: ATen ops dispatched (each one a kernel launch on a GPU) and
 host reads (``item``, ``tolist``, ``bool``, ``float``, ``int``, ``.cpu()``, ``.numpy()``: each one waits
-for the GPU to finish everything queued before it).
+for the GPU to finish everything queued before it); or time them (``timing=True``: each step's wall time
+and the part of it spent in the forward/backward/optimiser step, with nothing counted, so the counting
+costs no time).
 
 Both are exact counts, the same on every machine, and can be taken on the CPU: a step that dispatches
 few ops and reads nothing runs at the GPU's speed, since the host queues the next step while the GPU
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import sys
+import time
 import traceback
 from collections import Counter, defaultdict
 from contextlib import ExitStack, contextmanager
@@ -45,12 +48,18 @@ class _Dispatches(TorchDispatchMode):
 class StepCounter:
     """Ops and host reads per step of the jobs run inside it (see the module docstring)."""
 
-    def __init__(self, where: bool = False) -> None:
+    def __init__(self, where: bool = False, timing: bool = False, synchronize: Callable[[], None] | None = None) -> None:
         #: (kind, index) -> Counter of op names; kind is "step", "epoch_end" or "save"
         self.ops: dict[tuple[str, int], Counter] = defaultdict(Counter)
         self.inner_ops: dict[tuple[str, int], int] = defaultdict(int)
         self.reads: dict[tuple[str, int], list[str]] = defaultdict(list)
-        self.where = where
+        #: with ``timing``: (kind, index) -> seconds, all of it and the GlobalBatchStep's part
+        self.seconds: dict[tuple[str, int], float] = defaultdict(float)
+        self.inner_seconds: dict[tuple[str, int], float] = defaultdict(float)
+        self.where, self.timing = where, timing
+        #: with timing on a GPU: ``torch.cuda.synchronize``, called where a timed span starts and ends, so each
+        #: span holds the device's work too (an upper bound: the host cannot run ahead across steps then)
+        self._sync = synchronize or (lambda: None)
         self._bucket: tuple[str, int] | None = None
         self._inner = False
         self._reading = False
@@ -75,23 +84,29 @@ class StepCounter:
     @contextmanager
     def bucket(self, kind: str, index: int) -> Iterator[None]:
         before, self._bucket = self._bucket, (kind, index)
+        self._sync()
+        started = time.perf_counter()
         try:
             yield
         finally:
+            self._sync()
+            self.seconds[(kind, index)] += time.perf_counter() - started
             self._bucket = before
 
     # ------------------------------------------------------------------ installing
     def __enter__(self) -> "StepCounter":
         self._stack = ExitStack()
-        for method in READ_METHODS:
-            self._stack.enter_context(_patched(torch.Tensor, method, self._read_wrapper))
+        if not self.timing:
+            for method in READ_METHODS:
+                self._stack.enter_context(_patched(torch.Tensor, method, self._read_wrapper))
         for name in JOB_MODULES:
             module = sys.modules.get(name) or __import__(name, fromlist=["_"])
             if hasattr(module, "run_steps"):
                 self._stack.enter_context(_patched(module, "run_steps", self._run_steps_wrapper))
         from spnas.jobs.engine import GlobalBatchStep
         self._stack.enter_context(_patched(GlobalBatchStep, "__call__", self._inner_wrapper))
-        self._stack.enter_context(_Dispatches(self))
+        if not self.timing:
+            self._stack.enter_context(_Dispatches(self))
         return self
 
     def __exit__(self, *exc) -> None:
@@ -131,9 +146,14 @@ class StepCounter:
         @functools.wraps(original)
         def call(*args, **kwargs):
             inner, counter._inner = counter._inner, True
+            counter._sync()
+            started = time.perf_counter()
             try:
                 return original(*args, **kwargs)
             finally:
+                counter._sync()
+                if counter._bucket is not None:
+                    counter.inner_seconds[counter._bucket] += time.perf_counter() - started
                 counter._inner = inner
         return call
 
@@ -141,11 +161,13 @@ class StepCounter:
     def steps(self) -> list[dict]:
         """One row per step: ops (all), inner_ops (those of the GlobalBatchStep), reads and where."""
         rows = []
-        for (kind, i), ops in sorted(self.ops.items(), key=lambda kv: kv[0][1]):
+        for kind, i in sorted(set(self.ops) | set(self.seconds), key=lambda key: key[1]):
             if kind != "step":
                 continue
+            ops = self.ops[(kind, i)]
             rows.append({"step": i, "ops": sum(ops.values()), "inner_ops": self.inner_ops[(kind, i)],
-                         "reads": len(self.reads[(kind, i)]), "read_at": list(self.reads[(kind, i)])})
+                         "reads": len(self.reads[(kind, i)]), "read_at": list(self.reads[(kind, i)]),
+                         "seconds": self.seconds[(kind, i)], "inner_seconds": self.inner_seconds[(kind, i)]})
         return rows
 
     def top_ops(self, steps: list[int], n: int = 15) -> list[tuple[str, float]]:

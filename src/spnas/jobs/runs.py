@@ -224,7 +224,8 @@ def resumed_config(cls: type, run_dir: Path, overrides: dict) -> Any:
                               threads=overrides.get("threads") or recorded,
                               checkpoint_minutes=overrides.get("checkpoint_minutes", cfg.checkpoint_minutes),
                               device=overrides.get("device", cfg.device),
-                              workers=overrides.get("workers", cfg.workers))
+                              workers=overrides.get("workers", cfg.workers),
+                              compile=overrides.get("compile", cfg.compile))
     if recorded and cfg.threads != recorded:
         note(f"resuming with {cfg.threads} torch threads where the run used {recorded}: "
              "it will not reproduce an uninterrupted run bit for bit")

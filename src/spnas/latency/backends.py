@@ -8,12 +8,13 @@ latency budget.)
 from __future__ import annotations
 
 import time
-from typing import ClassVar
+from typing import Callable, ClassVar
 
 import torch
 from torch import nn
 
 from spnas.errors import SpnasError
+from spnas.jobs.runs import note
 from spnas.latency.device_profiler import Runner, device_info, ort_runner, ort_version
 from spnas.deploy.onnx_io import onnx_bytes
 
@@ -21,6 +22,8 @@ from spnas.deploy.onnx_io import onnx_bytes
 class Backend:
     name: ClassVar[str]
     runtime: ClassVar[str]
+    #: what else sets a table's timings apart, for the table cache (beside name, threads and protocol)
+    cache_tag: ClassVar[str] = ""
 
     def __init__(self, threads: int = 1) -> None:
         if threads < 1:
@@ -74,9 +77,18 @@ class TorchCPU(Backend):
 
 
 class TorchCUDA(Backend):
-    """Eager PyTorch on the GPU, timed with CUDA events (threads is ignored)."""
+    """PyTorch on the GPU, timed with CUDA events around a CUDA-graph replay (threads is ignored).
+
+    Why graphs: at batch 1 a small network's kernels take microseconds each, while eager PyTorch spends
+    10-20 us of Python and driver work launching every one, so an eager timing measures the host, not
+    the GPU. A captured graph launches all of a forward pass's kernels at once; the events around its
+    replay time what the GPU does, as a deployed engine (TensorRT, a CUDA-graph server) runs it. A model
+    that cannot be captured is timed eagerly, with a note.
+    """
 
     name, runtime = "torch-cuda", "torch"
+    #: a table timed with graphs is not comparable with an eager one: cached apart
+    cache_tag = "graphs"
 
     def __init__(self, threads: int = 1) -> None:
         super().__init__(threads)
@@ -84,22 +96,43 @@ class TorchCUDA(Backend):
             raise SpnasError("backend torch-cuda needs a CUDA GPU; none is visible (use onnxruntime-cpu)")
 
     def version(self) -> str:
-        return f"{torch.__version__} cuda {torch.version.cuda} {torch.cuda.get_device_name()}"
+        return f"{torch.__version__} cuda {torch.version.cuda} {torch.cuda.get_device_name()} (CUDA graphs)"
 
     def runner(self, module: nn.Module, input_shape: list[int]) -> Runner:
         module = module.eval().cuda()
         x = torch.randn(*input_shape, device="cuda")
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        forward = captured(module, x) or (lambda: module(x))
 
         def run() -> float:
             with torch.inference_mode():
                 start.record()
-                module(x)
+                forward()
                 end.record()
             end.synchronize()
             return start.elapsed_time(end)
 
         return run
+
+
+def captured(module: nn.Module, x: torch.Tensor) -> Callable[[], None] | None:
+    """``module(x)`` captured as a CUDA graph (its replay), or None with a note when it cannot be."""
+    try:
+        with torch.inference_mode():
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):  # warm-up outside the capture: cuDNN picks its kernels here
+                for _ in range(3):
+                    module(x)
+            torch.cuda.current_stream().wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                module(x)
+        return graph.replay
+    except RuntimeError as err:
+        note(f"torch-cuda: a part could not be captured as a CUDA graph ({str(err).splitlines()[0][:120]}); "
+             "it is timed eagerly (launch overhead included)")
+        return None
 
 
 BACKENDS: dict[str, type[Backend]] = {t.name: t for t in (OnnxRuntimeCPU, TorchCPU, TorchCUDA)}

@@ -109,7 +109,7 @@ def _search(job: Job, space: SearchSpace, lut: LatencyTable) -> SearchResult:
              "precision": precision, "landing": landing}
     start, wall_before = job.restore(parts, "search")
     guard = job.guard(total, f"--lr-per-256 {cfg.lr_per_256:g}, LR {cfg.lr:g} at batch {cfg.batch_size}", start, net)
-    one_step = GlobalBatchStep(job.replicas.wrap(net, precision.device, cfg.sync_bn), net, optimizer, precision,
+    one_step = GlobalBatchStep(job.forward_model(net), net, optimizer, precision,
                                job.replicas, job.num_parts, cfg.label_smoothing, L2Term.of(net, cfg.weight_decay))
     table = lut_tensor(lut, precision.device)
     log = job.metrics_log(start)

@@ -78,7 +78,7 @@ class CandidateTraining:
         self.index = index
         self.net = precision.prepare(SinglePathNet(self.space, self.candidates[index]))
         self.optimizer = make_optimizer(cfg.optimizer, self.net.parameters(), cfg.lr)
-        self.one_step = GlobalBatchStep(self.job.replicas.wrap(self.net, precision.device, cfg.sync_bn), self.net,
+        self.one_step = GlobalBatchStep(self.job.forward_model(self.net), self.net,
                                         self.optimizer, precision, self.job.replicas, self.job.num_parts,
                                         cfg.label_smoothing, L2Term.of(self.net, cfg.weight_decay))
         if self.guard is not None:

@@ -89,7 +89,7 @@ def _train(job: Job, arch: Architecture, space: SearchSpace) -> TrainResult:
     parts = {"model": net, "ema": ema, "optimizer": optimizer, "schedule": schedule, "precision": precision}
     start, wall_before = job.restore(parts, "train")
     guard = job.guard(total, f"--lr-per-256 {cfg.lr_per_256:g}, LR {cfg.lr:g} at batch {cfg.batch_size}", start, net)
-    one_step = GlobalBatchStep(job.replicas.wrap(net, device, cfg.sync_bn), net, optimizer, precision,
+    one_step = GlobalBatchStep(job.forward_model(net), net, optimizer, precision,
                                job.replicas, job.num_parts, cfg.label_smoothing,
                                L2Term.of(net, cfg.weight_decay) if in_loss else None)
     log = job.metrics_log(start)

@@ -253,7 +253,8 @@ class Pipeline:
                     "backend": self.foreign_lut.backend}
         space, backend, cached = self.space, self.backend, None
         if self.options.cache:
-            cached = lut_cache_dir() / f"{backend.name}-t{backend.threads}-{Protocol.cache}-{space.fingerprint()}.json"
+            tag = f"-{backend.cache_tag}" if backend.cache_tag else ""
+            cached = lut_cache_dir() / f"{backend.name}{tag}-t{backend.threads}-{Protocol.cache}-{space.fingerprint()}.json"
             if _usable_cache(cached, space):
                 shutil.copyfile(cached, self.lut_path)
                 return {"source": str(cached), "cached": True, "backend": backend.name}
