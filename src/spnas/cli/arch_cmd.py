@@ -1,4 +1,5 @@
-"""``spnas arch show ARCH``: layers, parameters and multiply-adds of an architecture."""
+"""``spnas arch show ARCH``: layers, and the four figures a search can be budgeted on: parameters,
+multiply-adds, peak activation memory and (with a latency table) predicted latency."""
 
 from __future__ import annotations
 
@@ -7,8 +8,7 @@ import json
 
 from spnas.model.arch import ARCH_PRESETS, resolve_arch
 from spnas.cli.space_cmd import add_space_overrides, space_from_args
-from spnas.model.model_size import count_macs, count_params
-from spnas.nn.network import SinglePathNet
+from spnas.model.costs import BYTES_PER_VALUE, arch_costs
 from spnas.outputs.text_table import format_table
 
 ARCH_HELP = (
@@ -20,9 +20,11 @@ ARCH_HELP = (
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("arch", help="inspect architectures")
     asub = p.add_subparsers(dest="arch_cmd", required=True, metavar="{show}")
-    show = asub.add_parser("show", help="print an architecture's layers, params and multiply-adds")
+    show = asub.add_parser("show", help="print an architecture's layers, params, multiply-adds, peak activation "
+                           "memory and (with --lut) predicted latency")
     show.add_argument("arch", help=ARCH_HELP)
     show.add_argument("--space", help="space the architecture belongs to (default: the one it names)")
+    show.add_argument("--lut", help="a latency table of the space: also print the predicted latency")
     add_space_overrides(show)
     show.add_argument("--json", action="store_true", help="print one JSON object")
     show.set_defaults(func=run_show)
@@ -31,11 +33,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run_show(args: argparse.Namespace) -> int:
     arch = resolve_arch(args.arch, args.space)
     space = space_from_args(args, arch.space)
-    net = SinglePathNet(space, arch)
-    params, macs = count_params(net), count_macs(net, space)
+    arch.validate(space)
+    costs = arch_costs(space, arch.ops)
+    memory_int8 = costs["memory"] // BYTES_PER_VALUE["float32"] * BYTES_PER_VALUE["int8"]
+    predicted = None
+    if args.lut:
+        from spnas.latency.predict import predict_ms
+        from spnas.search.loop import load_lut_for
+
+        predicted = predict_ms(load_lut_for(space, args.lut), arch)
     if args.json:
-        print(json.dumps({**arch.to_dict(), "params": params, "macs": macs,
-                          "num_classes": space.num_classes, "input_size": space.input_size}))
+        print(json.dumps({**arch.to_dict(), "params": costs["params"], "macs": costs["macs"],
+                          "memory_bytes": {"float32": costs["memory"], "int8": memory_int8},
+                          "predicted_ms": predicted, "num_classes": space.num_classes, "input_size": space.input_size}))
         return 0
     print(arch.to_string())
     rows = [
@@ -43,6 +53,8 @@ def run_show(args: argparse.Namespace) -> int:
         for l, op in zip(space.layers(), arch.ops)
     ]
     print(format_table(("layer", "stage", "input", "in", "out", "stride", "op"), rows))
-    print(f"params {params:,}  multiply-adds {macs / 1e6:.1f}M  ({space.num_classes} classes, "
-          f"{space.input_size}x{space.input_size} input)")
+    latency = f"  predicted {predicted:.3f} ms" if predicted is not None else "  (latency: give --lut)"
+    print(f"params {costs['params']:,}  multiply-adds {costs['macs'] / 1e6:.1f}M  peak activation memory "
+          f"{costs['memory'] / 1024:,.1f} KiB (float32; {memory_int8 / 1024:,.1f} KiB int8){latency}  "
+          f"({space.num_classes} classes, {space.input_size}x{space.input_size} input, batch 1)")
     return 0

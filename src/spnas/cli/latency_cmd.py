@@ -12,6 +12,7 @@ from spnas.cli.arch_cmd import ARCH_HELP
 from spnas.cli.space_cmd import add_space_overrides, space_from_args
 from spnas.errors import SpnasError
 from spnas.outputs.files import read_json
+from spnas.deploy.quantize import CALIBRATION_IMAGES, PRECISIONS, ModelFormat, format_of_table, int8_format
 from spnas.latency.bundle import VALIDATION_NETWORKS, calibrate_from_bundle_results, write_bundle
 from spnas.latency.device_profiler import CACHE_STATES, Protocol
 from spnas.latency.lut import LatencyTable, import_pixel1
@@ -76,6 +77,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     val.add_argument("--warmup", type=int, default=5)
     val.add_argument("--repeats", type=int, default=60)
     _add_cache_args(val)
+    val.add_argument("--data-dir", help="an INT8 table: where the dataset that calibrated it is now (default: as recorded)")
     val.add_argument("--write-calibration", action="store_true",
                      help="store the fitted calibration in the LUT file (atomically)")
     val.add_argument("--out", required=True, help="directory for validation.json/.csv/.png")
@@ -88,12 +90,33 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     bun.add_argument("--networks", type=int, default=VALIDATION_NETWORKS,
                      help="whole networks to time on the device beside the layers, from the smallest to the largest; "
                      f"half calibrate the table, half check it (default {VALIDATION_NETWORKS}; 0: layers only)")
+    _add_precision_args(bun)
     bun.add_argument("--out", required=True, help="new directory for the bundle")
     bun.add_argument("--force", action="store_true", help="empty --out first if spnas created it")
     bun.set_defaults(func=run_bundle)
 
 
+def _add_precision_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("precision")
+    g.add_argument("--precision", default="float32", choices=PRECISIONS,
+                   help="float32 (default) or int8: every model statically quantized with onnxruntime's tools (QDQ, "
+                   "per-channel int8 weights, uint8 activations calibrated on real images), as INT8 deployments run")
+    g.add_argument("--calibration-data", default="fashion-mnist", metavar="DATA",
+                   help="int8: the dataset whose training images calibrate the quantization (any dataset spec; it must "
+                   "match the space's input; default fashion-mnist)")
+    g.add_argument("--data-dir", help="int8: directory of --calibration-data (env SPNAS_DATA_DIR)")
+    g.add_argument("--calibration-images", type=int, default=CALIBRATION_IMAGES,
+                   help=f"int8: how many training images calibrate it (default {CALIBRATION_IMAGES})")
+
+
+def _format(args: argparse.Namespace, space) -> ModelFormat:
+    if args.precision == "float32":
+        return ModelFormat()
+    return int8_format(space, args.calibration_data, args.data_dir, args.calibration_images)
+
+
 def _add_backend_args(p: argparse.ArgumentParser, repeats: int) -> None:
+    _add_precision_args(p)
     g = p.add_argument_group("measurement")
     g.add_argument("--backend", default="onnxruntime-cpu", help=f"where to measure: one of {', '.join(BACKENDS)}")
     g.add_argument("--target", dest="backend", default="onnxruntime-cpu", help=argparse.SUPPRESS)  # its old name
@@ -139,9 +162,9 @@ def run_profile(args: argparse.Namespace) -> int:
     else:
         space = space_from_args(args)
         protocol = _protocol(args)
-        lut = profile_space(space, get_backend(args.backend, args.threads), protocol)
+        lut = profile_space(space, get_backend(args.backend, args.threads, _format(args, space)), protocol)
     lut.save(args.out)
-    print(f"wrote {args.out}: {lut.backend}, {len(lut.layers)} layers, constant {lut.constant_ms:.3f} ms, "
+    print(f"wrote {args.out}: {lut.backend} {lut.precision}, {len(lut.layers)} layers, constant {lut.constant_ms:.3f} ms, "
           f"range {min(min(r.values()) for r in lut.layers):.3f}-{max(max(r.values()) for r in lut.layers):.3f} ms/layer")
     return 0
 
@@ -175,8 +198,10 @@ def run_measure(args: argparse.Namespace) -> int:
     lut = LatencyTable.load(args.lut) if args.lut else None
     if lut:
         lut.check(space, args.lut)
+    if lut:
+        lut.require_precision(args.precision, args.lut)
     protocol = _protocol(args, lut.timing_cache if lut else Protocol.cache)
-    backend = get_backend(args.backend, args.threads)
+    backend = get_backend(args.backend, args.threads, _format(args, space))
     part = Part("net", SinglePathNet(space, arch).eval(), [1, space.in_channels, space.input_size, space.input_size])
     stats = measure_parts(backend, [part], protocol)[0]["net"]
     result = {"arch": arch.to_string(), "backend": backend.name, "threads": args.threads, "cache": protocol.cache,
@@ -209,7 +234,7 @@ def run_validate(args: argparse.Namespace) -> int:
     for name in VALIDATION_FILES:
         check_output_file(out / name, args.force)
     protocol = _protocol(args, lut.timing_cache)
-    backend = get_backend(lut.backend, lut.threads)
+    backend = get_backend(lut.backend, lut.threads, format_of_table(lut, space, args.data_dir))
     result = validate(lut, space, backend, args.samples, args.seed, protocol, out, args.sampling)
     _print_validation(result, lut.backend)
     if args.write_calibration:
@@ -243,7 +268,8 @@ def run_bundle(args: argparse.Namespace) -> int:
     space = space_from_args(args)
     if args.networks != 0 and args.networks < 4:
         raise SpnasError("--networks must be 0 or at least 4 (half calibrate, half are held out)")
+    fmt = _format(args, space)  # the calibration data is checked before the bundle's directory exists
     with run_directory(args.out, force=args.force) as out:
-        write_bundle(space, out, networks=args.networks)
+        write_bundle(space, out, networks=args.networks, fmt=fmt)
     print(f"wrote {out}: copy it to the device and run 'python3 profile_device.py --out results.json'")
     return 0

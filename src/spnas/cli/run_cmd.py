@@ -50,6 +50,14 @@ def add_pipeline_arguments(p: argparse.ArgumentParser, default_out: str) -> None
                    "kernels, so the same command on the same machine gives the same architectures and weights")
     p.add_argument("--no-cache", action="store_true", help="profile a new latency table even if one is cached")
     p.add_argument("--force", action="store_true", help="start over in a non-empty --out that spnas created")
+    p.add_argument("--precision", default="float32", choices=("float32", "int8"),
+                   help="int8: profile the table on INT8 layers, search on it, export every trained model as INT8 too "
+                   "(static quantization, calibrated on training images), measure the INT8 models and report float "
+                   "and INT8 top-1 (onnxruntime backend only; default float32)")
+    for measure, what in (("params", "parameters"), ("macs", "multiply-adds for one image"),
+                          ("memory", "bytes of peak activation memory at batch 1 (float32: 4 bytes a value)")):
+        p.add_argument(f"--max-{measure}", type=float, help=f"also keep the searched net at or under this many {what}, "
+                       "beside the latency target (refused if no network of the space is that small)")
     p.add_argument("--search-epochs", type=int, help="search epochs instead of the preset's (exactly these; a "
                    "resume must give the same)")
     p.add_argument("--train-epochs", type=int, help="epochs of every training instead of the preset's (exactly "
@@ -62,7 +70,8 @@ def pipeline_options(args: argparse.Namespace) -> PipelineOptions:
         target_ms=getattr(args, "target_ms", None), backend=args.backend, lut=args.lut, threads=args.threads,
         force=args.force, cache=not args.no_cache, device=args.device, amp=args.amp,
         nproc_per_node=args.nproc_per_node, deterministic=args.deterministic, search_epochs=args.search_epochs,
-        train_epochs=args.train_epochs)
+        train_epochs=args.train_epochs, precision=args.precision, max_params=args.max_params, max_macs=args.max_macs,
+        max_memory=args.max_memory)
 
 
 def resumable(stop: Interrupted, out: str) -> Interrupted:
@@ -76,9 +85,12 @@ def run(args: argparse.Namespace) -> int:
         summary = run_pipeline(pipeline_options(args))
     except Interrupted as stop:
         raise resumable(stop, args.out) from None
-    print(f"\ntarget {summary['target_ms']:.3f} ms; searched {summary['search']['arch']}")
+    bound = summary["search"].get("bound_by")
+    print(f"\ntarget {summary['target_ms']:.3f} ms; searched {summary['search']['arch']}"
+          + (f" (bound by {bound})" if bound else ""))
     for r in summary["models"]:
         measured = f"measured {r['measured_ms']:.3f} ms  " if r["measured_ms"] is not None else ""
-        print(f"  {r['model']:14s} top-1 {r['test_top1'] * 100:6.2f}%  {measured}predicted {r['predicted_ms']:.3f} ms")
+        int8 = f"(INT8 {r['test_top1_int8'] * 100:6.2f}%)  " if "test_top1_int8" in r else ""
+        print(f"  {r['model']:14s} top-1 {r['test_top1'] * 100:6.2f}% {int8} {measured}predicted {r['predicted_ms']:.3f} ms")
     print(f"report: {args.out}/report.md")
     return 0

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import sys
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -153,7 +154,8 @@ def run_steps(
                 summary = epoch_end(i)
                 if summary and replicas.main:
                     progress.write(f"{desc}: epoch {(i + 1 + steps_per_epoch - 1) // steps_per_epoch} at step {i + 1}: "
-                                   f"{summary} ({time.monotonic() - paused:.1f} s, not counted in the rate)")
+                                   f"{summary} ({time.monotonic() - paused:.1f} s, not counted in the rate)",
+                                   file=sys.stderr)
             # any rank's clock or signal counts, so that all ranks save and stop at the same step
             due, stop = replicas.any(checkpoint_s is not None and time.monotonic() - last_save >= checkpoint_s,
                                      flag.stop)

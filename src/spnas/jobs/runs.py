@@ -78,7 +78,7 @@ def save_checkpoint(path: Path, step: int, wall_s: float, parts: dict[str, Any],
 
 
 #: parts that checkpoints written before they existed lack (their defaults are right for such runs)
-OPTIONAL_PARTS = ("precision", "landing")
+OPTIONAL_PARTS = ("precision", "landing", "budgets")
 
 
 def restore_checkpoint(path: Path, parts: dict[str, Any], kind: str) -> tuple[int, float]:

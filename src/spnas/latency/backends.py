@@ -16,7 +16,7 @@ from torch import nn
 from spnas.errors import SpnasError
 from spnas.jobs.runs import note
 from spnas.latency.device_profiler import Runner, device_info, ort_runner, ort_version
-from spnas.deploy.onnx_io import onnx_bytes
+from spnas.deploy.quantize import ModelFormat
 
 
 class Backend:
@@ -25,10 +25,17 @@ class Backend:
     #: what else sets a table's timings apart, for the table cache (beside name, threads and protocol)
     cache_tag: ClassVar[str] = ""
 
-    def __init__(self, threads: int = 1) -> None:
+    #: whether it can time INT8 (quantized ONNX) models
+    int8: ClassVar[bool] = False
+
+    def __init__(self, threads: int = 1, fmt: ModelFormat | None = None) -> None:
         if threads < 1:
             raise SpnasError(f"--threads must be >= 1, got {threads}")
         self.threads = threads
+        self.format = fmt or ModelFormat()
+        if self.format.precision != "float32" and not self.int8:
+            raise SpnasError(f"backend {self.name} times float32 models only; INT8 tables are timed with "
+                             f"onnxruntime ({', '.join(n for n, b in BACKENDS.items() if b.int8)})")
 
     def version(self) -> str:
         raise NotImplementedError
@@ -38,19 +45,20 @@ class Backend:
 
     def info(self) -> dict:
         return {"backend": self.name, "runtime": self.runtime, "runtime_version": self.version(),
-                "threads": self.threads, "device": device_info()}
+                "threads": self.threads, "device": device_info(), **self.format.describe()}
 
 
 class OnnxRuntimeCPU(Backend):
     """ONNX export + onnxruntime on the CPU: what most edge deployments run (the default)."""
 
     name, runtime = "onnxruntime-cpu", "onnxruntime"
+    int8 = True
 
     def version(self) -> str:
         return ort_version()
 
     def runner(self, module: nn.Module, input_shape: list[int]) -> Runner:
-        return ort_runner(onnx_bytes(module, input_shape), input_shape, self.threads)
+        return ort_runner(self.format.onnx(module, input_shape), input_shape, self.threads)
 
 
 class TorchCPU(Backend):
@@ -90,8 +98,8 @@ class TorchCUDA(Backend):
     #: a table timed with graphs is not comparable with an eager one: cached apart
     cache_tag = "graphs"
 
-    def __init__(self, threads: int = 1) -> None:
-        super().__init__(threads)
+    def __init__(self, threads: int = 1, fmt: ModelFormat | None = None) -> None:
+        super().__init__(threads, fmt)
         if not torch.cuda.is_available():
             raise SpnasError("backend torch-cuda needs a CUDA GPU; none is visible (use onnxruntime-cpu)")
 
@@ -138,7 +146,8 @@ def captured(module: nn.Module, x: torch.Tensor) -> Callable[[], None] | None:
 BACKENDS: dict[str, type[Backend]] = {t.name: t for t in (OnnxRuntimeCPU, TorchCPU, TorchCUDA)}
 
 
-def get_backend(name: str, threads: int = 1) -> Backend:
+def get_backend(name: str, threads: int = 1, fmt: ModelFormat | None = None) -> Backend:
+    """The backend ``name`` timing models in ``fmt`` (float32 by default)."""
     if name not in BACKENDS:
         raise SpnasError(f"unknown backend {name!r}; choose one of: {', '.join(BACKENDS)}")
-    return BACKENDS[name](threads)
+    return BACKENDS[name](threads, fmt)

@@ -27,7 +27,7 @@ from spnas.latency import device_profiler
 from spnas.latency.parts import Part, all_parts
 from spnas.latency.validate import ValidationResult, sample_architectures, validation_report
 from spnas.nn.network import SinglePathNet
-from spnas.deploy.onnx_io import onnx_bytes
+from spnas.deploy.quantize import ModelFormat
 from spnas.jobs.progress import bar
 from spnas.model.space import SearchSpace
 
@@ -51,8 +51,10 @@ NETWORK_PREFIX = "net/"
 
 
 def write_bundle(space: SearchSpace, out_dir: Path, backend_name: str = "onnxruntime-device",
-                 networks: int = VALIDATION_NETWORKS, seed: int = 0) -> Path:
-    """Write the bundle into ``out_dir`` (the caller makes it a fresh, locked run directory)."""
+                 networks: int = VALIDATION_NETWORKS, seed: int = 0, fmt: ModelFormat | None = None) -> Path:
+    """Write the bundle into ``out_dir`` (the caller makes it a fresh, locked run directory); ``fmt``: float32
+    models (default) or INT8 ones, so a device's INT8 table is one bundle too."""
+    fmt = fmt or ModelFormat()
     out_dir = Path(out_dir)
     (out_dir / "models").mkdir(parents=True, exist_ok=True)
     models = {}
@@ -64,7 +66,7 @@ def write_bundle(space: SearchSpace, out_dir: Path, backend_name: str = "onnxrun
         for part in parts:
             name = f"models/{part.key.replace('/', '_')}.onnx"
             with atomic_path(out_dir / name) as tmp:
-                tmp.write_bytes(onnx_bytes(part.module, part.input_shape))
+                tmp.write_bytes(fmt.onnx(part.module, part.input_shape))
             models[part.key] = {"file": name, "input_shape": part.input_shape}
             progress.update()
     shutil.copyfile(device_profiler.__file__, out_dir / SCRIPT_NAME)
@@ -73,7 +75,7 @@ def write_bundle(space: SearchSpace, out_dir: Path, backend_name: str = "onnxrun
     manifest = {"format": "spnas-bundle/1", "backend": backend_name, "space": space.to_dict(),
                 "space_fingerprint": space.fingerprint(), "models": models,
                 "networks": {f"{NETWORK_PREFIX}{i}": arch.to_string() for i, arch in enumerate(archs)},
-                "validation": {"seed": seed, "sampling": "stratified"}}
+                "validation": {"seed": seed, "sampling": "stratified"}, **fmt.describe()}
     write_json(out_dir / "manifest.json", manifest)
     return out_dir
 

@@ -116,6 +116,9 @@ class LatencyTable:
     space_def: dict = field(default_factory=dict)
     #: how steady the machine was while the table was measured (load, a reference kernel, spread, CI)
     conditions: dict = field(default_factory=dict)
+    #: float32, or int8: then ``quantization`` says how (deploy.quantize.SCHEME) and which images calibrated it
+    precision: str = "float32"
+    quantization: dict = field(default_factory=dict)
     format: str = LUT_FORMAT
 
     def plain_range(self, space: SearchSpace) -> tuple[float, float]:
@@ -138,6 +141,12 @@ class LatencyTable:
         return SearchSpace.from_dict(self.space_def, f"{source}: field 'space_def'")
 
     # ------------------------------------------------------------------ compatibility
+    def require_precision(self, precision: str, source: str = "LUT") -> None:
+        """Refuse a float32 table where an INT8 one is needed, and the reverse: the op costs differ."""
+        if self.precision != precision:
+            raise SpnasError(f"{source}: a {self.precision} latency table, but this needs a {precision} one; profile "
+                             f"one with 'spnas latency profile --precision {precision}'")
+
     def check(self, space: SearchSpace, source: str = "LUT") -> None:
         """Refuse a table measured for another space, naming the first field that differs."""
         for name, mine, theirs in (
@@ -197,7 +206,10 @@ class LatencyTable:
         for key, kind in (("threads", int), ("input_size", int), ("space", str), ("backend", str)):
             if not isinstance(data[key], kind) or isinstance(data[key], bool):
                 raise SpnasError(f"{source}: field '{key}' must be {kind.__name__}, got {data[key]!r}")
-        for key, kind in (("protocol", dict), ("device", dict), ("space_def", dict), ("conditions", dict)):
+        if data.get("precision", "float32") not in ("float32", "int8"):
+            raise SpnasError(f"{source}: field 'precision' must be 'float32' or 'int8', got {data['precision']!r}")
+        for key, kind in (("protocol", dict), ("device", dict), ("space_def", dict), ("conditions", dict),
+                          ("quantization", dict)):
             if key in data and not isinstance(data[key], kind):
                 raise SpnasError(f"{source}: field '{key}' must be a JSON object")
         if kwargs.get("calibration") is not None:
@@ -306,6 +318,7 @@ def lut_from_stats(
         layers=[{op: net(layer_key(l.index, op)) for op in MBCONV_OPS} for l in space.layers()],
         spread=[{op: stats[layer_key(l.index, op)]["iqr"] for op in MBCONV_OPS} for l in space.layers()],
         protocol=dict(protocol), date=info.get("date") or time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        precision=info.get("precision", "float32"), quantization=dict(info.get("quantization", {})),
     )
 
 

@@ -34,6 +34,14 @@ def lut_tensor(lut: LatencyTable, device: torch.device | str | None = None) -> t
                         device=device)
 
 
+def op_mixture(indicators: torch.Tensor) -> torch.Tensor:
+    """(layers, 4): each op's weight in MBCONV_OPS order from (layers, 3) indicators [d_k5, d_e3, d_e6]
+    (bilinear: 0/1 for hard indicators, one 1 per present layer, none for a skipped one). What the exact
+    latency formula and the other budgets (:mod:`spnas.model.costs`) mix their tables with."""
+    k, on, e = indicators.unbind(-1)
+    return on[:, None] * torch.stack([(1 - k) * (1 - e), (1 - k) * e, k * (1 - e), k * e], -1)
+
+
 def differentiable_ms(
     lut: LatencyTable, indicators: torch.Tensor, formula: str = "exact", calibrated: bool = True,
     table: torch.Tensor | None = None,
@@ -45,8 +53,7 @@ def differentiable_ms(
         table = lut_tensor(lut, indicators.device)
     k, on, e = indicators.unbind(-1)
     k3e3, k3e6, k5e3, k5e6 = table.unbind(-1)
-    # each op's weight, in MBCONV_OPS order: 0/1 for hard indicators (the calibration's weights too)
-    weights = on[:, None] * torch.stack([(1 - k) * (1 - e), (1 - k) * e, k * (1 - e), k * e], -1)
+    weights = op_mixture(indicators)  # the calibration's weights too
     if formula == "exact":
         per_layer = (weights * table).sum(-1)
     else:

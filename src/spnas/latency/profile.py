@@ -47,7 +47,8 @@ def lut_from_bundle_results(results: dict[str, Any], source: str) -> LatencyTabl
         space = SearchSpace.from_dict(manifest["space"], f"{source}: field 'manifest.space'")
         info = {"backend": manifest.get("backend", manifest.get("target", "onnxruntime-device")), "runtime": results["runtime"],
                 "runtime_version": results["runtime_version"], "threads": results["threads"],
-                "device": results.get("device", {}), "date": results.get("date", "")}
+                "device": results.get("device", {}), "date": results.get("date", ""),
+                "precision": manifest.get("precision", "float32"), "quantization": manifest.get("quantization", {})}
         stats, protocol = results["stats"], results["protocol"]
     except KeyError as err:
         raise SpnasError(f"{source}: not a bundle results file (field {err} is missing)") from None

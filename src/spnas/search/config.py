@@ -26,7 +26,8 @@ SEARCH_LIMITS: dict[str, Limit] = {
     "val_fraction": fraction(), "train_subset": at_least(1), "seed": at_least(0), "log_every": at_least(1),
     "method": one_of("single-path", "multipath", "random"), "temperature": positive(), "candidates": at_least(1),
     "temperature_decay": fraction(low_open=True, high_open=False), "landing": fraction(high_open=False),
-    "landing_rule": one_of(*LANDING_RULES),
+    "landing_rule": one_of(*LANDING_RULES), "max_params": positive(), "max_macs": positive(),
+    "max_memory": positive(),
 }
 
 
@@ -77,6 +78,13 @@ class SearchConfig(JobSettings):
         "decisions to the end, so the search ends on its result), last (freeze nothing: return the window's last "
         "in-band decisions, which may precede the last step) or first (freeze the window's first in-band decisions; "
         "measured 0.7 points less accurate at the highest target, BENCHMARKS.md section 13)")
+    max_params: float | None = setting(
+        None, "also keep the result's parameters at or under this many (weights, biases and BatchNorm's; e.g. "
+        "3e6), beside --target-ms or alone; refused if no network of the space is that small")
+    max_macs: float | None = setting(None, "also keep the result's multiply-adds for one image at or under this")
+    max_memory: float | None = setting(
+        None, "also keep the result's peak activation memory at batch 1 at or under this many bytes (4 bytes a "
+        "value in float32; the largest input + output + held residual of any op)")
     runtime_formula: str = setting("exact", "exact (all 4 LUT entries) or paper (the released approximation)")
     val_fraction: float = setting(0.1, "share of training images held out for validation")
     train_subset: int | None = setting(None, "use only this many (seeded, random) training images")

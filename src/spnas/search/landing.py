@@ -39,7 +39,7 @@ step), no per-target difference significant.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 from spnas.model.arch import Architecture
 from spnas.nn.superkernel import GROUPS, Decision
@@ -129,15 +129,17 @@ class Landing:
         return step >= self.start_step and not self.frozen
 
     def update(self, step: int, arch: Architecture, hard_ms: float,
-               path: Sequence[tuple[Architecture, float]] = ()) -> Architecture | None:
+               path: Sequence[tuple[Architecture, float]] = (),
+               fits: Callable[[tuple[str, ...]], bool] = lambda ops: True) -> Architecture | None:
         """Land on and return the step's decisions ``arch`` if they lie in the band, else on an in-band point
         of the step's ``path`` (:func:`path_within_step`, priced): its first where the first landing counts
-        (:meth:`takes_first`), else its last (the nearest to the step's end); None if neither."""
+        (:meth:`takes_first`), else its last (the nearest to the step's end); None if neither. ``fits``: the
+        other budgets (``--max-params`` ...) that a landing must meet too."""
         if not self.open_at(step):
             return None
         points = list(enumerate(path, start=1))
         for flips, (candidate, ms) in [(0, (arch, hard_ms)), *(points if self.takes_first(step) else points[::-1])]:
-            if self.low_ms <= ms <= self.target_ms:
+            if self.low_ms <= ms <= self.target_ms and fits(candidate.ops):
                 self.arch, self.step, self.within_step = candidate.to_string(), step, flips or None
                 return candidate
         return None

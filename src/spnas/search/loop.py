@@ -23,7 +23,9 @@ from spnas.errors import SpnasError
 from spnas.jobs.evaluate import accuracy, recalibrated_batchnorm
 from spnas.outputs.files import write_json
 from spnas.latency.lut import LatencyTable
-from spnas.latency.predict import differentiable_ms, lut_tensor, predict_ms
+from spnas.latency.predict import differentiable_ms, lut_tensor, op_mixture, predict_ms
+from spnas.model.costs import arch_costs
+from spnas.search.budgets import Budgets, bound_by
 from spnas.nn.network import SinglePathNet
 from spnas.nn.superkernel import GROUPS, Decision
 from spnas.jobs.optim import L2Term, make_optimizer, staircase_schedule
@@ -86,11 +88,12 @@ def run_search(cfg: SearchConfig, resume_dir: str | None = None, force: bool = F
     job = Job.prepare(cfg, resume_dir, force, data)
     space = space_for_data(cfg.space, job.data, cfg.width)
     lut = load_lut_for(space, cfg.lut)  # refused before any training starts
+    budgets = Budgets.of(cfg, space, lut.precision)  # likewise a budget no network meets (memory: the table's bytes)
     with job.directory(force=force):
-        return (_random_search if cfg.method == "random" else _search)(job, space, lut)
+        return (_random_search if cfg.method == "random" else _search)(job, space, lut, budgets)
 
 
-def _search(job: Job, space: SearchSpace, lut: LatencyTable) -> SearchResult:
+def _search(job: Job, space: SearchSpace, lut: LatencyTable, budgets: Budgets) -> SearchResult:
     cfg, data, precision, run_dir = job.cfg, job.data, job.precision, job.run_dir
     torch.manual_seed(cfg.seed)
     source = job.train_source()
@@ -106,7 +109,7 @@ def _search(job: Job, space: SearchSpace, lut: LatencyTable) -> SearchResult:
     landing = (Landing.for_run(cfg.target_ms, cfg.target_margin, cfg.landing, total, warm_steps, cfg.landing_rule)
                if controller and method.lands and cfg.landing > 0 else None)
     parts = {"model": net, "optimizer": optimizer, "schedule": schedule, "controller": controller,
-             "precision": precision, "landing": landing}
+             "precision": precision, "landing": landing, "budgets": budgets or None}
     start, wall_before = job.restore(parts, "search")
     guard = job.guard(total, f"--lr-per-256 {cfg.lr_per_256:g}, LR {cfg.lr:g} at batch {cfg.batch_size}", start, net)
     one_step = GlobalBatchStep(job.forward_model(net), net, optimizer, precision,
@@ -116,7 +119,7 @@ def _search(job: Job, space: SearchSpace, lut: LatencyTable) -> SearchResult:
     val = eval_source(data, data.val, device=precision.device)
 
     loop = SearchSteps(job, method, net, lut, table, controller, landing, source, one_step, schedule, guard, log,
-                       val, warm_steps, steps_per_epoch, total)
+                       val, warm_steps, steps_per_epoch, total, budgets)
     try:
         run_steps(start=start, total=total, steps_per_epoch=steps_per_epoch, desc="search", step=loop.step,
                   epoch_end=loop.epoch_end, save=lambda step: (loop.flush(), job.checkpoint(step, parts, "search", guard,
@@ -129,7 +132,7 @@ def _search(job: Job, space: SearchSpace, lut: LatencyTable) -> SearchResult:
 
     last_step = net.architecture()
     # a landing's decisions are the result as they are (rule first: the frozen last step's own)
-    arch, flips = (landing.landed, []) if landing and landing.landed else method.result(net, lut, cfg)
+    arch, flips = (landing.landed, []) if landing and landing.landed else method.result(net, lut, cfg, budgets)
     wall = job.wall_s(wall_before)
     result = SearchResult.of(arch, last_step, lut, run_dir, wall, flips)
     if not job.replicas.main:
@@ -137,7 +140,8 @@ def _search(job: Job, space: SearchSpace, lut: LatencyTable) -> SearchResult:
     records = read_metrics(run_dir / METRICS)
     result.diagnosis = diagnose(records, space, total, warm_steps, steps_per_epoch, cfg.target_ms, arch.ops,
                                 cfg.indicator_scale, last_step_ms=result.last_step_ms)  # priced as the result is
-    _save_result(job, space, lut, result, lambda_=float(controller.lam) if controller else cfg.lambda_, steps=total,
+    _save_result(job, space, lut, result, budgets, lambda_=float(controller.lam) if controller else cfg.lambda_,
+                 steps=total,
                  landing=landing.state_dict() if landing else None,
                  controller=controller.state_dict() if controller else None,
                  diagnostics=result.diagnosis.to_dict(), warnings=result.diagnosis.warnings, **method.state(net))
@@ -146,10 +150,16 @@ def _search(job: Job, space: SearchSpace, lut: LatencyTable) -> SearchResult:
     return result
 
 
-def _save_result(job: Job, space: SearchSpace, lut: LatencyTable, result: SearchResult, **extra) -> None:
+def _save_result(job: Job, space: SearchSpace, lut: LatencyTable, result: SearchResult, budgets: Budgets,
+                 **extra) -> None:
     """arch.json (what ``spnas train`` takes; no wall times, so that a ``--deterministic`` rerun writes
-    the same bytes) and summary.json, for every method."""
+    the same bytes) and summary.json, for every method: with the result's cost in every budget and
+    which of them bound it (the one nearest its limit)."""
     cfg, arch = job.cfg, result.arch
+    limits = budgets.report(arch.ops)
+    used = {m: b["used"] for m, b in limits.items()}
+    if cfg.target_ms:
+        used["latency"] = result.predicted_ms / cfg.target_ms
     arch.save(job.run_dir / "arch.json", predicted_ms=result.predicted_ms,
               predicted_raw_ms=predict_ms(lut, arch, calibrated=False), target_ms=cfg.target_ms,
               lambda_=extra.get("lambda_"), lut=cfg.lut, lut_backend=lut.backend,
@@ -161,10 +171,11 @@ def _save_result(job: Job, space: SearchSpace, lut: LatencyTable, result: Search
         "target_ms": cfg.target_ms,
         "last_step_arch": result.last_step.to_string(), "last_step_predicted_ms": result.last_step_ms,
         "repair_flips": result.repair_flips, "wall_s": result.wall_s, "method": cfg.method,
+        "costs": arch_costs(space, arch.ops), "budgets": limits, "bound_by": bound_by(used),
         **{k: v for k, v in extra.items() if k != "lambda_"}})
 
 
-def _random_search(job: Job, space: SearchSpace, lut: LatencyTable) -> SearchResult:
+def _random_search(job: Job, space: SearchSpace, lut: LatencyTable, budgets: Budgets) -> SearchResult:
     """See :mod:`spnas.search.random_search`."""
     cfg, precision, run_dir = job.cfg, job.precision, job.run_dir
     torch.manual_seed(cfg.seed)
@@ -173,7 +184,7 @@ def _random_search(job: Job, space: SearchSpace, lut: LatencyTable) -> SearchRes
     proxy_steps = budget // cfg.candidates
     if proxy_steps < 1:
         raise SpnasError(f"--candidates {cfg.candidates} is more than the {budget} steps of the search budget")
-    candidates = draw_candidates(space, lut, cfg.candidates, cfg.seed, cfg.target_ms, cfg.target_margin)
+    candidates = draw_candidates(space, lut, cfg.candidates, cfg.seed, cfg.target_ms, cfg.target_margin, budgets.fits)
     total = proxy_steps * cfg.candidates
     training = CandidateTraining(job, space, lut, candidates, proxy_steps, source,
                                  eval_source(job.data, job.data.val, device=precision.device), log=None, guard=None)
@@ -194,7 +205,7 @@ def _random_search(job: Job, space: SearchSpace, lut: LatencyTable) -> SearchRes
     best = Architecture.from_string(training.best()["arch"])
     result = SearchResult.of(best, best, lut, run_dir, job.wall_s(wall_before), [])
     if job.replicas.main:
-        _save_result(job, space, lut, result, steps=total, budget_steps=budget, proxy_steps=proxy_steps,
+        _save_result(job, space, lut, result, budgets, steps=total, budget_steps=budget, proxy_steps=proxy_steps,
                      candidates=training.results)
     return result
 
@@ -226,6 +237,7 @@ class SearchSteps:
     warmup_steps: int
     steps_per_epoch: int
     total: int
+    budgets: Budgets = field(default_factory=Budgets)
     #: the hard decisions after the last step compared (at a resume: the checkpoint's), to log each flip
     previous_ops: tuple[str, ...] = ()
     #: the previous step's decisions and margins, for the path of a step in the landing window
@@ -251,22 +263,26 @@ class SearchSteps:
         net.train()
         self.method.begin_step(net, cfg, warm, step / self.steps_per_epoch)
         lam = 0.0 if warm else (self.controller.lam if self.controller else cfg.lambda_)
-        terms: list[tuple[torch.Tensor, torch.Tensor]] = []  # (latency, runtime term) of each part
+        terms: list[tuple[torch.Tensor, ...]] = []  # (latency, runtime term, with the budgets' terms) of each part
 
         def regulariser() -> torch.Tensor:  # after the part's forward pass: its indicators
             latency = self.method.latency_ms(net, lut, self.table, cfg)
-            terms.append((latency, runtime_term(latency, lam)))
-            return terms[-1][1]
+            runtime = runtime_term(latency, lam)
+            term = runtime + self.budgets.term(self.method.op_weights(net)) if self.budgets and not warm else runtime
+            terms.append((latency, runtime, term))
+            return term
 
         stats = self.one_step(step, lambda part: self.source.batch(epoch, in_epoch, part, self.job.num_parts),
                               step_seed=cfg.seed * 1_000_003 + step, regulariser=regulariser)
-        latency, runtime = terms[-1]
-        guard.record(step, stats, latency_ms=latency, runtime=runtime, lam=lam)
+        latency, runtime, regularisers = terms[-1]
+        guard.record(step, stats, latency_ms=latency, runtime=regularisers, lam=lam)
         self.schedule.step()
 
         state = self.method.decision_state(net)
         if self.controller and not warm:
             self.controller.update(differentiable_ms(lut, state["decisions"].double(), table=self._table64))
+        if self.budgets and not warm:
+            self.budgets.update(op_mixture(state["decisions"]))
         self.pending.append((step, state["decisions"]))
         window = self.landing is not None and self.landing.open_at(step + 1)  # from the step before it
         logged = step % cfg.log_every == 0 or step + 1 == self.total
@@ -289,13 +305,16 @@ class SearchSteps:
         if not logged:
             return None
         guard.verify()
-        values = stats.read(runtime_term=runtime, lam=lam)
+        values = stats.read(runtime_term=runtime, lam=lam,
+                            **{f"lambda_{b.measure}": b.controller.lam for b in self.budgets.items})
         hard_ms = predict_ms(lut, arch)
         self.log.write({
             "step": step, "epoch": step / self.steps_per_epoch, "loss": values["loss"], "ce": values["ce"],
             "l2": values["l2"], "runtime_term": values["runtime_term"], "predicted_ms": hard_ms,
             "lambda": values["lam"], "lr": self.schedule.get_last_lr()[0], "grad_norm": values["grad_norm"],
             "warmup": warm, "batch_acc": values["batch_acc"], "ops": list(arch.ops), **self.method.state(net),
+            **({"budgets": {m: {"value": v, "lambda": values[f"lambda_{m}"]} for m, v in
+                            self.budgets.values(arch.ops).items()}} if self.budgets else {}),
         })
         return {"ce": f"{values['ce']:.3f}", "ms": f"{hard_ms:.3f}", "lam": f"{values['lam']:.3g}"}
 
@@ -331,7 +350,7 @@ class SearchSteps:
         price = partial(canonical_price, self.lut, self.net.space.name)  # what a result would report
         path = [(architecture_of(self.net.space.name, d), price(d)) for d in
                 path_within_step(self.previous_decisions, decisions, self.previous_margins, margins)]
-        landed = self.landing.update(step, arch, price(decisions), path)
+        landed = self.landing.update(step, arch, price(decisions), path, fits=self.budgets.fits)
         if landed:
             self.log.write({"step": step, "landed": landed.to_string(), "within_step": self.landing.within_step,
                             "rule": self.landing.rule,

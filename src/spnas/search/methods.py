@@ -21,9 +21,10 @@ import torch
 
 from spnas.model.arch import Architecture
 from spnas.latency.lut import LatencyTable
-from spnas.latency.predict import differentiable_ms
+from spnas.latency.predict import differentiable_ms, op_mixture
 from spnas.nn.multipath import MultiPathNet
 from spnas.nn.network import SinglePathNet
+from spnas.search.budgets import Budgets
 from spnas.search.repair import repair_to_budget
 from spnas.model.space import SearchSpace
 
@@ -49,14 +50,19 @@ class SinglePath:
         """The hard decisions now, on the device: ``decisions`` (layers, 3) and ``margins`` (layers, 3)."""
         return net.decision_state()
 
+    def op_weights(self, net: SinglePathNet) -> torch.Tensor:
+        """(layers, 4) each op's weight under the last forward's indicators: what the budgets price."""
+        return op_mixture(net.indicators().float())
+
     def state(self, net: SinglePathNet) -> dict:
         return {"thresholds": net.thresholds(), "norms": net.group_norms()}
 
-    def result(self, net: SinglePathNet, lut: LatencyTable, cfg) -> tuple[Architecture, list]:
-        """(architecture, decisions flipped to meet the budget band)."""
-        if not cfg.target_ms:
+    def result(self, net: SinglePathNet, lut: LatencyTable, cfg, budgets: Budgets = Budgets()
+               ) -> tuple[Architecture, list]:
+        """(architecture, decisions flipped to meet the latency band and every other budget)."""
+        if not cfg.target_ms and not budgets:
             return net.architecture(), []
-        repair = repair_to_budget(net, lut, cfg.target_ms, cfg.target_margin)
+        repair = repair_to_budget(net, lut, cfg.target_ms, cfg.target_margin, budgets)
         return repair.arch, repair.flips
 
 
@@ -85,10 +91,17 @@ class MultiPath:
         """``decisions`` (layers, 3): those of each layer's most likely op, on the device."""
         return net.decision_state()
 
+    def op_weights(self, net: MultiPathNet) -> torch.Tensor:
+        """(layers, 4) the mixture's probability of each op: its expected costs."""
+        return net.expected_op_weights()
+
     def state(self, net: MultiPathNet) -> dict:
         return {"alphas": [[round(v, 4) for v in layer.alpha.tolist()] for layer in net.mixed_layers()]}
 
-    def result(self, net: MultiPathNet, lut: LatencyTable, cfg) -> tuple[Architecture, list]:
+    def result(self, net: MultiPathNet, lut: LatencyTable, cfg, budgets: Budgets = Budgets()
+               ) -> tuple[Architecture, list]:
+        """The most likely op of every layer, as FBNet returns it: its budgets steer the mixture during the
+        search, but nothing repairs the result (a baseline, not a recommended method)."""
         return net.architecture(), []
 
 

@@ -41,6 +41,9 @@ class TargetController:
     gain: float = 0.1
     lam_max: float = 10.0
     integral: float | None = None
+    #: the lowest lambda (and integral): negative lets the latency term give capacity back below the aim;
+    #: an upper-bound budget (--max-params, ...) uses 0, so it only ever pushes down
+    lam_min: float = -10.0
 
     def __post_init__(self) -> None:
         if self.integral is None:
@@ -56,12 +59,12 @@ class TargetController:
         if isinstance(hard_ms, torch.Tensor):
             error = torch.log(hard_ms.double() / self.aim_ms)
             integral = torch.as_tensor(self.integral, dtype=torch.float64, device=hard_ms.device)
-            self.integral = (integral + self.rate * error).clamp(-self.lam_max, self.lam_max)
-            self.lam = (self.integral + self.gain * error).clamp(-self.lam_max, self.lam_max)
+            self.integral = (integral + self.rate * error).clamp(self.lam_min, self.lam_max)
+            self.lam = (self.integral + self.gain * error).clamp(self.lam_min, self.lam_max)
             return self.lam
         error = math.log(hard_ms / self.aim_ms)
-        self.integral = min(max(self.integral + self.rate * error, -self.lam_max), self.lam_max)
-        self.lam = min(max(self.integral + self.gain * error, -self.lam_max), self.lam_max)
+        self.integral = min(max(self.integral + self.rate * error, self.lam_min), self.lam_max)
+        self.lam = min(max(self.integral + self.gain * error, self.lam_min), self.lam_max)
         return self.lam
 
     def state_dict(self) -> dict:

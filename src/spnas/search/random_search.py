@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -37,21 +37,23 @@ MAX_DRAWS = 100_000
 
 
 def draw_candidates(space: SearchSpace, lut: LatencyTable, count: int, seed: int, target_ms: float | None,
-                    margin: float) -> list[Architecture]:
+                    margin: float, fits: Callable[[tuple[str, ...]], bool] = lambda ops: True) -> list[Architecture]:
     """``count`` architectures drawn uniformly per layer, in canonical form (priced as such); with a
-    target, only those predicted inside [target·(1 - 2·margin), target]."""
+    target, only those predicted inside [target·(1 - 2·margin), target]; only those that ``fits`` (the
+    other budgets)."""
     rng = random.Random(seed)
     low, high = (band_low(target_ms, margin), target_ms) if target_ms else (0.0, float("inf"))
     drawn = []
     for _ in range(count):
         for _ in range(MAX_DRAWS):
             arch = Architecture(space.name, tuple(rng.choice(layer.candidates) for layer in space.layers())).canonical()
-            if low <= predict_ms(lut, arch) <= high:
+            if low <= predict_ms(lut, arch) <= high and fits(arch.ops):
                 drawn.append(arch)
                 break
         else:
             raise SpnasError(f"random search: no architecture in {MAX_DRAWS:,} draws was predicted inside "
-                             f"[{low:.4g}, {high:.4g}] ms; widen --target-margin or move --target-ms")
+                             f"[{low:.4g}, {high:.4g}] ms and inside the other budgets; widen --target-margin, move "
+                             "--target-ms or relax --max-params/--max-macs/--max-memory")
     return drawn
 
 

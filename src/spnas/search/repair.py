@@ -9,12 +9,16 @@ T, then back on while far under it. The flips are recorded next to the unrepaire
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from spnas.model.arch import Architecture
 from spnas.latency.lut import LatencyTable
 from spnas.latency.predict import predict_ms
 from spnas.nn.network import SinglePathNet
 from spnas.nn.superkernel import Decision
+
+if TYPE_CHECKING:
+    from spnas.search.budgets import Budgets
 
 
 @dataclass
@@ -47,11 +51,15 @@ def canonical_price(lut: LatencyTable, space_name: str, decisions: list[Decision
     return predict_ms(lut, architecture_of(space_name, decisions).canonical())
 
 
-def repair_to_budget(net: SinglePathNet, lut: LatencyTable, target_ms: float, margin: float) -> Repair:
+def repair_to_budget(net: SinglePathNet, lut: LatencyTable, target_ms: float | None, margin: float,
+                     budgets: "Budgets | None" = None) -> Repair:
+    """Flip the least confident decisions off while the latency is over ``target_ms`` or a budget is exceeded
+    (every flip off shrinks every measure), then on while the latency is under the band and a flip keeps
+    it and every budget in (with a target)."""
     decisions = net.decisions()
     layers = net.space.layers()
     confidence = [{g: abs(m) for g, m in layer.items()} for layer in net.decision_margins()]
-    lower = band_low(target_ms, margin)
+    lower = band_low(target_ms, margin) if target_ms is not None else 0.0
     flips: list[dict] = []
 
     def groups(value: int):
@@ -64,8 +72,11 @@ def repair_to_budget(net: SinglePathNet, lut: LatencyTable, target_ms: float, ma
                 if getattr(d, g) == value:
                     yield confidence[i][g], i, g
 
+    def fits(candidate: list[Decision]) -> bool:
+        return budgets is None or budgets.fits(architecture_of(net.space.name, candidate).ops)
+
     ms = canonical_price(lut, net.space.name, decisions)
-    while ms > target_ms:
+    while (target_ms is not None and ms > target_ms) or not fits(decisions):
         options = sorted(groups(1))
         if not options:
             break
@@ -73,11 +84,11 @@ def repair_to_budget(net: SinglePathNet, lut: LatencyTable, target_ms: float, ma
         decisions = with_group(decisions, i, g, 0)
         ms = canonical_price(lut, net.space.name, decisions)
         flips.append({"layer": i, "group": g, "to": 0, "predicted_ms": ms})
-    while ms < lower:
+    while target_ms is not None and ms < lower:
         for _, i, g in sorted(groups(0)):
             trial = with_group(decisions, i, g, 1)
             trial_ms = canonical_price(lut, net.space.name, trial)
-            if trial_ms <= target_ms:
+            if trial_ms <= target_ms and fits(trial):
                 decisions, ms = trial, trial_ms
                 flips.append({"layer": i, "group": g, "to": 1, "predicted_ms": ms})
                 break

@@ -28,7 +28,9 @@ from spnas.data.datasets import DataSplits, load_data, with_train_subset
 from spnas.jobs.engine import Interrupted
 from spnas.jobs.device import Precision, resolve_device
 from spnas.errors import SpnasError
-from spnas.deploy.export import export_model
+from spnas.deploy.export import export_int8, export_model
+from spnas.deploy.quantize import PRECISIONS, int8_format
+from spnas.model.costs import arch_costs
 from spnas.outputs.files import read_json, write_json
 from spnas.latency.device_profiler import Protocol, measure_until_stable
 from spnas.latency.fresh_process import measure_onnx_models
@@ -135,6 +137,12 @@ class PipelineOptions:
     #: epochs of the search and of every training instead of the preset's (exactly these: no minimum steps)
     search_epochs: int | None = None
     train_epochs: int | None = None
+    #: float32, or int8: the table, the measured models and the reported accuracy are those of INT8 models
+    precision: str = "float32"
+    #: budgets beside latency (``spnas search --max-params`` ...), None: none
+    max_params: float | None = None
+    max_macs: float | None = None
+    max_memory: float | None = None
 
 
 def run_pipeline(options: PipelineOptions) -> dict:
@@ -166,14 +174,17 @@ def open_pipeline(options: PipelineOptions, command: str) -> Iterator["Pipeline"
     resume = (Path(options.out) / STATE).is_file() and not options.force
     if not resume:
         check_new_run_dir(options.out, options.force)
-    backend = get_backend(options.backend, options.threads)
+    if options.precision not in PRECISIONS:
+        raise SpnasError(f"--precision must be one of: {', '.join(PRECISIONS)}, got {options.precision!r}")
     full = load_data(data_name, options.data_dir, 0.1, 0)  # once; each job takes its subset of it
     splits = with_train_subset(full, preset.train_subset, 0)
     if len(splits.train) < preset.batch_size:
         raise SpnasError(f"{data_name}: {len(splits.train)} training images, fewer than one batch of "
                          f"{preset.batch_size}; use a larger dataset")
     space = space_for_data(options.space, splits, preset.width)
-    foreign_lut = _foreign_lut(options.lut, space) if options.lut else None
+    fmt = int8_format(space, data_name, options.data_dir) if options.precision == "int8" else None
+    backend = get_backend(options.backend, options.threads, fmt)
+    foreign_lut = _foreign_lut(options.lut, space, options.precision) if options.lut else None
     for option, value in (("--search-epochs", options.search_epochs), ("--train-epochs", options.train_epochs)):
         if value is not None and value < 1:
             raise SpnasError(f"{option} must be at least 1, got {value}")
@@ -253,7 +264,7 @@ class Pipeline:
                     "backend": self.foreign_lut.backend}
         space, backend, cached = self.space, self.backend, None
         if self.options.cache:
-            tag = f"-{backend.cache_tag}" if backend.cache_tag else ""
+            tag = "".join(f"-{t}" for t in (backend.cache_tag, "int8" if self.options.precision == "int8" else "") if t)
             cached = lut_cache_dir() / f"{backend.name}{tag}-t{backend.threads}-{Protocol.cache}-{space.fingerprint()}.json"
             if _usable_cache(cached, space):
                 shutil.copyfile(cached, self.lut_path)
@@ -276,7 +287,8 @@ class Pipeline:
                             space=self.options.space, width=self.preset.width, epochs=self.epochs["search"],
                             batch_size=self.preset.batch_size, train_subset=self.preset.search_subset,
                             target_ms=target_ms, indicator_scale="init-norm", out=str(out), eval_every_epoch=False,
-                            **self.jobs(), **settings)
+                            max_params=self.options.max_params, max_macs=self.options.max_macs,
+                            max_memory=self.options.max_memory, **self.jobs(), **settings)
 
     def search(self, target_ms: float, out: Path | None = None, max_steps: int | None = None, **settings) -> dict:
         """Search at ``target_ms`` into ``out`` (default run_dir/search); with ``max_steps``, only its
@@ -293,6 +305,7 @@ class Pipeline:
                 "wall_s": summary["wall_s"], "last_step_arch": summary["last_step_arch"],
                 "last_step_predicted_ms": summary["last_step_predicted_ms"], "repair_flips": summary["repair_flips"],
                 "diagnostics": summary.get("diagnostics"), "warnings": summary.get("warnings", []),
+                "costs": summary.get("costs"), "budgets": summary.get("budgets", {}), "bound_by": summary.get("bound_by"),
                 "landed_step": (summary.get("landing") or {}).get("step"),
                 "landed_within_step": (summary.get("landing") or {}).get("within_step")}
 
@@ -311,7 +324,13 @@ class Pipeline:
         net, meta = load_model(out)
         onnx_path = self.run_dir / "models" / f"{out.relative_to(self.run_dir / 'train').as_posix().replace('/', '-')}.onnx"
         check = export_model(net, meta, "onnx", onnx_path, self.options.data_dir)
-        return {**metrics, "arch": arch_text, "onnx": str(onnx_path), "export_max_abs_diff": check["max_abs_diff"],
+        int8 = {}
+        if self.options.precision == "int8":
+            q = export_int8(net, meta, onnx_path.with_suffix(".int8.onnx"), self.options.data_dir)
+            int8 = {"onnx_int8": q["path"], "test_top1_int8": q["test_top1_int8"],
+                    "test_top1_float_onnx": q["test_top1_float"], "int8_drop_points": q["drop_points"],
+                    "int8_warning": q["warning"]}
+        return {**metrics, **int8, "arch": arch_text, "onnx": str(onnx_path), "export_max_abs_diff": check["max_abs_diff"],
                 "seed": seed, "out": str(out)}
 
     def run_job(self, kind: str, cfg, out: Path, in_process, max_steps: int | None = None) -> None:
@@ -352,7 +371,8 @@ class Pipeline:
         protocol = Protocol(warmup=10, repeats=self.preset.measure_repeats)
         for attempt in (1, 2):
             if backend.name == "onnxruntime-cpu":
-                stats, conditions = measure_onnx_models({n: t["onnx"] for n, t in trained.items()}, shape,
+                key = "onnx_int8" if self.options.precision == "int8" else "onnx"
+                stats, conditions = measure_onnx_models({n: t[key] for n, t in trained.items()}, shape,
                                                         backend.threads, protocol, self.run_dir / "measure")
             else:
                 runners = {n: backend.runner(load_model(Path(t.get("out", self.run_dir / "train" / n)))[0], shape)
@@ -377,18 +397,23 @@ class Pipeline:
                          "latency_ms": measured[name]["median"] if measured else predicted,
                          "test_top1": t["test_top1"], "test_top5": t.get("test_top5"),
                          "test_top1_raw": t["test_top1_raw"], "test_top1_ema": t["test_top1_ema"],
-                         "train_wall_s": t["train_wall_s"], "export_max_abs_diff": t["export_max_abs_diff"]})
+                         "train_wall_s": t["train_wall_s"], "export_max_abs_diff": t["export_max_abs_diff"],
+                         **{k: t[k] for k in ("test_top1_int8", "test_top1_float_onnx", "int8_drop_points") if k in t},
+                         **{k: v for k, v in arch_costs(self.space, Architecture.from_string(arch_text).ops,
+                                                        self.options.precision).items()}})
         summary = {"preset": self.options.preset, "data": self.data_name, "space": self.space.to_dict(),
                    "target_ms": target_ms, "latency_backend": lut.backend,
                    "latency": "measured" if measured else "predicted", "lut": self.state["stages"]["lut"],
                    "search": self.state["stages"]["search"], "models": rows,
                    "settings": dataclasses.asdict(self.preset), "epochs": self.epochs,
-                   "threads": self.backend.threads, "processes": self.nproc}
+                   "threads": self.backend.threads, "processes": self.nproc, "precision": self.options.precision}
         conditions = (measure_stage or {}).get("conditions", {})
         summary["measurement_conditions"] = conditions
         summary["warnings"] = [*(f"search: {w}" for w in self.state["stages"]["search"].get("warnings", [])),
                                *(f"measured latencies may be off: {w}" for w in conditions.get("warnings", [])),
-                               *prediction_offset_warnings(rows), *comparison_warnings(rows, self.space.num_classes)]
+                               *prediction_offset_warnings(rows), *comparison_warnings(rows, self.space.num_classes),
+                               *(f"{name}: {self.state['stages'][f'train:{name}']['int8_warning']}" for name in models
+                                 if self.state["stages"][f"train:{name}"].get("int8_warning"))]
         for warning in summary["warnings"]:
             print(f"spnas: warning: {warning}", file=sys.stderr)
         write_report(self.run_dir, summary, self.space)
@@ -416,9 +441,10 @@ def _signals_passed_to(child: subprocess.Popen):
             signal.signal(sig, handler)
 
 
-def _foreign_lut(path: str, space: SearchSpace) -> LatencyTable:
+def _foreign_lut(path: str, space: SearchSpace, precision: str) -> LatencyTable:
     lut = LatencyTable.load(path)
     lut.check(space, path)
+    lut.require_precision(precision, path)
     return lut
 
 

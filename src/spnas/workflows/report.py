@@ -114,11 +114,15 @@ def write_report(run_dir: Path, summary: dict, space: SearchSpace) -> None:
 
 def _markdown(summary: dict, space: SearchSpace) -> str:
     rows = summary["models"]
+    int8 = summary.get("precision") == "int8"
     table = format_table(
-        ("model", "test top-1 %", "measured ms (IQR)", "predicted ms", "train min", "architecture"),
-        [(r["model"], f"{r['test_top1'] * 100:.2f}",
+        ("model", "test top-1 %", *(("INT8 top-1 %",) if int8 else ()), f"measured{' INT8' if int8 else ''} ms (IQR)",
+         "predicted ms", "params", "MMACs", "train min", "architecture"),
+        [(r["model"], f"{r['test_top1'] * 100:.2f}", *((f"{r['test_top1_int8'] * 100:.2f}",) if int8 else ()),
           f"{r['measured_ms']:.3f} ({r['measured_iqr_ms']:.3f})" if r.get("measured_ms") is not None else "not here",
-          f"{r['predicted_ms']:.3f}", f"{r['train_wall_s'] / 60:.1f}", f"`{r['arch'].split(':', 1)[1]}`")
+          f"{r['predicted_ms']:.3f}", f"{r['params']:,}" if "params" in r else "",
+          f"{r['macs'] / 1e6:.1f}" if "macs" in r else "", f"{r['train_wall_s'] / 60:.1f}",
+          f"`{r['arch'].split(':', 1)[1]}`")
          for r in rows], markdown=True)
     target = summary.get("latency_backend", "onnxruntime-cpu")
     measured = summary.get("latency", "measured") == "measured"
@@ -146,14 +150,14 @@ def _markdown(summary: dict, space: SearchSpace) -> str:
 Target latency **{summary['target_ms']:.3f} ms** ({target}, {summary['threads']} thread); the
 search returned a net predicted at **{s['predicted_ms']:.3f} ms** in {s['wall_s'] / 60:.1f} min
 ({_how_it_landed(s)}).
-Latency table: {lut_line}.
+Latency table: {lut_line}.{_budget_line(s)}
 {warnings}
 The searched network is **{verdict}** (baselines at or below its {basis} latency with at least
 its accuracy).
 
 {table}
 
-{how} Accuracy: the dataset's test split, EMA or raw weights, whichever was better on validation.
+{how} Accuracy: the dataset's test split, EMA or raw weights, whichever was better on validation{_int8_line(summary)}.
 
 ![accuracy vs latency](accuracy_latency.png)
 
@@ -163,6 +167,23 @@ its accuracy).
 {diagnosis}
 Space `{space.name}` ({space.fingerprint()}): {space.description}
 """
+
+
+def _int8_line(summary: dict) -> str:
+    if summary.get("precision") != "int8":
+        return ""
+    return ("; INT8: the exported model statically quantized (onnxruntime, QDQ, per-channel weights, activations "
+            "calibrated on 256 training images), run by onnxruntime on the same test split; the latencies are the "
+            "INT8 models'")
+
+
+def _budget_line(search: dict) -> str:
+    """The budgets beside latency, if the search had any, and which one bound the result."""
+    budgets = search.get("budgets") or {}
+    if not budgets:
+        return ""
+    parts = ", ".join(f"{m} {b['value']:,.0f} of {b['limit']:,.0f} ({b['used'] * 100:.0f}%)" for m, b in budgets.items())
+    return f"\nBudgets beside latency: {parts}; the one nearest its limit, which bound the result: **{search['bound_by']}**."
 
 
 def _accuracy_latency_plot(path: Path, rows: list[dict], target_ms: float, latency_label: str) -> None:
