@@ -2,7 +2,9 @@
 the table each path makes and timed by a plain onnxruntime loop.
 
 Paths (float32, or INT8 with --precision int8):
-  direct      `spnas latency profile` then `spnas latency validate` (80 networks) here, in this process
+  direct      `spnas latency profile` then `spnas latency validate` (80 networks) here: each timed in a
+              fresh process that loads only numpy and onnxruntime, as a bundle is on a device
+  direct-in-process  the same, timed in this process beside torch (as spnas did before)
   bundle      `spnas latency bundle`, its profile_device.py run in a fresh process as on a device (layers,
               then the whole networks apart), back through `profile --from-bundle-results`
   bundle-old  the same bundle timed as bundles were before: the networks interleaved with the layers
@@ -79,7 +81,8 @@ def main() -> None:
     p.add_argument("--networks", type=int, default=80, help="validation networks of each path (default 80)")
     p.add_argument("--repeats", type=int, default=100, help="rounds of the layers' timing (default 100; the "
                    "networks' validation takes 60)")
-    p.add_argument("--paths", nargs="+", default=["direct", "bundle", "bundle-old"])
+    p.add_argument("--paths", nargs="+", default=["direct", "direct-in-process", "bundle", "bundle-old"],
+                   choices=["direct", "direct-in-process", "bundle", "bundle-old"])
     p.add_argument("--out", default="bench/results/bundle_vs_direct.json")
     args = p.parse_args()
     space = get_space("small", width=args.width)
@@ -87,12 +90,15 @@ def main() -> None:
     tables = {}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        if "direct" in args.paths:
-            backend = get_backend("onnxruntime-cpu", 1, fmt)
-            lut = profile_space(space, backend, Protocol(warmup=10, repeats=args.repeats))
+        for path in ("direct", "direct-in-process"):
+            if path not in args.paths:
+                continue
+            backend, in_process = get_backend("onnxruntime-cpu", 1, fmt), path == "direct-in-process"
+            lut = profile_space(space, backend, Protocol(warmup=10, repeats=args.repeats), in_process)
             lut.calibration = validate(lut, space, backend, args.networks, 0,
-                                       Protocol(warmup=5, repeats=max(5, args.repeats * 3 // 5)), work / "val").calibration
-            tables["direct"] = lut
+                                       Protocol(warmup=5, repeats=max(5, args.repeats * 3 // 5)), work / path,
+                                       in_process=in_process).calibration
+            tables[path] = lut
         if "bundle" in args.paths:
             tables["bundle"] = bundle_table(space, fmt, work, True, args.networks, args.repeats)
         if "bundle-old" in args.paths:

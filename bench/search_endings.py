@@ -1,4 +1,4 @@
-"""Where each search of a `spnas sweep` ended, from its search summaries alone (before any training):
+"""Where each search of a `spnas sweep` ended, from its searches' records in pipeline.json alone (before any training):
 target, method, search seed, the last step's predicted ms (canonical) and its distance to the target,
 whether the search met the budget band by itself (no repair flips), the flips, the landed step.
 
@@ -19,28 +19,26 @@ from spnas.workflows.sweep_report import BAND_LOW, in_band_by_itself, landed_at
 
 
 def endings(run_dir: Path) -> list[dict]:
+    """One row per target-mode search, from the sweep's ``pipeline.json``: each search stage records
+    its method and search seed beside its summary's figures."""
+    state = json.loads((run_dir / "pipeline.json").read_text())
     rows = []
-    for summary_path in sorted((run_dir / "search").glob("searched-*/summary.json")):
-        s = json.loads(summary_path.read_text())
-        config = json.loads((summary_path.parent / "config.json").read_text())
-        # the sweep's names: single-path lands (rule hold), -repair does not, -landing-first and -landing-last land
-        # by those rules; rule first was the only one, and unrecorded, before the rule last came
-        rule = config.get("landing_rule", "first")
-        method = s.get("method", "single-path")
-        if method == "single-path":
-            method += {"first": "-landing-first", "last": "-landing-last"}.get(rule, "") if config.get("landing") \
-                else "-repair"
-        if s.get("target_ms") is None or method == "random":
+    for stage, s in state["stages"].items():
+        if not stage.startswith("search:searched-") or not isinstance(s, dict) or "arch" not in s:
+            continue
+        if "method" not in s:
+            raise SystemExit(f"{run_dir}/pipeline.json: stage {stage!r} does not record its method (a sweep of an "
+                             "earlier version); read its report's 'How each search ended' section instead")
+        if s.get("target_ms") is None or s["method"] == "random":
             continue  # faithful mode has no target; random search only draws inside the band
-        row = {"method": method, "target_ms": s["target_ms"], "predicted_ms": s["predicted_ms"],
-               "repair_flips": len(s["repair_flips"]) if method != "multipath" else None}
-        rows.append({**row, "search_seed": config["seed"], "last_step_ms": s["last_step_predicted_ms"],
+        row = {"method": s["method"], "target_ms": s["target_ms"], "predicted_ms": s["predicted_ms"],
+               "repair_flips": len(s["repair_flips"]) if s["method"] != "multipath" else None}
+        rows.append({**row, "search_seed": s["search_seed"], "last_step_ms": s["last_step_predicted_ms"],
                      "last_step_off_pct": (s["last_step_predicted_ms"] / s["target_ms"] - 1) * 100,
                      # the landing rule "last" may return an earlier in-band step than the last one
                      "last_step_in_band": BAND_LOW * s["target_ms"] <= s["last_step_predicted_ms"] <= s["target_ms"],
                      "in_band_by_itself": in_band_by_itself(row),
-                     "landed_step": (s.get("landing") or {}).get("step"),
-                     "landed_within_step": (s.get("landing") or {}).get("within_step"), "steps": s.get("steps")})
+                     "landed_step": s.get("landed_step"), "landed_within_step": s.get("landed_within_step")})
     return sorted(rows, key=lambda r: (r["method"], r["target_ms"], r["search_seed"]))
 
 
@@ -68,7 +66,7 @@ def main() -> None:
     args = parser.parse_args()
     rows = endings(args.run_dir)
     if not rows:
-        raise SystemExit(f"{args.run_dir}: no target-mode search summaries under search/searched-*/")
+        raise SystemExit(f"{args.run_dir}/pipeline.json: no finished target-mode searches")
     print(markdown(rows))
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2) + "\n")

@@ -336,6 +336,11 @@ CASES = {
                              "{w}/val_out"], "validation.json: exists"),
     "out/export-no-model": (["export", "{w}/notmine", "--out", "m.onnx"], "no trained model"),
     "out/export-corrupt-model": (["export", "{w}/model_corrupt", "--out", "m.onnx"], "unreadable model file"),
+    "out/export-checkpoint": (["export", "{w}/trained/checkpoint.pt", "--out", "m.onnx"],
+                              "checkpoint of a train run; give the run directory"),
+    # /proc refuses new files even to root (mode bits would not stop a test that runs as root)
+    "out/profile-unwritable": (["latency", "profile", "--out", "/proc/spnas-lut.json"], "cannot write in /proc"),
+    "out/export-unwritable": (["export", "{w}/trained", "--out", "/proc/m.onnx"], "cannot write in /proc"),
     # ---------------------------------------------------------------- resume and configs
     "resume/missing-dir": (["train", "--resume", "{w}/nope"], "no such run directory"),
     "resume/no-config": (["train", "--resume", "{w}/no_config"], "no such run config"),

@@ -27,7 +27,8 @@ def test_flips_give_settling_steps_flips_per_epoch_and_the_layers_still_flipping
     records = [state(s, warm=s < 50) for s in range(0, 100, 10)] + [
         {"step": 3, "flipped": [0, 1]}, {"step": 12, "flipped": [1]}, {"step": 55, "flipped": [4]},
         {"step": 95, "flipped": [7]}]
-    d = diagnose(records, SPACE, total_steps=100, warmup_steps=50, steps_per_epoch=25, target_ms=0.5)
+    d = diagnose(records, SPACE, total_steps=100, warmup_steps=50, steps_per_epoch=25, target_ms=0.5,
+                 last_step_ms=0.5)
     assert d.settled_at[:2] == [4, 13] and d.settled_at[4] == 56 and d.settled_at[7] == 96
     assert d.settled_at.count(0) == N - 4
     assert d.flips_per_epoch == [3, 0, 1, 1]
@@ -42,7 +43,8 @@ def test_flips_give_settling_steps_flips_per_epoch_and_the_layers_still_flipping
 
 def test_the_paragraph_says_where_and_how_a_search_landed_and_prices_the_last_step_as_told():
     records = [state(s, warm=s < 50) for s in range(0, 100, 10)]
-    direct = diagnose([*records, {"step": 70, "landed": "x", "within_step": None}], SPACE, 100, 50, 25, 0.5)
+    direct = diagnose([*records, {"step": 70, "landed": "x", "within_step": None}], SPACE, 100, 50, 25, 0.5,
+                      last_step_ms=0.5)
     assert "met the budget band at step 70 and were frozen there" in direct.paragraph()
     partway = diagnose([*records, {"step": 72, "landed": "x", "within_step": 2}], SPACE, 100, 50, 25, 0.5,
                        last_step_ms=0.49)
@@ -52,7 +54,7 @@ def test_the_paragraph_says_where_and_how_a_search_landed_and_prices_the_last_st
 
 def test_a_healthy_search_gets_no_warnings():
     records = [state(s, warm=s < 50, ce=1.5 - s / 200) for s in range(0, 100, 10)] + [{"step": 20, "flipped": [3]}]
-    d = diagnose(records, SPACE, 100, 50, 25, 0.5)
+    d = diagnose(records, SPACE, 100, 50, 25, 0.5, last_step_ms=0.5)
     assert d.warnings == []
     assert "No layer flipped in the last epoch" in d.paragraph()
 
@@ -60,22 +62,22 @@ def test_a_healthy_search_gets_no_warnings():
 def test_each_collapse_is_named_with_what_to_try():
     skips = ["k3e3" if not layer.skippable else "skip" for layer in SPACE.layers()]
     collapsed = [state(s, warm=s < 50) for s in range(0, 90, 10)] + [state(90, ops=skips)]
-    [w] = diagnose(collapsed, SPACE, 100, 50, 25, 0.5).warnings
+    [w] = diagnose(collapsed, SPACE, 100, 50, 25, 0.5, last_step_ms=0.5).warnings
     assert w.startswith("collapse to skips: 15 of 15") and "raise --target-ms" in w
 
     smallest = [state(s, warm=s < 50, ops=["k3e3"] * N if s >= 50 else MID) for s in range(0, 100, 10)]
     assert any("every layer was k3e3 or skip soon after the warm-up" in w
-               for w in diagnose(smallest, SPACE, 100, 50, 25, 0.5).warnings)
+               for w in diagnose(smallest, SPACE, 100, 50, 25, 0.5, last_step_ms=0.5).warnings)
 
     diverged = [state(s, warm=s < 50, margin=-7.0 if s == 90 else 0.5) for s in range(0, 100, 10)]
     assert any(w.startswith("thresholds diverging") and "--indicator-scale init-norm" in w
-               for w in diagnose(diverged, SPACE, 100, 50, 25, 0.5).warnings)
-    [w] = [w for w in diagnose(diverged, SPACE, 100, 50, 25, 0.5, indicator_scale="init-norm").warnings
+               for w in diagnose(diverged, SPACE, 100, 50, 25, 0.5, last_step_ms=0.5).warnings)
+    [w] = [w for w in diagnose(diverged, SPACE, 100, 50, 25, 0.5, indicator_scale="init-norm", last_step_ms=0.5).warnings
            if w.startswith("thresholds diverging")]
     assert "--lr-per-256" in w and "init-norm" not in w  # no advice to use what is in use
 
     worse = [state(s, warm=s < 50, ce=1.0 if s < 50 else 1.6, ms=0.6 if s < 50 else 0.4) for s in range(0, 100, 10)]
-    [w] = diagnose(worse, SPACE, 100, 50, 25, None).warnings
+    [w] = diagnose(worse, SPACE, 100, 50, 25, None, last_step_ms=0.5).warnings
     assert w.startswith("the latency term dominated: after the warm-up the cross-entropy rose 1.60x")
     assert "lower --lambda" in w
 

@@ -181,7 +181,7 @@ def test_the_calibration_fit_recovers_the_curvature_and_drops_one_that_would_tur
     weights = np.array([op_weights(ops) for ops in nets])
     predicted = rng.uniform(0.15, 0.5, 40)
     k5 = weights[:, :, 2:].sum((1, 2))
-    # sub-linear in the sum, as every validation of BENCHMARKS.md §10 measured
+    # sub-linear in the sum, as every validation of BENCHMARKS.md at 061b308, §10 measured
     measured = 1.4 * predicted - 0.75 * predicted ** 2 - 0.03 + 0.004 * weights.sum(-1) @ [1, 1, 0, 0] + 0.002 * k5
     fit = fit_calibration(predicted, measured, weights, stages)
     assert (fit.a, fit.q, fit.b, fit.per_k5_layer) == pytest.approx((1.4, -0.75, -0.03, 0.002), abs=1e-9)

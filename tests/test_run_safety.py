@@ -131,7 +131,7 @@ def stopped_run(tmp_path, monkeypatch):
 
 def test_a_job_gives_the_process_its_thread_count_back(stopped_run):
     """A sweep resumes a job recorded with 1 thread, then starts new ones: they must get the process's
-    own count, not the resumed job's (the methods benchmark of BENCHMARKS §11 ran into this)."""
+    own count, not the resumed job's (the methods benchmark of BENCHMARKS.md at 061b308, §11 ran into this)."""
     torch.set_num_threads(2)
     assert main(["train", "--resume", str(stopped_run), "--max-steps", "1"]) == 0
     assert json.loads((stopped_run / "config.json").read_text())["threads"] == 1

@@ -229,3 +229,44 @@ def test_the_repair_and_last_variants_share_the_single_path_warmup(tmp_path, tin
     assert shared["same_as"] == "train:searched-0.750ms:seed0"
     assert shared["test_top1"] == stages["train:searched-0.750ms:seed0"]["test_top1"]
     assert not (out / "train" / "searched-0.750ms-single-path-repair").exists()
+    # bench/search_endings.py reads each search's method and seed as the stage recorded them
+    endings = _search_endings().endings(out)
+    assert sorted((r["method"], r["search_seed"]) for r in endings) == [
+        ("single-path", 0), ("single-path-landing-last", 0), ("single-path-repair", 0)]
+    assert all(r["target_ms"] == 0.75 for r in endings)
+
+
+def _search_endings():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("search_endings", Path(__file__).parents[1] / "bench" / "search_endings.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_budget_sweep_keeps_each_search_under_its_value_and_reports_on_that_axis(tmp_path, tiny_lut, capsys):
+    from spnas.model.arch import Architecture
+    from spnas.model.costs import cost_tables
+    from spnas.model.space import SearchSpace
+    out = tmp_path / "params"
+    assert main(["sweep", "--preset", "smoke", "--budget", "params", "--points", "2", "--seeds", "0",
+                 "--lut", str(tiny_lut), "--out", str(out)]) == 0
+    summary = json.loads((out / "sweep.json").read_text())
+    space = SearchSpace.from_dict(summary["space"])
+    params = cost_tables(space)["params"]
+    uniform_params = sorted(r["costs"]["params"] for r in summary["models"] if r["kind"] == "uniform")
+    low, high = uniform_params[0], uniform_params[-1]
+    assert summary["budget"] == "params" and summary["points"] == [round(low + (high - low) * i / 3) for i in (1, 2)]
+    searched = [r for r in summary["models"] if r["kind"] == "searched"]
+    assert [r["model"] for r in searched] == [f"searched-{p:.0f}params" for p in summary["points"]]
+    for r in searched:
+        config = json.loads((out / "search" / r["model"] / "config.json").read_text())
+        assert config["max_params"] == r["point"] and config["target_ms"] == summary["targets_ms"][0]
+        assert r["x"] == r["costs"]["params"] == params.of(Architecture.from_string(r["arch"]).ops) <= r["point"]
+    assert {v["model"]: v["x"] for v in summary["verdicts"]} == {r["model"]: r["x"] for r in searched}
+    report = (out / "report.md").read_text()
+    assert "Swept: --max-params at" in report and "at their own params" in " ".join(report.split())
+    capsys.readouterr()
+    assert main(["sweep", "--preset", "smoke", "--budget", "macs", "--points", "2", "--seeds", "0",
+                 "--lut", str(tiny_lut), "--out", str(out)]) == 2  # another axis in the same directory
+    assert "this sweep sweeps --budget params, not macs" in capsys.readouterr().err

@@ -69,7 +69,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     val.add_argument("--lut", required=True, help="LUT file (its backend is re-measured here)")
     val.add_argument("--samples", type=int, default=VALIDATION_NETWORKS,
                      help=f"networks to time, half to calibrate and half held out (default {VALIDATION_NETWORKS}, as "
-                     "every measurement of BENCHMARKS.md section 10)")
+                     "every measurement of BENCHMARKS.md, earlier results)")
     val.add_argument("--sampling", choices=SAMPLINGS, default="stratified",
                      help="stratified (default): from the smallest to the largest net, the number of skipped layers "
                      "and the op sizes spread evenly; uniform: each layer's op uniform (all nets mid-range)")

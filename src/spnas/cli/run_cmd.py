@@ -27,8 +27,8 @@ def add_pipeline_arguments(p: argparse.ArgumentParser, default_out: str) -> None
     """The options ``spnas run`` and ``spnas sweep`` share (see :class:`~spnas.workflows.pipeline.PipelineOptions`)."""
     p.add_argument("--preset", default="quick", choices=list(RUN_PRESETS), help="run size (default quick)")
     p.add_argument("--out", default=default_out, help=f"run directory (default {default_out})")
-    p.add_argument("--data", help="dataset: fashion-mnist, mnist, cifar10, cifar100, imagefolder[:SIZE] (with "
-                   "--data-dir ROOT holding train/ and val/), synthetic:N:C:SIZE:CLASSES (default: the preset's, "
+    p.add_argument("--data", help="dataset: fashion-mnist, mnist, cifar10, cifar100, imagefolder[:SIZE[:MODE]] "
+                   "(with --data-dir ROOT holding train/ and val/; MODE memory, stream or auto), synthetic:N:C:SIZE:CLASSES (default: the preset's, "
                    "Fashion-MNIST)")
     p.add_argument("--data-dir", help="directory with the dataset files (env SPNAS_DATA_DIR)")
     p.add_argument("--space", default="small", choices=list(SPACES),

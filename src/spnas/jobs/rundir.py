@@ -12,6 +12,7 @@ import errno
 import os
 import shutil
 import sys
+import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -169,4 +170,18 @@ def check_output_file(path: str | os.PathLike, force: bool, option: str = "--out
         raise SpnasError(f"{path}: exists; pass --force to replace it or choose another {option}")
     if path.parent.exists() and not path.parent.is_dir():
         raise SpnasError(f"{path.parent}: is not a directory")
+    _check_writable(next(p for p in (path.parent, *path.parent.parents) if p.exists()), path)
     return path
+
+
+def _check_writable(directory: Path, path: Path) -> None:
+    """Refuse before any work a destination whose nearest existing directory cannot be written (a
+    profile that runs for minutes must not fail only when it saves). Tried, not inferred from the
+    mode bits: root, ACLs and read-only mounts all decide differently."""
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".spnas-write-check-", dir=directory)
+    except OSError as err:
+        raise SpnasError(f"{path}: cannot write in {directory} ({err.strerror or type(err).__name__}); "
+                         "choose another destination") from None
+    os.close(fd)
+    os.unlink(probe)

@@ -43,7 +43,7 @@ Then, where spnas is installed:
 
 
 #: whole networks in a bundle by default: half calibrate the table, half are held out. 80 as ``spnas latency
-#: validate`` and every measurement of BENCHMARKS.md §10: the calibration's full form (5 stage terms, 2 op
+#: validate`` and every measurement of BENCHMARKS.md at 061b308, §10: the calibration's full form (5 stage terms, 2 op
 #: counts, the square) needs 26 nets to fit (:func:`~spnas.latency.validate.fit_calibration`), and 40 fitted
 #: only the stage terms
 VALIDATION_NETWORKS = 80

@@ -293,12 +293,12 @@ class TextProgress:
 
 
 #: passes a bundle may take: its whole networks are what the calibration is fitted on and checked against,
-#: and with 3 passes their medians were known only to about ±4% here (BENCHMARKS.md §10)
+#: and with 3 passes their medians were known only to about ±4% here (BENCHMARKS.md at 061b308, §10)
 BUNDLE_MAX_PASSES = 8
 
 
 def profile_bundle(bundle_dir: str, threads: int, protocol: Protocol, warn: bool = True,
-                   max_passes: int = BUNDLE_MAX_PASSES, networks_apart: bool = True) -> dict:
+                   max_passes: int = BUNDLE_MAX_PASSES, networks_apart: bool = True, max_ci: float = MAX_CI) -> dict:
     """Measure every model of a bundle's manifest, in passes until every median is known to ±2% (up to
     ``max_passes``); the result is what `spnas latency profile --from-bundle-results` turns into a LUT.
 
@@ -318,7 +318,8 @@ def profile_bundle(bundle_dir: str, threads: int, protocol: Protocol, warn: bool
                           {k: r for k, r in runners.items() if k in networks}) if g]
     stats, conditions = {}, {}
     for group in groups:
-        group_stats, group_conditions = measure_until_stable(group, protocol, TextProgress(), max_passes=max_passes)
+        group_stats, group_conditions = measure_until_stable(group, protocol, TextProgress(), max_passes=max_passes,
+                                                             max_ci=max_ci)
         stats.update(group_stats)
         if not conditions:
             conditions = group_conditions
@@ -355,6 +356,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-passes", type=int, default=BUNDLE_MAX_PASSES,
                    help="measure in passes until every median is known to ±2%% (95%% CI), at most this many "
                    f"(default {BUNDLE_MAX_PASSES})")
+    p.add_argument("--max-ci", type=float, default=MAX_CI,
+                   help=f"the 95%% CI of every median to reach, as a fraction of it (default {MAX_CI})")
+    p.add_argument("--seed", type=int, default=Protocol.seed, help="seed of the interleaving order")
     p.add_argument("--out", default="results.json", help="where to write the results JSON")
     p.add_argument("--networks-with-layers", action="store_true",
                    help="time the whole networks interleaved with the layers (as bundles did before; they then "
@@ -363,13 +367,15 @@ def main(argv: list[str] | None = None) -> int:
                    help="leave the warnings about an unsteady machine to the caller (they are in the results)")
     args = p.parse_args(argv)
     try:
-        protocol = Protocol(args.warmup, args.repeats, cache=args.cache, burst=args.burst)
+        protocol = Protocol(args.warmup, args.repeats, seed=args.seed, cache=args.cache, burst=args.burst)
     except ValueError as err:
         p.error(str(err))
     if args.max_passes < 1:
         p.error(f"--max-passes must be at least 1, got {args.max_passes}")
+    if not 0 < args.max_ci < 1:
+        p.error(f"--max-ci must be a fraction between 0 and 1, got {args.max_ci}")
     result = profile_bundle(args.bundle, args.threads, protocol, warn=not args.no_warnings, max_passes=args.max_passes,
-                            networks_apart=not args.networks_with_layers)
+                            networks_apart=not args.networks_with_layers, max_ci=args.max_ci)
     tmp = args.out + ".tmp"
     with open(tmp, "w") as f:
         json.dump(result, f, indent=1)

@@ -33,7 +33,7 @@ class Calibration:
     overhead (an op dispatch, a tensor hand-over) that its profiled entry, timed as a model of its
     own, does not include the same way. An affine fit on mid-range nets alone extrapolates badly to
     shallow ones (most layers skipped): 5-6% off here. One term per present layer helped little
-    (BENCHMARKS.md §10); the overhead differs by stage (resolution and width), so the fit gives each
+    (BENCHMARKS.md at 061b308, §10); the overhead differs by stage (resolution and width), so the fit gives each
     stage its own term, stored per layer in ``per_present_layer`` (c_l, the layer's stage's). Why the
     two op terms: what is left after those is not noise alone but depends on the ops, too (a whole net
     of e6 layers runs a little faster than its entries sum to); two counts lowered the held-out error
@@ -72,13 +72,23 @@ class Calibration:
         if not self.per_present_layer and not self.per_k5_layer and not self.per_e6_layer:
             return curve
         if hasattr(op_weights, "new_tensor"):  # torch (no torch import here)
-            table = op_weights.new_tensor(self.terms(op_weights.shape[-2]))
-            extra = (op_weights * table).sum((-2, -1))
+            extra = (op_weights * self._terms_like(op_weights)).sum((-2, -1))
         else:
             weights = np.asarray(op_weights, dtype=float)
             extra = (weights * self.terms(weights.shape[-2])).sum((-2, -1))
             extra = extra if np.ndim(extra) else float(extra)
         return curve + extra
+
+    def _terms_like(self, op_weights):
+        """:meth:`terms` as a tensor on ``op_weights``' device, made once per calibration, device and dtype:
+        a search prices its supernet every step, and a copy from the host each time would make a GPU wait."""
+        key = (tuple(self.per_present_layer), self.per_k5_layer, self.per_e6_layer, op_weights.shape[-2],
+               op_weights.device, op_weights.dtype)
+        if key not in _TERMS:
+            if len(_TERMS) >= 8:
+                _TERMS.clear()
+            _TERMS[key] = op_weights.new_tensor(self.terms(op_weights.shape[-2]))
+        return _TERMS[key]
 
     def curve(self, ms):
         """The part that depends on the plain sum alone: a·ms + q·ms² + b."""
@@ -87,6 +97,10 @@ class Calibration:
     def slope(self, ms: float) -> float:
         """d(calibrated)/d(plain sum) at ``ms``: how much a millisecond of table entries costs there."""
         return self.a + 2 * self.q * ms
+
+
+#: :meth:`Calibration._terms_like`'s tensors, by calibration terms, layers, device and dtype
+_TERMS: dict[tuple, Any] = {}
 
 
 def op_weights(ops) -> list[list[float]]:

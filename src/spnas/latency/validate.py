@@ -61,18 +61,19 @@ def sample_architectures(space: SearchSpace, n: int, seed: int, sampling: str = 
 
 #: how well validation measures each whole network's median (95% CI) and in at most how many passes.
 #: The bar it checks is 2% MAPE: at the 2% the table's parts are timed to, two back-to-back validations
-#: of the same 80 nets disagreed by 0.94% per net (std, per measurement; BENCHMARKS.md §10), which is
+#: of the same 80 nets disagreed by 0.94% per net (std, per measurement; BENCHMARKS.md at 061b308, §10), which is
 #: half the bar.
 VALIDATION_CI, VALIDATION_PASSES = 0.01, 8
 
 
 def measure_architectures(
-    space: SearchSpace, archs: list[Architecture], backend: Backend, protocol: Protocol
+    space: SearchSpace, archs: list[Architecture], backend: Backend, protocol: Protocol, in_process: bool = False,
 ) -> tuple[list[Stats], dict]:
     """Each architecture's timing, and the measurement's conditions."""
     shape = [1, space.in_channels, space.input_size, space.input_size]
     parts = [Part(str(i), SinglePathNet(space, arch).eval(), shape) for i, arch in enumerate(archs)]
-    stats, conditions = measure_parts(backend, parts, protocol, max_passes=VALIDATION_PASSES, max_ci=VALIDATION_CI)
+    stats, conditions = measure_parts(backend, parts, protocol, in_process, max_passes=VALIDATION_PASSES,
+                                      max_ci=VALIDATION_CI)
     return [stats[str(i)] for i in range(len(archs))], conditions
 
 
@@ -125,7 +126,7 @@ def fit_calibration(predicted: np.ndarray, measured: np.ndarray, weights: np.nda
     never q; both to compare). A q that would make a larger net predict faster somewhere between the
     fitted nets, or over ``extent`` (the space's range of plain sums, :meth:`LatencyTable.plain_range`,
     which loading a table checks too), is dropped too. Held-out MAPE, mean of 300 random halves of 11 validations of 80
-    stratified nets (BENCHMARKS.md §10): affine 2.43-3.30%, one term per stage 2.02-2.76%, with the op
+    stratified nets (BENCHMARKS.md at 061b308, §10): affine 2.43-3.30%, one term per stage 2.02-2.76%, with the op
     counts 1.82-2.78%, with q as well 1.32-1.95%."""
     predicted, n = np.asarray(predicted, dtype=float), len(measured)
     weights = np.asarray(weights, dtype=float)
@@ -193,12 +194,13 @@ VALIDATION_FILES = ("validation.json", "validation.csv", "validation.png")
 
 def validate(
     lut: LatencyTable, space: SearchSpace, backend: Backend, n: int, seed: int, protocol: Protocol,
-    out_dir: Path, sampling: str = "stratified",
+    out_dir: Path, sampling: str = "stratified", in_process: bool = False,
 ) -> ValidationResult:
-    """Measure ``n`` sampled whole networks on ``backend`` here and compare them with the table."""
+    """Measure ``n`` sampled whole networks on ``backend`` here and compare them with the table
+    (``in_process``: see :func:`spnas.latency.profile.measure_parts`)."""
     torch.manual_seed(seed)
     archs = sample_architectures(space, n, seed, sampling)
-    measured_stats, conditions = measure_architectures(space, archs, backend, protocol)
+    measured_stats, conditions = measure_architectures(space, archs, backend, protocol, in_process)
     return validation_report(lut, space, archs, measured_stats, seed, backend.info(), protocol.to_dict(), out_dir,
                              sampling, conditions)
 

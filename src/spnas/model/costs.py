@@ -115,7 +115,7 @@ class CostTable:
         gradient reaches the layer that sets the peak."""
         per_layer = (weights.to(table.dtype) * table).sum(-1)
         if self.combine == "max":
-            return torch.maximum(per_layer.max(), per_layer.new_tensor(self.constant))
+            return per_layer.max().clamp(min=self.constant)  # no host-made tensor: no copy to a GPU each step
         return self.constant + per_layer.sum()
 
 

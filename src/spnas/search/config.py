@@ -40,7 +40,7 @@ class SearchConfig(JobSettings):
 
     space: str = setting("small", "search space preset (small, imagenet)")
     data: str = setting(
-        "fashion-mnist", "dataset: fashion-mnist, mnist, cifar10, cifar100, imagefolder[:SIZE] (with --data-dir), "
+        "fashion-mnist", "dataset: fashion-mnist, mnist, cifar10, cifar100, imagefolder[:SIZE[:MODE]] (with --data-dir; MODE memory, stream or auto), "
         "synthetic:N:C:SIZE:CLASSES")
     data_dir: str | None = setting(None, "directory with the dataset files (env SPNAS_DATA_DIR)")
     lut: str | None = setting(None, "latency table from 'spnas latency profile' (must match the space)")
@@ -72,12 +72,12 @@ class SearchConfig(JobSettings):
         LANDING_SHARE, "single-path with --target-ms: in this last share of the run, hard decisions inside the budget "
         "band [T(1-2 margin), T] are returned unrepaired (--landing-rule says which; a step whose flips jump over the "
         "band lands on an in-band point of its path); a run that never meets the band is repaired. 0: the last step's "
-        "decisions, repaired into the band (the earlier default; BENCHMARKS.md section 13)")
+        "decisions, repaired into the band (the earlier default; BENCHMARKS.md, earlier results)")
     landing_rule: str = setting(
         "hold", "hold (search as with --landing 0 until the window's last quarter, then hold the latest in-band "
         "decisions to the end, so the search ends on its result), last (freeze nothing: return the window's last "
         "in-band decisions, which may precede the last step) or first (freeze the window's first in-band decisions; "
-        "measured 0.7 points less accurate at the highest target, BENCHMARKS.md section 13)")
+        "measured 0.7 points less accurate at the highest target, BENCHMARKS.md, earlier results)")
     max_params: float | None = setting(
         None, "also keep the result's parameters at or under this many (weights, biases and BatchNorm's; e.g. "
         "3e6), beside --target-ms or alone; refused if no network of the space is that small")
@@ -96,7 +96,7 @@ class SearchConfig(JobSettings):
     method: str = setting(
         "single-path", "single-path (the paper's superkernel), multipath (a baseline: every op a separate branch "
         "mixed by "
-        "Gumbel-softmax weights, FBNet-style; 2-2.5x the time and memory per step, BENCHMARKS.md section 8) or "
+        "Gumbel-softmax weights, FBNet-style; 2-2.5x the time and memory per step, BENCHMARKS.md, earlier results) or "
         "random (a baseline: --candidates random nets inside the latency band, each trained for a share of the "
         "same steps x batch, the best on validation wins)")
     candidates: int = setting(8, "random: how many architectures share the budget")

@@ -101,11 +101,12 @@ class Diagnosis:
 
 def diagnose(records: list[dict], space: SearchSpace, total_steps: int, warmup_steps: int, steps_per_epoch: int,
              target_ms: float | None, result_ops: tuple[str, ...] | None = None,
-             indicator_scale: str = "absolute", last_step_ms: float | None = None) -> Diagnosis:
+             indicator_scale: str = "absolute", *, last_step_ms: float | None) -> Diagnosis:
     """The diagnosis of one search's metrics records (see the module docstring); ``result_ops``: what
     the search returned (after a budget repair), checked for a collapse beside its last step;
-    ``last_step_ms``: the last step's price as the search reports it (canonical form; by default the
-    last logged ``predicted_ms``, the search's own encoding)."""
+    ``last_step_ms``: the last step's decisions priced as the search prices its result (the caller
+    knows the table and calibration; the logged ``predicted_ms`` is the supernet's own encoding), or
+    None where the search logged no step."""
     layers = space.layers()
     states = [r for r in records if "ops" in r]
     flips = [r for r in records if "flipped" in r]
@@ -127,8 +128,6 @@ def diagnose(records: list[dict], space: SearchSpace, total_steps: int, warmup_s
     held = next((r for r in records if "held" in r), {})
     if not held and landed.get("rule", "first") == "first":  # rule first's logs before "held" records existed
         held = {"step": landed.get("step")}
-    if last_step_ms is None and states:
-        last_step_ms = states[-1]["predicted_ms"]
     diagnosis = Diagnosis(len(layers), total_steps, warmup_steps, settled, per_epoch, sorted(last_epoch),
                           sorted(last_tenth), last_step_ms, target_ms,
                           landed_step=landed.get("step"), landed_within_step=landed.get("within_step"),

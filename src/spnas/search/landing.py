@@ -1,14 +1,14 @@
 """Target mode's landing: the search's own decisions settle inside the budget band (issue 18, item 3).
 
 Why: the lambda controller keeps the hard decisions' latency swinging around its aim until the last
-step, so where that step falls is chance (15-25% off the target in the runs of BENCHMARKS.md §3-4), and
+step, so where that step falls is chance (15-25% off the target in the runs of BENCHMARKS.md at 061b308, §3-4), and
 a repair had to flip the least confident decisions afterwards. With a landing share L, the search
 returns, unrepaired, hard decisions of its own from the last L of the run that lie in the repair's band
 [T·(1 - 2·margin), T]. The first rule measured (``first``) freezes the first such step's decisions: the
 remaining steps train the weights of that one network, as its retraining will. The default (``last``,
 below) takes the last. A run that never meets the band keeps the repair as its safety net.
 
-Where the decisions missed the band, they had jumped over it (BENCHMARKS.md §13): late in a search one
+Where the decisions missed the band, they had jumped over it (BENCHMARKS.md at 061b308, §13): late in a search one
 step can flip several decisions at once, and the band (4% of T) is narrower than some flips. So the
 landing also looks inside each step: its flips taken one at a time, in the order their margins crossed
 zero (:func:`path_within_step`); an in-band point of that path lands the search, recorded as
@@ -18,7 +18,7 @@ back and forth in steps of the last stage's layers (0.04 ms, twice the band) and
 
 Freezing the first in-band decisions cut some searches short: at 0.50 ms they froze 45-58 steps before
 the end, while the plain searches, already in the band there, kept refining, and the retrained nets
-lost 0.95 points there (BENCHMARKS.md §13). So the rule ``last`` freezes nothing: the decisions move to
+lost 0.95 points there (BENCHMARKS.md at 061b308, §13). So the rule ``last`` freezes nothing: the decisions move to
 the last step as in a plain search, and the search returns the last in-band decisions of the window
 (the last step's own, when they are in the band). Its trajectory is the plain search's, step for step;
 measured over two training seeds, its nets were as accurate as the plain search's repaired ones (78.02%
@@ -26,7 +26,7 @@ against 77.95%), with 8 of 9 results unrepaired against 3 of 9. So target-mode s
 (``--landing 0.125``); ``--landing 0`` returns the last step, repaired, as before.
 
 Rule ``last`` returns decisions of its own, but its last step lies in the band only where the plain
-search's does (3 of 9 in BENCHMARKS.md §13): the decisions keep moving after their last in-band step,
+search's does (3 of 9 in BENCHMARKS.md at 061b308, §13): the decisions keep moving after their last in-band step,
 so the search does not end on its result. The rule ``hold`` (the default since) searches as ``last``
 until the last quarter of the window (:data:`HOLD_PART`), then holds the latest in-band decisions seen
 so far (the current ones if in the band) to the end; a run that has not met the band by then freezes

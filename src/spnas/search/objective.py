@@ -30,7 +30,7 @@ class TargetController:
     weak cross-entropy pull to undo an overshoot. The proportional part matters because TF-RMSProp
     moves the thresholds at nearly the same speed whatever lambda's size: what counts is lambda's
     sign, and a pure integral keeps its sign long after the latency has crossed the aim (measured:
-    swings of ±30% around the target, BENCHMARKS.md §3). With gain > 0 the sign turns as soon as R
+    swings of ±30% around the target, BENCHMARKS.md at 061b308, §3). With gain > 0 the sign turns as soon as R
     crosses the aim and the small integral only removes the steady pull of the cross-entropy.
     """
 

@@ -220,6 +220,11 @@ def load_model(path: str | Path) -> tuple[SinglePathNet, dict]:
         blob = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
         raise SpnasError(f"{path}: unreadable model file ({type(err).__name__})") from None
+    if not isinstance(blob, dict) or not {"space", "arch", "state_dict"} <= set(blob):
+        kind = blob.get("kind") if isinstance(blob, dict) and "step" in blob else None
+        hint = (f": it is the checkpoint of a {kind} run; give the run directory or its {MODEL_FILE}, written when training ends"
+                if kind else f"; give a run directory of 'spnas train' or its {MODEL_FILE}")
+        raise SpnasError(f"{path}: not a trained model{hint}")
     space = SearchSpace.from_dict(blob["space"])
     arch = Architecture.from_dict(blob["arch"], str(path))
     net = SinglePathNet(space, arch)

@@ -95,12 +95,12 @@ RUN_PRESETS = {
     "smoke": Preset("synthetic:320:1:16:4", 0.25, 5, 6, 2, None, 1, None, 32, 5,
                     "seconds; synthetic data; for tests only", search_min_steps=18, train_min_steps=9),
     # 80 validation nets: 40 calibrate (the full form needs 26) and 40 are held out, as in every measurement
-    # that met the bar of BENCHMARKS.md §10; with 60, a fresh run's held-out 30 gave 2.04% / 93% within ±5%
+    # that met the bar of BENCHMARKS.md at 061b308, §10; with 60, a fresh run's held-out 30 gave 2.04% / 93% within ±5%
     "quick": Preset("fashion-mnist", 0.5, 100, 80, 5, 12000, 3, 20000, 128, 100,
                     "17-30 minutes on 2 CPU cores; subsets of Fashion-MNIST",
                     search_min_steps=460, train_min_steps=460),
     # width 1.0: at width 0.5 a searched net fits its own training images only to 94% and tests at
-    # 92.3%; at width 1.0 it tests at 93.0% (BENCHMARKS.md §4d-4e)
+    # 92.3%; at width 1.0 it tests at 93.0% (BENCHMARKS.md at 061b308, §4d-4e)
     "full": Preset("fashion-mnist", 1.0, 200, 100, 8, None, 15, None, 128, 200,
                    "about 5.5 h on 2 CPU cores (stage times of one run); all of Fashion-MNIST",
                    search_min_steps=3360, train_min_steps=6300),
@@ -287,8 +287,8 @@ class Pipeline:
                             space=self.options.space, width=self.preset.width, epochs=self.epochs["search"],
                             batch_size=self.preset.batch_size, train_subset=self.preset.search_subset,
                             target_ms=target_ms, indicator_scale="init-norm", out=str(out), eval_every_epoch=False,
-                            max_params=self.options.max_params, max_macs=self.options.max_macs,
-                            max_memory=self.options.max_memory, **self.jobs(), **settings)
+                            **{"max_params": self.options.max_params, "max_macs": self.options.max_macs,
+                               "max_memory": self.options.max_memory, **self.jobs(), **settings})
 
     def search(self, target_ms: float, out: Path | None = None, max_steps: int | None = None, **settings) -> dict:
         """Search at ``target_ms`` into ``out`` (default run_dir/search); with ``max_steps``, only its

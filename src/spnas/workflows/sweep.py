@@ -1,4 +1,5 @@
-"""``spnas sweep``: searched nets at several latency targets against the uniform nets, over seeds.
+"""``spnas sweep``: searched nets at several latency targets (or several values of one other budget:
+parameters, MACs, peak activation memory) against the uniform nets, over seeds.
 
 The stages, each recorded in ``pipeline.json`` like ``spnas run``'s (so the same command resumes):
 the latency table; the targets (given, or spread between the fastest and slowest uniform nets); one
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from spnas.model.arch import Architecture, uniform
+from spnas.model.costs import UNITS, cost_tables
 from spnas.errors import SpnasError
 from spnas.latency.lut import LatencyTable
 from spnas.latency.predict import predict_ms
@@ -28,6 +30,8 @@ from spnas.workflows.sweep_report import write_sweep_report
 #: the uniform nets of the sweep's front
 UNIFORM_OPS = ("k3e3", "k5e3", "k3e6", "k5e6")
 MAX_POINTS = 12
+#: what a sweep may sweep: the latency target, or one budget beside a fixed latency target
+AXES = ("latency", "params", "macs", "memory")
 DEFAULT_METHOD = "single-path"
 #: sweep methods that are a search method with other settings; each shares its base method's warm-up. Each
 #: says its whole landing: a warm-up made before --landing existed resumes without it (its config lacks
@@ -48,8 +52,13 @@ class SweepOptions:
     #: search methods, each searched at every target once per search seed
     methods: tuple[str, ...] = (DEFAULT_METHOD,)
     search_seeds: tuple[int, ...] = (0,)
+    #: what ``targets`` are values of: latency (ms), or params, macs or memory (--max-params ... of each
+    #: search, all searching at one latency target: --target-ms, or the slowest uniform net's)
+    budget: str = "latency"
 
     def check(self) -> None:
+        if self.budget not in AXES:
+            raise SpnasError(f"--budget must be one of: {', '.join(AXES)}, got {self.budget!r}")
         unknown = [m for m in self.methods if m not in METHOD_NAMES]
         if not self.methods or unknown or len(set(self.methods)) != len(self.methods):
             raise SpnasError(f"--methods must be distinct names among {', '.join(METHOD_NAMES)}, got "
@@ -58,7 +67,8 @@ class SweepOptions:
             raise SpnasError(f"--search-seeds must be distinct non-negative integers, got {list(self.search_seeds)}")
         if self.targets is not None:
             if not self.targets or not all(math.isfinite(t) and t > 0 for t in self.targets):
-                raise SpnasError(f"--targets must be positive numbers of ms, got {list(self.targets)}")
+                unit = "ms" if self.budget == "latency" else UNITS[self.budget]
+                raise SpnasError(f"--targets must be positive numbers of {unit}, got {list(self.targets)}")
             if len(set(self.targets)) != len(self.targets):
                 raise SpnasError(f"--targets lists a target twice: {list(self.targets)}")
         if not 1 <= self.points <= MAX_POINTS:
@@ -69,8 +79,12 @@ class SweepOptions:
 
 def run_sweep(options: SweepOptions) -> dict:
     options.check()
-    if options.run.target_ms is not None:
-        raise SpnasError("spnas sweep takes --targets or --points, not --target-ms")
+    if options.run.target_ms is not None and options.budget == "latency":
+        raise SpnasError("spnas sweep takes --targets or --points, not --target-ms (which fixes the latency target of "
+                         "a sweep over --budget params, macs or memory)")
+    swept = getattr(options.run, f"max_{options.budget}", None) if options.budget != "latency" else None
+    if swept is not None:
+        raise SpnasError(f"--budget {options.budget} sweeps --max-{options.budget} itself; give its values as --targets")
     with open_pipeline(options.run, "sweep") as pipeline:
         return Sweep(pipeline, options).run()
 
@@ -82,9 +96,19 @@ def spread_targets(lut: LatencyTable, space, points: int) -> tuple[float, ...]:
     return tuple(round(fast + (slow - fast) * (i + 1) / (points + 1), 4) for i in range(points))
 
 
-def searched_name(target_ms: float, method: str = DEFAULT_METHOD, search_seed: int = 0) -> str:
-    """``searched-0.400ms``, with ``-METHOD`` and ``-sSEED`` where they are not the defaults."""
-    return f"searched-{target_ms:.3f}ms{_variant(method, search_seed)}"
+def spread_budgets(space, measure: str, points: int, precision: str) -> tuple[float, ...]:
+    """``points`` values of a budget evenly inside (cheapest uniform net, dearest uniform net)."""
+    table = cost_tables(space, precision)[measure]
+    costs = [table.of(uniform(space, op).ops) for op in UNIFORM_OPS]
+    low, high = min(costs), max(costs)
+    return tuple(float(round(low + (high - low) * (i + 1) / (points + 1))) for i in range(points))
+
+
+def searched_name(target: float, method: str = DEFAULT_METHOD, search_seed: int = 0, budget: str = "latency") -> str:
+    """``searched-0.400ms`` (or ``searched-120000params`` when sweeping a budget), with ``-METHOD`` and
+    ``-sSEED`` where they are not the defaults."""
+    point = f"{target:.3f}ms" if budget == "latency" else f"{target:.0f}{budget}"
+    return f"searched-{point}{_variant(method, search_seed)}"
 
 
 def _variant(method: str, search_seed: int) -> str:
@@ -101,13 +125,23 @@ class Sweep:
         p.stage("lut", p.make_lut)
         lut = LatencyTable.load(p.lut_path)
         lut.check(p.space, str(p.lut_path))
-        targets = self.recorded("targets", o.targets, lambda: spread_targets(lut, p.space, o.points))
+        # a sweep started before --budget existed swept latency
+        axis = p.stage("budget", lambda: "latency" if "targets" in p.state["stages"] else o.budget)
+        if axis != o.budget:
+            raise SpnasError(f"{p.run_dir}: this sweep sweeps --budget {axis}, not {o.budget}; choose another --out "
+                             "or pass --force")
+        spread = ((lambda: spread_targets(lut, p.space, o.points)) if axis == "latency"
+                  else lambda: spread_budgets(p.space, axis, o.points, p.options.precision))
+        targets = self.recorded("targets", o.targets, spread)
+        latency_target = None if axis == "latency" else self.pipeline.stage(
+            "latency_target", lambda: p.options.target_ms or max(predict_ms(lut, uniform(p.space, op)) for op in UNIFORM_OPS))
         seeds = self.recorded("seeds", o.seeds)
         methods = self.recorded("methods", o.methods)
         search_seeds = self.recorded("search_seeds", o.search_seeds)
         searched = [(method, seed, target) for method in methods for seed in search_seeds for target in targets]
-        origin = {searched_name(t, m, s): {"method": m, "search_seed": s} for m, s, t in searched}
-        models = {searched_name(t, m, s): self.search(m, s, t, targets[0])["arch"] for m, s, t in searched}
+        origin = {searched_name(t, m, s, axis): {"method": m, "search_seed": s, "point": t} for m, s, t in searched}
+        models = {searched_name(t, m, s, axis): self.search(m, s, t, targets[0], axis, latency_target)["arch"]
+                  for m, s, t in searched}
         models.update({f"uniform-{op}": uniform(p.space, op).to_string() for op in UNIFORM_OPS})
         self.train_all(models, seeds)
         first = {name: f"train:{name}:seed{seeds[0]}" for name in models}  # one export per architecture
@@ -115,10 +149,12 @@ class Sweep:
         measured = p.measured_models(measure_stage)
         summary = {"preset": p.options.preset, "data": p.data_name, "space": p.space.to_dict(),
                    "latency_backend": lut.backend, "latency": "measured" if measured else "predicted",
-                   "targets_ms": list(targets), "seeds": list(seeds), "methods": list(methods),
+                   "budget": axis, "budget_unit": "ms" if axis == "latency" else UNITS[axis],
+                   "points": list(targets), "targets_ms": list(targets) if axis == "latency" else [latency_target],
+                   "seeds": list(seeds), "methods": list(methods),
                    "search_seeds": list(search_seeds), "lut": p.state["stages"]["lut"],
                    "warmup_steps": self.warm_steps, "epochs": p.epochs, "threads": p.backend.threads,
-                   "processes": p.nproc, "models": self.rows(lut, models, origin, seeds, measured),
+                   "processes": p.nproc, "models": self.rows(lut, models, origin, seeds, measured, axis),
                    "measurement_conditions": (measure_stage or {}).get("conditions", {})}
         return write_sweep_report(p.run_dir, summary, p.space.num_classes)
 
@@ -146,22 +182,32 @@ class Sweep:
                              f"{list(given)}; choose another --out or pass --force")
         return value
 
-    def search(self, method: str, seed: int, target_ms: float, warmup_target_ms: float) -> dict:
-        """One search: random search on its own; the others branched from their shared warm-up."""
-        p, name = self.pipeline, searched_name(target_ms, method, seed)
+    def search(self, method: str, seed: int, point: float, first_point: float, axis: str = "latency",
+               latency_target: float | None = None) -> dict:
+        """One search at ``point`` (its latency target, or the ``axis`` budget beside ``latency_target``):
+        random search on its own; the others branched from their shared warm-up."""
+        p, name = self.pipeline, searched_name(point, method, seed, axis)
         out = p.run_dir / "search" / name
         base, settings = VARIANTS.get(method, (method, {}))
+        target_ms, warmup_target_ms = (point, first_point) if axis == "latency" else (latency_target, latency_target)
+        settings = settings if axis == "latency" else {**settings, f"max_{axis}": point}
+        origin = {"method": method, "search_seed": seed}  # recorded, so readers need not parse the stage's name
         if base == "random":  # its candidates are drawn in the target's latency band: nothing to share
-            return p.stage(f"search:{name}", lambda: p.search(target_ms, out, method=base, seed=seed))
+            return p.stage(f"search:{name}", lambda: {**p.search(target_ms, out, method=base, seed=seed,
+                                                                **{k: v for k, v in settings.items() if k.startswith("max_")}),
+                                                      **origin})
         warm_dir, warm_steps = p.run_dir / "search" / f"warmup{_variant(base, seed)}", self.warm_steps
         p.stage(f"search:warmup{_variant(base, seed)}", lambda: p.search(
             warmup_target_ms, warm_dir, max_steps=warm_steps, method=base, seed=seed))
-        return p.stage(f"search:{name}", lambda: self.branch(target_ms, warm_dir, out, warm_steps, settings))
+        return p.stage(f"search:{name}",
+                       lambda: {**self.branch(target_ms, warm_dir, out, warm_steps, settings), **origin})
 
     def rows(self, lut: LatencyTable, models: dict[str, str], origin: dict[str, dict], seeds: tuple[int, ...],
-             measured: dict | None) -> list[dict]:
-        """One row per network: its latency, and its accuracy per seed."""
+             measured: dict | None, axis: str = "latency") -> list[dict]:
+        """One row per network: its latency, its costs, its value on the swept axis (``x``) and its
+        accuracy per seed."""
         stages = self.pipeline.state["stages"]
+        tables = cost_tables(self.pipeline.space, self.pipeline.options.precision)
         rows = []
         for name, arch in models.items():
             search = stages.get(f"search:{name}")
@@ -180,7 +226,10 @@ class Sweep:
                 "landed_within_step": search.get("landed_within_step") if search else None,
                 "search_warnings": search.get("warnings", []) if search else [],
                 "test_top1_by_seed": {str(seed): stages[f"train:{name}:seed{seed}"]["test_top1"] for seed in seeds},
+                "costs": {m: table.of(arch.ops) for m, table in tables.items()},
+                "point": origin.get(name, {}).get("point"),
             })
+            rows[-1]["x"] = rows[-1]["latency_ms"] if axis == "latency" else rows[-1]["costs"][axis]
         return rows
 
     @cached_property

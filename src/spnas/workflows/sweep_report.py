@@ -1,5 +1,5 @@
-"""The sweep's report: accuracy (mean ± spread over seeds) against latency, the uniform nets' front,
-and whether each searched net lies above it.
+"""The sweep's report: accuracy (mean ± spread over seeds) against latency (or the swept budget: the
+rows' ``x``), the uniform nets' front, and whether each searched net lies above it.
 
 The bar (issue 17): a searched net beats the uniform front when its mean accuracy is above the
 front's linear interpolation at its own latency. Outside the front's latency range the front is held
@@ -54,15 +54,21 @@ def summarise(row: dict) -> dict:
             "test_top1_min": min(accs), "test_top1_max": max(accs), "seeds": len(accs)}
 
 
+def x_of(row: dict) -> float:
+    """A row's place on the sweep's axis: its latency, or its cost in the swept budget."""
+    return row.get("x", row["latency_ms"])
+
+
 def compare_to_front(rows: list[dict]) -> tuple[list[tuple[float, float]], list[dict]]:
     """The uniform nets' front (mean accuracies) and each searched net's margin over it, in points."""
-    front = pareto_front([(r["latency_ms"], r["test_top1_mean"]) for r in rows if r["kind"] == "uniform"])
+    front = pareto_front([(x_of(r), r["test_top1_mean"]) for r in rows if r["kind"] == "uniform"])
     verdicts = []
     for r in rows:
         if r["kind"] != "searched":
             continue
-        at = front_accuracy(front, r["latency_ms"])
-        verdicts.append({"model": r["model"], "latency_ms": r["latency_ms"], "test_top1_mean": r["test_top1_mean"],
+        at = front_accuracy(front, x_of(r))
+        verdicts.append({"model": r["model"], "latency_ms": r["latency_ms"], "x": x_of(r),
+                         "test_top1_mean": r["test_top1_mean"],
                          "front_top1": at, "margin_points": (r["test_top1_mean"] - at) * 100,
                          "above_front": r["test_top1_mean"] > at})
     return front, verdicts
@@ -85,7 +91,7 @@ def compare_methods(rows: list[dict], front_margins: dict[str, float]) -> list[d
     groups: dict[tuple[float, str], list[dict]] = {}
     for r in rows:
         if r["kind"] == "searched":
-            groups.setdefault((r["target_ms"], r["method"]), []).append(r)
+            groups.setdefault((r.get("point") or r["target_ms"], r["method"]), []).append(r)
     out = []
     for (target, m1), g1 in sorted(groups.items()):
         for (t2, m2), g2 in sorted(groups.items()):
@@ -125,7 +131,8 @@ def write_sweep_report(run_dir: Path, summary: dict, num_classes: int) -> dict:
     write_json(run_dir / "sweep.json", summary)
     buf = io.StringIO()
     fields = ["model", "kind", "method", "search_seed", "seed", "test_top1", "latency_ms", "measured_iqr_ms",
-              "predicted_ms", "target_ms", "arch"]
+              "predicted_ms", "target_ms", *(["point", "x"] if summary.get("budget", "latency") != "latency" else []),
+              "arch"]
     writer = csv.DictWriter(buf, fieldnames=fields)
     writer.writeheader()
     for r in rows:
@@ -137,27 +144,36 @@ def write_sweep_report(run_dir: Path, summary: dict, num_classes: int) -> dict:
     return summary
 
 
+def _axis_label(summary: dict) -> str:
+    if summary.get("budget", "latency") == "latency":
+        return f"{summary['latency']} latency, ms ({summary['latency_backend']}, batch 1)"
+    return f"{summary['budget']} ({summary['budget_unit']})"
+
+
 def _plot(path: Path, rows: list[dict], front: list[tuple[float, float]], summary: dict) -> None:
     plt = pyplot()
+    latency_axis = summary.get("budget", "latency") == "latency"
     fig, ax = plt.subplots(figsize=(7, 5), dpi=120)
-    lo, hi = min(r["latency_ms"] for r in rows), max(r["latency_ms"] for r in rows)
+    lo, hi = min(x_of(r) for r in rows), max(x_of(r) for r in rows)
     line = [(min(lo, front[0][0]), front[0][1]), *front, (max(hi, front[-1][0]), front[-1][1])]  # flat ends
     ax.plot([p[0] for p in line], [p[1] * 100 for p in line], "--", color="tab:blue", lw=1,
             label="uniform nets' front (flat beyond its ends)")
     for r in rows:
         searched = r["kind"] == "searched"
-        ax.errorbar(r["latency_ms"], r["test_top1_mean"] * 100, yerr=r["test_top1_std"] * 100,
-                    xerr=(r.get("measured_iqr_ms") or 0) / 2, fmt="*" if searched else "o", ms=12 if searched else 7,
-                    color="tab:red" if searched else "tab:blue", capsize=3)
+        ax.errorbar(x_of(r), r["test_top1_mean"] * 100, yerr=r["test_top1_std"] * 100,
+                    xerr=(r.get("measured_iqr_ms") or 0) / 2 if latency_axis else 0, fmt="*" if searched else "o",
+                    ms=12 if searched else 7, color="tab:red" if searched else "tab:blue", capsize=3)
         ax.annotate(r["model"].replace("searched-", "").replace("uniform-", ""),
-                    (r["latency_ms"], r["test_top1_mean"] * 100), textcoords="offset points", xytext=(6, -12),
+                    (x_of(r), r["test_top1_mean"] * 100), textcoords="offset points", xytext=(6, -12),
                     fontsize=7)
-    for target in summary["targets_ms"]:
+    for target in summary.get("points", summary["targets_ms"]):
         ax.axvline(target, color="tab:red", ls=":", lw=0.8)
-    ax.plot([], [], "*", color="tab:red", ms=10, label="searched (its predicted target: dotted line)")
-    ax.set_xlabel(f"{summary['latency']} latency, ms ({summary['latency_backend']}, batch 1)")
+    ax.plot([], [], "*", color="tab:red", ms=10, label=f"searched (its {'predicted target' if latency_axis else 'budget'}: "
+            "dotted line)")
+    ax.set_xlabel(_axis_label(summary))
     ax.set_ylabel(f"test top-1 (%), mean ± std over {len(summary['seeds'])} seeds")
-    ax.set_title("Latency sweep: searched nets against the uniform nets")
+    ax.set_title("Latency sweep: searched nets against the uniform nets" if latency_axis else
+                 f"{summary['budget']} sweep at {summary['targets_ms'][0]:.3f} ms: searched nets against the uniform nets")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -165,17 +181,24 @@ def _plot(path: Path, rows: list[dict], front: list[tuple[float, float]], summar
 
 
 def _markdown(summary: dict) -> str:
-    rows = sorted(summary["models"], key=lambda r: r["latency_ms"])
+    rows = sorted(summary["models"], key=x_of)
+    budget = summary.get("budget", "latency")
+    extra = () if budget == "latency" else (f"{budget} (budget)",)
     table = format_table(
-        ("model", "top-1 % mean ± std (min–max)", "latency ms (IQR)", "predicted ms", "target ms", "architecture"),
+        ("model", "top-1 % mean ± std (min–max)", "latency ms (IQR)", "predicted ms", "target ms", *extra,
+         "architecture"),
         [(r["model"], f"{r['test_top1_mean'] * 100:.2f} ± {r['test_top1_std'] * 100:.2f} "
           f"({r['test_top1_min'] * 100:.2f}–{r['test_top1_max'] * 100:.2f})",
           f"{r['latency_ms']:.3f}" + (f" ({r['measured_iqr_ms']:.3f})" if r.get("measured_iqr_ms") is not None else ""),
           f"{r['predicted_ms']:.3f}", f"{r['target_ms']:.3f}" if r["target_ms"] is not None else "",
+          *(() if budget == "latency" else (f"{x_of(r):,.0f}" + (f" ({r['point']:,.0f})" if r.get("point") else ""),)),
           f"`{r['arch'].split(':', 1)[1]}`") for r in rows], markdown=True)
     verdicts = summary["verdicts"]
     above = sum(v["above_front"] for v in verdicts)
-    lines = "\n".join(f"- {v['model']}: {v['test_top1_mean'] * 100:.2f}% at {v['latency_ms']:.3f} ms; the front "
+    latency_axis = summary.get("budget", "latency") == "latency"
+    where = ((lambda v: f"{v['latency_ms']:.3f} ms") if latency_axis
+             else lambda v: f"{v['x']:,.0f} {summary['budget_unit']}")
+    lines = "\n".join(f"- {v['model']}: {v['test_top1_mean'] * 100:.2f}% at {where(v)}; the front "
                       f"there {v['front_top1'] * 100:.2f}%: **{'above' if v['above_front'] else 'not above'}** "
                       f"({v['margin_points']:+.2f} points)" for v in verdicts)
     warnings = "".join(f"\n> **Warning:** {w}\n" for w in summary.get("warnings", []))
@@ -184,15 +207,18 @@ def _markdown(summary: dict) -> str:
     same = "".join(f"- {' and '.join(names)} are the same network (equal up to where skips sit)\n"
                    for names in summary["same_networks"])
     lines += f"\n{same}" if same else ""
+    swept = ("" if latency_axis else f"Swept: --max-{summary['budget']} at {', '.join(f'{p:,.0f}' for p in summary['points'])} "
+             f"{summary['budget_unit']}, every search at the latency target {summary['targets_ms'][0]:.3f} ms; "
+             f"the front and the verdicts are on {summary['budget']}.\n\n")
     return f"""# spnas sweep: {summary['preset']} preset on {summary['data']}
 
-{len(summary['targets_ms'])} targets, {len(verdicts)} searched nets, {len(summary['seeds'])} training seeds per network (seeds {summary['seeds']}). Searches of
+{swept}{len(summary.get('points', summary['targets_ms']))} targets, {len(verdicts)} searched nets, {len(summary['seeds'])} training seeds per network (seeds {summary['seeds']}). Searches of
 {summary['epochs']['search']} epochs (one warm-up of {summary['warmup_steps']} steps per method and search seed, shared
 by every target), trainings of {summary['epochs']['train']} epochs. Latency:
 {summary['latency']} ({summary['latency_backend']}, {summary['threads']} thread).
 {warnings}
 **{above} of {len(verdicts)} searched nets lie above the uniform nets' front** (their mean accuracy
-above the front's linear interpolation at their own latency):
+above the front's linear interpolation at their own {"latency" if latency_axis else summary['budget']}):
 
 {lines}
 {comparisons}
@@ -265,9 +291,9 @@ def _comparisons_markdown(comparisons: list[dict]) -> str:
     if not comparisons:
         return ""
     table = format_table(
-        ("target ms", "methods a vs b", "top-1 % a / b", "a - b points (95% CI)", "latency ms a / b", "a - b ms (95% CI)",
+        ("target", "methods a vs b", "top-1 % a / b", "a - b points (95% CI)", "latency ms a / b", "a - b ms (95% CI)",
          "over the front, points a / b", "a - b (95% CI)"),
-        [(f"{c['target_ms']:.3f}", f"{c['a']} vs {c['b']}", f"{c['top1_a'] * 100:.2f} / {c['top1_b'] * 100:.2f}",
+        [(f"{c['target_ms']:g}", f"{c['a']} vs {c['b']}", f"{c['top1_a'] * 100:.2f} / {c['top1_b'] * 100:.2f}",
           f"{c['top1_diff_points']:+.2f} [{c['top1_diff_ci_points'][0]:+.2f}, {c['top1_diff_ci_points'][1]:+.2f}]"
           + (" **significant**" if c["top1_significant"] else ""),
           f"{c['latency_a_ms']:.3f} / {c['latency_b_ms']:.3f}",
