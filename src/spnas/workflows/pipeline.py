@@ -97,7 +97,7 @@ RUN_PRESETS = {
     # 80 validation nets: 40 calibrate (the full form needs 26) and 40 are held out, as in every measurement
     # that met the bar of BENCHMARKS.md at 061b308, §10; with 60, a fresh run's held-out 30 gave 2.04% / 93% within ±5%
     "quick": Preset("fashion-mnist", 0.5, 100, 80, 5, 12000, 3, 20000, 128, 100,
-                    "17-30 minutes on 2 CPU cores; subsets of Fashion-MNIST",
+                    "17-36 minutes on 2 CPU cores (measured on three VMs); subsets of Fashion-MNIST",
                     search_min_steps=460, train_min_steps=460),
     # width 1.0: at width 0.5 a searched net fits its own training images only to 94% and tests at
     # 92.3%; at width 1.0 it tests at 93.0% (BENCHMARKS.md at 061b308, §4d-4e)
