@@ -46,7 +46,8 @@ class TrainConfig(JobSettings):
     data_dir: str | None = setting(None, "directory with the dataset files (env SPNAS_DATA_DIR)")
     width: float | None = setting(None, "width multiplier of the space's body")
     out: str = setting("runs/train", "run directory to create")
-    recipe: str = setting("quick", "named defaults: paper, quick (paper = SPEC §6)")
+    recipe: str = setting("quick", "named defaults: paper (the paper's ImageNet training recipe), quick (short "
+                          "runs: BatchNorm statistics re-estimated)")
     epochs: int = setting(10, "training epochs")
     batch_size: int = setting(
         128, "images per step, the global batch: under torchrun each of N processes computes 1/N of it")
