@@ -89,16 +89,21 @@ def per_core(paths: list[Path], size: int, rounds: int) -> dict:
     return {name: _spread(r) for name, r in rates.items()}
 
 
-def loader_rates(root: Path, size: int, batch: int, workers: list[int], batches: int) -> list[dict]:
+def loader_rates(root: Path, size: int, batch: int, workers: list[int], batches: int,
+                 device: torch.device | None = None, decode: str = "cpu") -> list[dict]:
+    """img/s of the loader with each count of ``workers``; ``decode="gpu"``: nvJPEG on ``device``."""
     split, _ = scan(root, "train", size)
     out = []
+    sync = torch.cuda.synchronize if device is not None and device.type == "cuda" else (lambda: None)
     for w in workers:
-        source = FolderBatchSource(split, batch, seed=0, workers=w)
+        source = FolderBatchSource(split, batch, seed=0, workers=w, device=device, decode=decode)
         steps = min(batches, source.steps_per_epoch)
         source.batch(0, 0)  # workers started, first batches in flight
+        sync()
         start = time.perf_counter()
         for step in range(1, steps):
             source.batch(0, step)
+        sync()
         out.append({"workers": w, "images_per_s": (steps - 1) * batch / (time.perf_counter() - start)})
         del source
     return out

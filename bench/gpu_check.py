@@ -4,11 +4,13 @@
 Checks (each in this process, each caught on its own so one failure costs only its row):
   search/train rates   ``spnas search`` and ``spnas train`` through the real CLI (small space, 28 px, batch 128,
                        fp32 and bf16; imagenet space, 224 px, batch 256, bf16, synthetic tensors; the same
-                       from a generated JPEG folder streamed by DataLoader workers): img/s over the steps
+                       from a generated JPEG folder streamed by DataLoader workers, and decoded on the GPU
+                       with nvJPEG where torchvision is installed): img/s over the steps
                        after the first few, and the forward/backward/optimiser step's share of them
   bare step            ``bench/throughput.py``'s step (``GlobalBatchStep``) at the same sizes: supernet and
                        all-k5e6, fp32 and bf16; the loop/step and supernet/k5e6 ratios
-  data                 the folder loader alone (``FolderBatchSource``, all cores): img/s of 224-px batches
+  data                 the folder loader alone (``FolderBatchSource``, all cores): img/s of 224-px batches,
+                       decoded by the workers and by nvJPEG
   compile              the 224-px bf16 supernet step with and without torch.compile (if --compile)
   profile              torch.profiler over a few 224-px bf16 search steps: the top 15 ops by device time
   spnas run            ``spnas run --preset quick --device cuda --backend torch-cuda``: wall time
@@ -133,9 +135,10 @@ class Check:
                         (path.parent / f"{path.stem}_{k}.jpg").write_bytes(path.read_bytes())
         return root
 
-    def folder_big(self) -> list[str]:
+    def folder_big(self, decode: str) -> list[str]:
+        """The generated folder streamed from disk; ``decode``: cpu (the workers) or gpu (nvJPEG)."""
         return ["--data", f"imagefolder:{self.big_size}:stream", "--data-dir", str(self.folder()),
-                "--workers", str(self.workers)]
+                "--workers", str(self.workers), "--decode", decode]
 
     # ------------------------------------------------------------------ the bare step
     def bare_steps(self) -> dict:
@@ -162,7 +165,14 @@ class Check:
 
         rates = loader_rates(self.folder(), self.big_size, self.big_batch, [self.workers],
                              batches=self.big_steps)
-        return {"workers": self.workers, "images_per_s": rates[0]["images_per_s"]}
+        out = {"workers": self.workers, "images_per_s": rates[0]["images_per_s"]}
+        try:  # nvJPEG where torchvision has it: the workers only read the files
+            gpu = loader_rates(self.folder(), self.big_size, self.big_batch, [self.workers], batches=self.big_steps,
+                               device=torch.device(self.device), decode="gpu")
+            out["nvjpeg_images_per_s"] = gpu[0]["images_per_s"]
+        except Exception as err:  # noqa: BLE001 - reported in the row, the others go on
+            out["nvjpeg_error"] = str(err).splitlines()[0][:200]
+        return out
 
     def compiled(self) -> dict:
         """The 224-px bf16 search through the CLI, compiled against eager (eager: the 'synthetic' check)."""
@@ -255,6 +265,7 @@ def table(results: dict) -> str:
                       ("search small bf16", "same, bf16"), ("train small fp32", "`spnas train` k5e6, same size, fp32"),
                       ("search 224 synthetic bf16", "`spnas search`, imagenet space, 224 px, batch 256, bf16, tensors"),
                       ("search 224 folder bf16", "same, a generated folder of 320x280 JPEGs, DataLoader workers"),
+                      ("search 224 folder bf16 nvjpeg", "same folder, JPEGs decoded on the GPU (`--decode gpu`)"),
                       ("search 224 synthetic bf16 compiled", "same as tensors, `--compile`")):
         if key in c:
             r = c[key]
@@ -276,6 +287,9 @@ def table(results: dict) -> str:
     if "data loader" in c:
         d = c["data loader"]
         row("image folder loader alone, 224 px", f"{d['images_per_s']:.0f} img/s", f"{d['workers']} workers")
+        row("same, nvJPEG decoding on the GPU (`--decode gpu`)",
+            f"{d['nvjpeg_images_per_s']:.0f} img/s" if "nvjpeg_images_per_s" in d else "not run",
+            d.get("nvjpeg_error", f"{d['workers']} workers reading files"))
     if "spnas run" in c:
         r = c["spnas run"]
         row("`spnas run --preset quick --device cuda --backend torch-cuda`", f"{r['wall_s'] / 60:.1f} min",
@@ -305,8 +319,10 @@ def main() -> None:
         ("bare step", c.bare_steps),
         ("profile", c.profile),
         ("data loader", c.data_loader),
-        ("search 224 folder bf16", lambda: c.search_big(c.folder_big(), "search_big_folder", classes=2)),
+        ("search 224 folder bf16", lambda: c.search_big(c.folder_big("cpu"), "search_big_folder", classes=2)),
         ("spnas run", c.spnas_run),
+        # last: new, and a slow nvJPEG path must not cost the rows above their time
+        ("search 224 folder bf16 nvjpeg", lambda: c.search_big(c.folder_big("gpu"), "search_big_nvjpeg", classes=2)),
     ]
     if args.compile:
         checks.append(("search 224 synthetic bf16 compiled", c.compiled))

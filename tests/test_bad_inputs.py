@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image as pil_image
 
 from conftest import fake_lut
 from spnas.cli.main import main
@@ -119,6 +120,10 @@ def world(tmp_path_factory) -> Path:
         for cls in ("cat", "dog"):
             (w / "folder_corrupt" / split / cls).mkdir(parents=True)
             (w / "folder_corrupt" / split / cls / "a.jpg").write_bytes(b"not a jpeg")
+            (w / "folder_jpeg" / split / cls).mkdir(parents=True)
+            for i in range(20):  # a batch of the smoke preset (32) after the validation share
+                pil_image.fromarray(np.full((20, 20, 3), 40 * i % 255, np.uint8)).save(
+                    w / "folder_jpeg" / split / cls / f"{i}.jpg")
 
     run_train(TrainConfig(arch=ARCH, data=DATA, width=0.25, epochs=1, batch_size=16, out=str(w / "trained")))
     run_train(TrainConfig(arch="uniform-k5e6", data=DATA, width=0.25, epochs=1, batch_size=16,
@@ -244,6 +249,13 @@ CASES = {
                                     "r"], "at least 2"),
     "data/imagefolder-all-corrupt": ([*TRAIN, "--data", "imagefolder:32", "--data-dir", "{w}/folder_corrupt",
                                       "--out", "r"], "no readable images"),
+    "data/decode-gpu-without-gpu": ([*TRAIN[:2], "--data", "imagefolder:16:stream", "--data-dir", "{w}/folder_jpeg",
+                                     "--width", "0.25", "--batch-size", "8", "--device", "cpu", "--decode", "gpu", "--out", "r"],
+                                    "--decode gpu: the job runs on cpu, not on a CUDA GPU"),
+    "data/decode-gpu-in-memory": ([*TRAIN, "--decode", "gpu", "--out", "r"], "is held in memory, decoded once"),
+    "data/run-decode-gpu-without-gpu": (["run", "--preset", "smoke", "--data", "imagefolder:16:stream", "--data-dir",
+                                         "{w}/folder_jpeg", "--device", "cpu", "--decode", "gpu", "--out", "r"],
+                                        "--decode gpu: the job runs on cpu"),
     "data/batch-larger-than-data": ([*TRAIN, "--batch-size", "4096", "--out", "r"], "larger than the"),
     "data/val-fraction-one": ([*TRAIN, "--val-fraction", "1", "--out", "r"], "--val-fraction must be"),
     # ---------------------------------------------------------------- numeric options and choices

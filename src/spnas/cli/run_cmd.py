@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from spnas.data.device_decode import DECODE_MODES
 from spnas.jobs.engine import Interrupted
 from spnas.latency.backends import BACKENDS
 from spnas.workflows.pipeline import RUN_PRESETS, PipelineOptions, run_pipeline
@@ -46,6 +47,9 @@ def add_pipeline_arguments(p: argparse.ArgumentParser, default_out: str) -> None
                    "cpu, cuda or cuda:N (default auto)")
     p.add_argument("--amp", default="off", choices=("off", "bf16", "fp16"),
                    help="mixed precision of search and training (fp16: CUDA only; default off)")
+    p.add_argument("--decode", default="auto", choices=DECODE_MODES,
+                   help="who decodes a streamed image folder's JPEGs: auto (nvJPEG on the GPU where torchvision can, "
+                   "else the DataLoader workers), cpu, or gpu (default auto)")
     p.add_argument("--deterministic", action="store_true", help="searches and trainings refuse nondeterministic "
                    "kernels, so the same command on the same machine gives the same architectures and weights")
     p.add_argument("--no-cache", action="store_true", help="profile a new latency table even if one is cached")
@@ -68,7 +72,7 @@ def pipeline_options(args: argparse.Namespace) -> PipelineOptions:
     return PipelineOptions(
         preset=args.preset, out=args.out, data=args.data, data_dir=args.data_dir, space=args.space,
         target_ms=getattr(args, "target_ms", None), backend=args.backend, lut=args.lut, threads=args.threads,
-        force=args.force, cache=not args.no_cache, device=args.device, amp=args.amp,
+        force=args.force, cache=not args.no_cache, device=args.device, amp=args.amp, decode=args.decode,
         nproc_per_node=args.nproc_per_node, deterministic=args.deterministic, search_epochs=args.search_epochs,
         train_epochs=args.train_epochs, precision=args.precision, max_params=args.max_params, max_macs=args.max_macs,
         max_memory=args.max_memory)

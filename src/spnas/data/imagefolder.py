@@ -24,6 +24,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, default_collate
 
 from spnas.data.decode import Box, load_region, pil
+from spnas.data.device_decode import BatchDecoder, EncodedImages, choose_decoder, collate_encoded, crop_resize
 from spnas.errors import RankLocalError, SpnasError
 
 EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
@@ -227,6 +228,11 @@ class FolderBatchSource:
     mine: range = range(0, 1)
     #: where batches go: they cross as uint8 (a quarter of float32's bytes) and are normalised there
     device: torch.device | None = None
+    #: who decodes the JPEGs: ``cpu`` the workers, ``gpu`` nvJPEG on the device, ``auto`` the GPU where it can
+    #: (:mod:`spnas.data.device_decode`)
+    decode: str = "auto"
+    #: the device's batch decoder itself (tests give a stand-in); None: as ``decode`` says
+    device_decoder: BatchDecoder | None = None
 
     def __post_init__(self) -> None:
         mean, std = (GREY_MEAN, GREY_STD) if self.split.channels == 1 else (IMAGENET_MEAN, IMAGENET_STD)
@@ -234,10 +240,19 @@ class FolderBatchSource:
         self._mean = torch.tensor(mean, device=self._device).view(1, -1, 1, 1)
         self._std = torch.tensor(std, device=self._device).view(1, -1, 1, 1)
         self._perm_epoch, self._perm = -1, None
-        self._images = FolderImages(self.split, self.seed, self.augment)
+        if self.device_decoder is None:
+            self.device_decoder = choose_decoder(self.decode, self._device, self.split.paths)
+        if self.device_decoder is None:
+            self._images, collate = FolderImages(self.split, self.seed, self.augment), default_collate
+        else:  # the workers only read files: the device decodes, crops and resizes
+            self._images = EncodedImages(self.split.paths, self.split.labels, self.split.input_size, self.seed,
+                                         self.augment)
+            collate = collate_encoded
+        self._collate = collate
         self._sampler = StepSampler(self)
         self._loader = DataLoader(self._images, batch_sampler=self._sampler, num_workers=self.workers,
-                                  persistent_workers=self.workers > 0 and self.augment, prefetch_factor=4 if self.workers > 0 else None,
+                                  collate_fn=collate, persistent_workers=self.workers > 0 and self.augment,
+                                  prefetch_factor=4 if self.workers > 0 else None,
                                   pin_memory=self._device.type == "cuda",
                                   worker_init_fn=_one_thread if self.workers > 0 else None)
         self._batches, self._next = None, None
@@ -264,18 +279,31 @@ class FolderBatchSource:
         depends on its index, not on the slice, so the parts put together are the step's batch)."""
         if parts != self.parts or part not in self.mine:  # not this process's training order: decode now
             keys = [(i, epoch, step) for i in self.part_index(epoch, step, part, parts).tolist()]
-            x, y = default_collate([self._images[k] for k in keys])
+            batch = self._collate([self._images[k] for k in keys])
         else:
             if self._batches is None or self._next != (epoch, step, part):
                 self._sampler.epoch, self._sampler.step, self._sampler.part = epoch, step, part
                 self._batches = iter(self._loader)
-            x, y = next(self._batches)
+            batch = next(self._batches)
             following = part + 1 < self.mine.stop
             self._next = (epoch, step, part + 1) if following else (epoch, step + 1, self.mine.start)
             if not following and step + 1 == self.steps_per_epoch:
                 self._next, self._batches = None, None  # the sampler ends with the epoch
-        x = x.to(self._device, non_blocking=True).permute(0, 3, 1, 2)  # NHWC in memory: channels_last
-        return x.float().div_(255).sub_(self._mean).div_(self._std), y.to(self._device, non_blocking=True)
+        if self.device_decoder is None:
+            x, y = batch
+            x = x.to(self._device, non_blocking=True).permute(0, 3, 1, 2).float()  # NHWC in memory: channels_last
+        else:
+            files, boxes, flips, y = batch
+            x = crop_resize(self._decoded(files), boxes, flips, self.split.input_size)
+        return x.div_(255).sub_(self._mean).div_(self._std), y.to(self._device, non_blocking=True)
+
+    def _decoded(self, files: list[torch.Tensor]) -> list[torch.Tensor]:
+        try:
+            return self.device_decoder(files, self.split.channels == 1)
+        except RuntimeError as err:  # nvJPEG refuses the whole batch for one file it cannot read
+            raise RankLocalError(f"{self.split.paths[0].parents[1]}: a JPEG of this batch cannot be decoded on the "
+                                 f"GPU ({str(err).splitlines()[0][:120]}); run with --decode cpu to find and skip "
+                                 "it") from None
 
     def epoch_batches(self, epoch: int):
         for step in range(self.steps_per_epoch):

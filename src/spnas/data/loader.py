@@ -141,21 +141,24 @@ def resized_crop(x: torch.Tensor, size: int, w: torch.Tensor, h: torch.Tensor, x
 
 
 def train_source(data: DataSplits, batch_size: int, seed: int, device: torch.device | None = None, *,
-                 workers: int = 0, parts: int = 1, mine: range = range(0, 1)) -> BatchSource | FolderBatchSource:
+                 workers: int = 0, parts: int = 1, mine: range = range(0, 1),
+                 decode: str = "auto") -> BatchSource | FolderBatchSource:
     """Augmented training batches; in-memory images are moved to ``device`` once. Folders stream from
     disk through ``workers`` DataLoader processes, decoding ahead the ``mine`` of ``parts`` of each
-    step this process will ask for, as uint8 (pinned for a fast copy to CUDA), normalised on ``device``."""
+    step this process will ask for, as uint8 (pinned for a fast copy to CUDA), normalised on ``device``;
+    ``decode``: who decodes their JPEGs (:mod:`spnas.data.device_decode`)."""
     if isinstance(data.train, FolderSplit):
         return FolderBatchSource(data.train, batch_size, seed, workers=workers, parts=parts, mine=mine,
-                                 device=device)
+                                 device=device, decode=decode)
     return BatchSource(data.train, batch_size, data.mean, data.std, seed, augment=True, flip=data.flip,
                        crop_padding=data.crop_padding, device=device,
                        resized_crop=data.train.output_size if isinstance(data.train, DecodedFolderSplit) else None)
 
 
 def eval_source(data: DataSplits, split, batch_size: int = 500, device: torch.device | None = None, *,
-                workers: int = 0) -> BatchSource | FolderBatchSource:
+                workers: int = 0, decode: str = "auto") -> BatchSource | FolderBatchSource:
     if isinstance(split, FolderSplit):
         return FolderBatchSource(split, min(batch_size, 100), augment=False, drop_last=False, workers=workers,
+                                 decode=decode,
                                  device=device)
     return BatchSource(split, batch_size, data.mean, data.std, augment=False, drop_last=False, device=device)

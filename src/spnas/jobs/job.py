@@ -23,6 +23,7 @@ from spnas.data.loader import train_source
 from spnas.jobs.device import Precision, resolve_device
 from spnas.jobs.divergence import DivergenceGuard
 from spnas.errors import SpnasError
+from spnas.data.device_decode import check_decode
 from spnas.jobs.jobconfig import default_workers
 from spnas.jobs.replicas import Replicas, check_parts
 from spnas.jobs.reproducibility import ENVIRONMENT, deterministic_algorithms, record_environment
@@ -58,6 +59,7 @@ class Job:
             data = load_data(cfg.data, cfg.data_dir, cfg.val_fraction, cfg.seed, cfg.train_subset)
         if len(data.train) < cfg.batch_size:
             raise SpnasError(f"--batch-size {cfg.batch_size} is larger than the {len(data.train)} training images")
+        check_decode(cfg.decode, device, data)
         cfg = dataclasses.replace(cfg, micro_batch=micro_batch)
         return cls(cfg, resume_dir, replicas, precision, data, num_parts)
 
@@ -118,7 +120,7 @@ class Job:
         cfg = self.cfg
         workers = default_workers() if cfg.workers is None else cfg.workers
         return train_source(self.data, cfg.batch_size, cfg.seed, self.device, workers=workers,
-                            parts=self.num_parts, mine=self.replicas.parts(self.num_parts))
+                            parts=self.num_parts, mine=self.replicas.parts(self.num_parts), decode=cfg.decode)
 
     def forward_model(self, net: torch.nn.Module) -> torch.nn.Module:
         """What the steps' forward passes run through: DDP around ``net`` on several ranks, compiled with

@@ -11,6 +11,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from spnas.data.device_decode import DECODE_MODES
 from spnas.jobs.device import AMP_MODES
 from spnas.jobs.limits import Limit, at_least, check_limits, one_of, positive
 
@@ -54,12 +55,17 @@ class JobSettings:
     workers: int | None = setting(
         None, "processes decoding an image folder ahead of the model (default: the CPU cores per process, at most 8; 0:"
         " decode in the job's own process); allowed with --resume")
+    decode: str = setting(
+        "auto", "who decodes an image folder's JPEGs: auto (nvJPEG on the GPU where the job runs on CUDA, "
+        "torchvision is importable and every file is a JPEG; else the workers), cpu (the workers), gpu (refused "
+        "where it cannot); allowed with --resume (the two decode and resize a little differently, so switching "
+        "does not reproduce bit for bit)")
 
     #: the job's own limits, beside :data:`JOB_LIMITS`
     LIMITS: ClassVar[dict[str, Limit]] = {}
     #: values for settings that a run's config.json, written before the setting existed, lacks: what that
     #: run did then (where the setting's default has changed since)
-    LEGACY_DEFAULTS: ClassVar[dict] = {}
+    LEGACY_DEFAULTS: ClassVar[dict] = {"decode": "cpu"}
 
     def check(self, source: str = ""):
         """Refuse any value outside the limits (one line naming the option); returns ``self``."""
@@ -69,10 +75,11 @@ class JobSettings:
 
 JOB_LIMITS: dict[str, Limit] = {"max_steps": at_least(1), "threads": at_least(1),
                                 "checkpoint_minutes": positive(), "amp": one_of(*AMP_MODES),
-                                "micro_batch": at_least(1), "workers": at_least(0)}
+                                "micro_batch": at_least(1), "workers": at_least(0),
+                                "decode": one_of(*DECODE_MODES)}
 
 #: options that may be given with --resume: they change when, where or how fast a run goes
-RESUME_OPTIONS = ("max_steps", "threads", "checkpoint_minutes", "device", "workers", "compile")
+RESUME_OPTIONS = ("max_steps", "threads", "checkpoint_minutes", "device", "workers", "compile", "decode")
 
 
 def default_workers() -> int:

@@ -22,13 +22,12 @@ from spnas.model.arch import Architecture
 from spnas.errors import SpnasError
 from spnas.latency.device_profiler import Stats
 from spnas.latency.lut import LatencyTable
-from spnas.outputs.files import atomic_path, atomic_write_text, write_json
+from spnas.outputs.files import atomic_write_text, write_json
 from spnas.latency import device_profiler
-from spnas.latency.parts import Part, all_parts
+from spnas.latency.parts import Part, all_parts, export_parts
 from spnas.latency.validate import ValidationResult, sample_architectures, validation_report
 from spnas.nn.network import SinglePathNet
 from spnas.deploy.quantize import ModelFormat
-from spnas.jobs.progress import bar
 from spnas.model.space import SearchSpace
 
 SCRIPT_NAME = "profile_device.py"
@@ -56,19 +55,11 @@ def write_bundle(space: SearchSpace, out_dir: Path, backend_name: str = "onnxrun
     models (default) or INT8 ones, so a device's INT8 table is one bundle too."""
     fmt = fmt or ModelFormat()
     out_dir = Path(out_dir)
-    (out_dir / "models").mkdir(parents=True, exist_ok=True)
-    models = {}
     archs = sample_architectures(space, networks, seed) if networks else []
     shape = [1, space.in_channels, space.input_size, space.input_size]
     parts = all_parts(space) + [Part(f"{NETWORK_PREFIX}{i}", SinglePathNet(space, arch).eval(), shape)
                                 for i, arch in enumerate(archs)]
-    with bar(len(parts), "exporting ONNX", "model") as progress:
-        for part in parts:
-            name = f"models/{part.key.replace('/', '_')}.onnx"
-            with atomic_path(out_dir / name) as tmp:
-                tmp.write_bytes(fmt.onnx(part.module, part.input_shape))
-            models[part.key] = {"file": name, "input_shape": part.input_shape}
-            progress.update()
+    models = export_parts(parts, fmt, out_dir)
     shutil.copyfile(device_profiler.__file__, out_dir / SCRIPT_NAME)
     atomic_write_text(out_dir / "README.txt",
                       README.format(space=space.name, fingerprint=space.fingerprint(), script=SCRIPT_NAME))

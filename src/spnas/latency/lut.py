@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import asdict, dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -82,13 +83,8 @@ class Calibration:
     def _terms_like(self, op_weights):
         """:meth:`terms` as a tensor on ``op_weights``' device, made once per calibration, device and dtype:
         a search prices its supernet every step, and a copy from the host each time would make a GPU wait."""
-        key = (tuple(self.per_present_layer), self.per_k5_layer, self.per_e6_layer, op_weights.shape[-2],
-               op_weights.device, op_weights.dtype)
-        if key not in _TERMS:
-            if len(_TERMS) >= 8:
-                _TERMS.clear()
-            _TERMS[key] = op_weights.new_tensor(self.terms(op_weights.shape[-2]))
-        return _TERMS[key]
+        return _terms_tensor(tuple(map(tuple, self.terms(op_weights.shape[-2]).tolist())), op_weights.device,
+                             op_weights.dtype)
 
     def curve(self, ms):
         """The part that depends on the plain sum alone: a·ms + q·ms² + b."""
@@ -99,8 +95,12 @@ class Calibration:
         return self.a + 2 * self.q * ms
 
 
-#: :meth:`Calibration._terms_like`'s tensors, by calibration terms, layers, device and dtype
-_TERMS: dict[tuple, Any] = {}
+@lru_cache(maxsize=8)
+def _terms_tensor(terms: tuple[tuple[float, ...], ...], device, dtype) -> Any:
+    """``terms`` as a tensor on ``device``, made once per (terms, device, dtype)."""
+    import torch  # only asked for by tensor callers, which have torch loaded already
+
+    return torch.tensor(terms, device=device, dtype=dtype)
 
 
 def op_weights(ops) -> list[list[float]]:

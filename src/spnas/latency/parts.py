@@ -9,11 +9,15 @@ only once in total, so it is subtracted from each part and added back once).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
 
+from spnas.deploy.quantize import ModelFormat
+from spnas.jobs.progress import bar
 from spnas.model.arch import uniform
+from spnas.outputs.files import atomic_path
 from spnas.nn.blocks import MBConv
 from spnas.nn.network import SinglePathNet
 from spnas.model.space import MBCONV_OPS, SearchSpace, op_kernel_expand
@@ -71,3 +75,18 @@ def layer_parts(space: SearchSpace) -> list[Part]:
 def all_parts(space: SearchSpace) -> list[Part]:
     return fixed_parts(space) + layer_parts(space)
 
+
+def export_parts(parts: list[Part], fmt: ModelFormat, directory: Path) -> dict[str, dict]:
+    """Each part as an ONNX file in ``fmt`` under ``directory``/models/, with a progress bar; returns a
+    bundle manifest's ``models``: key -> {"file": the path under ``directory``, "input_shape": ...}. What a
+    bundle holds and what the fresh process that times a table here reads."""
+    (directory / "models").mkdir(parents=True, exist_ok=True)
+    models = {}
+    with bar(len(parts), "exporting ONNX", "model") as progress:
+        for part in parts:
+            name = f"models/{part.key.replace('/', '_')}.onnx"
+            with atomic_path(directory / name) as tmp:
+                tmp.write_bytes(fmt.onnx(part.module, part.input_shape))
+            models[part.key] = {"file": name, "input_shape": list(part.input_shape)}
+            progress.update()
+    return models

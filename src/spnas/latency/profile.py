@@ -11,7 +11,7 @@ from spnas.errors import SpnasError
 from spnas.latency.device_profiler import Protocol, Stats, measure_until_stable
 from spnas.latency.fresh_process import measure_onnx_models
 from spnas.latency.lut import LatencyTable, lut_from_stats
-from spnas.latency.parts import Part, all_parts
+from spnas.latency.parts import Part, all_parts, export_parts
 from spnas.latency.backends import Backend
 from spnas.jobs.progress import RoundProgress, bar
 from spnas.model.space import SearchSpace
@@ -43,13 +43,8 @@ def _measure_in_fresh_process(backend: Backend, parts: list[Part], protocol: Pro
                               **stable: Any) -> tuple[dict[str, Stats], dict]:
     with tempfile.TemporaryDirectory(prefix="spnas-timing-") as tmp:
         work = Path(tmp)
-        models = {}
-        with bar(len(parts), f"preparing {backend.name}", "model") as progress:
-            for i, part in enumerate(parts):
-                path = work / f"{i}.onnx"
-                path.write_bytes(backend.format.onnx(part.module, part.input_shape))
-                models[part.key] = (str(path), list(part.input_shape))
-                progress.update()
+        models = {key: (str(work / m["file"]), m["input_shape"])
+                  for key, m in export_parts(parts, backend.format, work).items()}
         print(f"timing {len(parts)} models in a fresh process", file=sys.stderr, flush=True)
         stats, conditions = measure_onnx_models(models, None, backend.threads, protocol, work / "timing", **stable)
     _print_warnings(conditions)

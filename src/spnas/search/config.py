@@ -36,7 +36,7 @@ class SearchConfig(JobSettings):
     LIMITS: ClassVar[dict[str, Limit]] = SEARCH_LIMITS
     #: runs made before --landing existed searched without it, and before --landing-rule the only rule was
     #: first: resumed, they keep doing so
-    LEGACY_DEFAULTS: ClassVar[dict] = {"landing": 0.0, "landing_rule": "first"}
+    LEGACY_DEFAULTS: ClassVar[dict] = {**JobSettings.LEGACY_DEFAULTS, "landing": 0.0, "landing_rule": "first"}
 
     space: str = setting("small", "search space preset (small, imagenet)")
     data: str = setting(

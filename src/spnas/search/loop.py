@@ -116,7 +116,7 @@ def _search(job: Job, space: SearchSpace, lut: LatencyTable, budgets: Budgets) -
                                job.replicas, job.num_parts, cfg.label_smoothing, L2Term.of(net, cfg.weight_decay))
     table = lut_tensor(lut, precision.device)
     log = job.metrics_log(start)
-    val = eval_source(data, data.val, device=precision.device)
+    val = eval_source(data, data.val, device=precision.device, decode=cfg.decode)
 
     loop = SearchSteps(job, method, net, lut, table, controller, landing, source, one_step, schedule, guard, log,
                        val, warm_steps, steps_per_epoch, total, budgets)
@@ -187,7 +187,8 @@ def _random_search(job: Job, space: SearchSpace, lut: LatencyTable, budgets: Bud
     candidates = draw_candidates(space, lut, cfg.candidates, cfg.seed, cfg.target_ms, cfg.target_margin, budgets.fits)
     total = proxy_steps * cfg.candidates
     training = CandidateTraining(job, space, lut, candidates, proxy_steps, source,
-                                 eval_source(job.data, job.data.val, device=precision.device), log=None, guard=None)
+                                 eval_source(job.data, job.data.val, device=precision.device, decode=cfg.decode),
+                                 log=None, guard=None)
     parts = {"random_search": training, "precision": precision}
     start, wall_before = job.restore(parts, "search")
     training.guard = guard = job.guard(total, f"--lr-per-256 {cfg.lr_per_256:g}, LR {cfg.lr:g}", start,

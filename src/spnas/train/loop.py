@@ -93,9 +93,9 @@ def _train(job: Job, arch: Architecture, space: SearchSpace) -> TrainResult:
                                job.replicas, job.num_parts, cfg.label_smoothing,
                                L2Term.of(net, cfg.weight_decay) if in_loss else None)
     log = job.metrics_log(start)
-    val = eval_source(data, data.val, device=device)
+    val = eval_source(data, data.val, device=device, decode=cfg.decode)
     precise_bn = cfg.precise_bn_batches or 0  # configs from before the option: 0
-    bn_source = train_source(data, cfg.batch_size, cfg.seed + 1, device)
+    bn_source = train_source(data, cfg.batch_size, cfg.seed + 1, device, decode=cfg.decode)
 
     loop = TrainingSteps(job, net, ema, source, one_step, schedule, guard, log, val, bn_source, precise_bn,
                          steps_per_epoch)
@@ -115,7 +115,7 @@ def _train(job: Job, arch: Architecture, space: SearchSpace) -> TrainResult:
         reestimate_batchnorm(net, bn_source, precise_bn)
         reestimate_batchnorm(ema.module, bn_source, precise_bn)
     guard.check_state(total, {"model": net, "ema": ema.module})  # what model.pt would hold
-    metrics = final_metrics(net, ema.module, data, device)
+    metrics = final_metrics(net, ema.module, data, device, cfg.decode)
     metrics["precise_bn_batches"] = precise_bn
     metrics["train_wall_s"] = job.wall_s(wall_before)
     metrics["epochs"], metrics["steps"] = cfg.epochs, total
@@ -186,13 +186,14 @@ def _val_accuracy(model: nn.Module, val, bn_source, precise_bn: int) -> float:
         return evaluate(calibrated, val, (1,))["top1"]
 
 
-def final_metrics(net: nn.Module, ema_net: nn.Module, data: DataSplits, device: torch.device | None = None) -> dict:
+def final_metrics(net: nn.Module, ema_net: nn.Module, data: DataSplits, device: torch.device | None = None,
+                  decode: str = "auto") -> dict:
     """Test accuracy with and without EMA; the one with the better validation accuracy is exported."""
-    test = eval_source(data, data.test, device=device)
+    test = eval_source(data, data.test, device=device, decode=decode)
     raw, ema = evaluate(net, test), evaluate(ema_net, test)
     choice = "raw"
     if len(data.val):
-        val = eval_source(data, data.val, device=device)
+        val = eval_source(data, data.val, device=device, decode=decode)
         choice = "ema" if evaluate(ema_net, val, (1,))["top1"] >= evaluate(net, val, (1,))["top1"] else "raw"
     chosen = ema if choice == "ema" else raw
     return {"test_top1": chosen["top1"], "test_top5": chosen.get("top5"), "test_top1_raw": raw["top1"],
@@ -222,8 +223,8 @@ def load_model(path: str | Path) -> tuple[SinglePathNet, dict]:
         raise SpnasError(f"{path}: unreadable model file ({type(err).__name__})") from None
     if not isinstance(blob, dict) or not {"space", "arch", "state_dict"} <= set(blob):
         kind = blob.get("kind") if isinstance(blob, dict) and "step" in blob else None
-        hint = (f": it is the checkpoint of a {kind} run; give the run directory or its {MODEL_FILE}, written when training ends"
-                if kind else f"; give a run directory of 'spnas train' or its {MODEL_FILE}")
+        hint = (f": it is the checkpoint of a {kind} run; give the run directory or its {MODEL_FILE}, "
+                "written when training ends" if kind else f"; give a run directory of 'spnas train' or its {MODEL_FILE}")
         raise SpnasError(f"{path}: not a trained model{hint}")
     space = SearchSpace.from_dict(blob["space"])
     arch = Architecture.from_dict(blob["arch"], str(path))

@@ -24,6 +24,7 @@ from typing import Iterator
 import torch
 
 from spnas.model.arch import Architecture, uniform
+from spnas.data.device_decode import check_decode
 from spnas.data.datasets import DataSplits, load_data, with_train_subset
 from spnas.jobs.engine import Interrupted
 from spnas.jobs.device import Precision, resolve_device
@@ -130,6 +131,8 @@ class PipelineOptions:
     cache: bool = True
     device: str = "auto"
     amp: str = "off"
+    #: who decodes a streamed image folder's JPEGs (:mod:`spnas.data.device_decode`)
+    decode: str = "auto"
     #: processes for search and training (torchrun); None: one per GPU on CUDA, else 1
     nproc_per_node: int | None = None
     #: searches and trainings refuse nondeterministic kernels (bit-identical reruns)
@@ -181,6 +184,7 @@ def open_pipeline(options: PipelineOptions, command: str) -> Iterator["Pipeline"
     if len(splits.train) < preset.batch_size:
         raise SpnasError(f"{data_name}: {len(splits.train)} training images, fewer than one batch of "
                          f"{preset.batch_size}; use a larger dataset")
+    check_decode(options.decode, device, splits)
     space = space_for_data(options.space, splits, preset.width)
     fmt = int8_format(space, data_name, options.data_dir) if options.precision == "int8" else None
     backend = get_backend(options.backend, options.threads, fmt)
@@ -255,7 +259,8 @@ class Pipeline:
         return self.state["stages"][name]
 
     def jobs(self) -> dict:
-        return {"device": self.options.device, "amp": self.options.amp, "deterministic": self.options.deterministic}
+        return {"device": self.options.device, "amp": self.options.amp, "deterministic": self.options.deterministic,
+                "decode": self.options.decode}
 
     def make_lut(self) -> dict:
         if self.foreign_lut is not None:

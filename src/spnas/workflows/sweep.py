@@ -90,18 +90,20 @@ def run_sweep(options: SweepOptions) -> dict:
 
 
 def spread_targets(lut: LatencyTable, space, points: int) -> tuple[float, ...]:
-    """``points`` targets evenly inside (fastest uniform net, slowest uniform net), predicted."""
-    predicted = [predict_ms(lut, uniform(space, op)) for op in UNIFORM_OPS]
-    fast, slow = min(predicted), max(predicted)
-    return tuple(round(fast + (slow - fast) * (i + 1) / (points + 1), 4) for i in range(points))
+    """``points`` latency targets evenly inside (fastest uniform net, slowest uniform net), predicted."""
+    return _evenly_inside([predict_ms(lut, uniform(space, op)) for op in UNIFORM_OPS], points, 4)
 
 
 def spread_budgets(space, measure: str, points: int, precision: str) -> tuple[float, ...]:
-    """``points`` values of a budget evenly inside (cheapest uniform net, dearest uniform net)."""
+    """``points`` values of a budget evenly inside (cheapest uniform net, dearest uniform net), whole units."""
     table = cost_tables(space, precision)[measure]
-    costs = [table.of(uniform(space, op).ops) for op in UNIFORM_OPS]
-    low, high = min(costs), max(costs)
-    return tuple(float(round(low + (high - low) * (i + 1) / (points + 1))) for i in range(points))
+    return _evenly_inside([table.of(uniform(space, op).ops) for op in UNIFORM_OPS], points, 0)
+
+
+def _evenly_inside(values: list[float], points: int, digits: int) -> tuple[float, ...]:
+    """``points`` values splitting (min, max) of ``values`` into equal steps, rounded to ``digits``."""
+    low, high = min(values), max(values)
+    return tuple(float(round(low + (high - low) * (i + 1) / (points + 1), digits)) for i in range(points))
 
 
 def searched_name(target: float, method: str = DEFAULT_METHOD, search_seed: int = 0, budget: str = "latency") -> str:
@@ -193,8 +195,7 @@ class Sweep:
         settings = settings if axis == "latency" else {**settings, f"max_{axis}": point}
         origin = {"method": method, "search_seed": seed}  # recorded, so readers need not parse the stage's name
         if base == "random":  # its candidates are drawn in the target's latency band: nothing to share
-            return p.stage(f"search:{name}", lambda: {**p.search(target_ms, out, method=base, seed=seed,
-                                                                **{k: v for k, v in settings.items() if k.startswith("max_")}),
+            return p.stage(f"search:{name}", lambda: {**p.search(target_ms, out, method=base, seed=seed, **settings),
                                                       **origin})
         warm_dir, warm_steps = p.run_dir / "search" / f"warmup{_variant(base, seed)}", self.warm_steps
         p.stage(f"search:warmup{_variant(base, seed)}", lambda: p.search(
