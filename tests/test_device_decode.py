@@ -10,7 +10,7 @@ import torch
 
 import spnas.data.device_decode as device_decode
 from spnas.data.datasets import load_data
-from spnas.data.device_decode import choose_decoder
+from spnas.data.device_decode import check_decode, choose_decoder
 from spnas.data.imagefolder import FolderBatchSource
 from spnas.data.loader import eval_source, train_source
 from spnas.errors import SpnasError
@@ -93,6 +93,20 @@ def test_the_decoder_is_chosen_only_where_it_can_run(tmp_path, monkeypatch):
         choose_decoder("gpu", cuda, jpegs)
     with pytest.raises(SpnasError, match="--decode must be one of"):
         choose_decoder("nvjpeg", cuda, jpegs)
+
+
+def test_a_job_says_why_a_gpu_does_not_decode_and_refuses_gpu_for_data_in_memory(tmp_path, monkeypatch, capsys):
+    jpeg_folder(tmp_path, per_class=2)
+    streamed = load_data("imagefolder:16:stream", str(tmp_path), val_fraction=0.0)
+    monkeypatch.setattr(device_decode, "nvjpeg_decoder", lambda device: None)
+    check_decode("auto", torch.device("cuda"), streamed)
+    assert "decoded by the CPU workers, not on the GPU: torchvision" in capsys.readouterr().err
+    check_decode("auto", torch.device("cpu"), streamed)  # no GPU, nothing to say
+    assert capsys.readouterr().err == ""
+    in_memory = load_data("imagefolder:16:memory", str(tmp_path), val_fraction=0.0)
+    check_decode("auto", torch.device("cuda"), in_memory)
+    with pytest.raises(SpnasError, match="held in memory"):
+        check_decode("gpu", torch.device("cuda"), in_memory)
 
 
 def test_decode_is_a_setting_that_old_runs_resume_without(tmp_path):

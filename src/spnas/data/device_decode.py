@@ -46,6 +46,18 @@ def nvjpeg_decoder(device: torch.device) -> BatchDecoder | None:
     return decode
 
 
+def gpu_decoder(device: torch.device, paths: list[Path]) -> tuple[BatchDecoder | None, str | None]:
+    """nvJPEG onto ``device`` for these files, or (None, what is missing for it)."""
+    if device.type != "cuda":
+        return None, f"the job runs on {device.type}, not on a CUDA GPU"
+    if any(p.suffix.lower() not in JPEG_SUFFIXES for p in paths):
+        return None, "the folder holds files other than JPEGs"
+    decoder = nvjpeg_decoder(device)
+    if decoder is None:
+        return None, "torchvision (with nvJPEG) cannot be imported: pip install torchvision built for this torch"
+    return decoder, None
+
+
 def choose_decoder(mode: str, device: torch.device, paths: list[Path]) -> BatchDecoder | None:
     """The device decoder ``mode`` asks for (None: the workers decode): ``cpu`` never, ``gpu`` always (or a
     one-line refusal saying what is missing), ``auto`` where it can."""
@@ -53,29 +65,26 @@ def choose_decoder(mode: str, device: torch.device, paths: list[Path]) -> BatchD
         raise SpnasError(f"--decode must be one of: {', '.join(DECODE_MODES)}, got {mode!r}")
     if mode == "cpu":
         return None
-    missing = None
-    if device.type != "cuda":
-        missing = f"the job runs on {device.type}, not on a CUDA GPU"
-    elif any(p.suffix.lower() not in JPEG_SUFFIXES for p in paths):
-        missing = "the folder holds files other than JPEGs"
-    decoder = None if missing else nvjpeg_decoder(device)
-    if decoder is None and missing is None:
-        missing = "torchvision (with nvJPEG) cannot be imported: pip install torchvision built for this torch"
+    decoder, missing = gpu_decoder(device, paths)
     if missing and mode == "gpu":
         raise SpnasError(f"--decode gpu: {missing}; use --decode cpu (or auto)")
     return decoder
 
 
 def check_decode(mode: str, device: torch.device, data) -> None:
-    """Refuse ``--decode gpu`` before a job starts where it cannot run on ``data`` (a DataSplits): on a
-    streamed folder as :func:`choose_decoder` would, later; on data held in memory there is nothing to decode."""
+    """Before a job starts: refuse ``--decode gpu`` where it cannot run on ``data`` (a DataSplits), and say
+    why a streamed folder on a GPU is decoded by the CPU workers under ``auto`` (the job is slower for it).
+    Data held in memory is decoded already: nothing to choose."""
     from spnas.data.imagefolder import FolderSplit
+    from spnas.jobs.runs import note
 
-    if isinstance(data.train, FolderSplit):
-        choose_decoder(mode, device, data.train.paths)
-    elif mode == "gpu":
-        raise SpnasError(f"--decode gpu: {data.name} is held in memory, decoded once already; leave --decode at "
-                         "auto, or stream a folder (imagefolder:SIZE:stream) to decode it on the GPU")
+    if not isinstance(data.train, FolderSplit):
+        if mode == "gpu":
+            raise SpnasError(f"--decode gpu: {data.name} is held in memory, decoded once already; leave --decode "
+                             "at auto, or stream a folder (imagefolder:SIZE:stream) to decode it on the GPU")
+        return
+    if choose_decoder(mode, device, data.train.paths) is None and mode == "auto" and device.type == "cuda":
+        note(f"JPEGs are decoded by the CPU workers, not on the GPU: {gpu_decoder(device, data.train.paths)[1]}")
 
 
 def image_size(data: bytes) -> tuple[int, int]:

@@ -302,8 +302,8 @@ class FolderBatchSource:
             return self.device_decoder(files, self.split.channels == 1)
         except RuntimeError as err:  # nvJPEG refuses the whole batch for one file it cannot read
             raise RankLocalError(f"{self.split.paths[0].parents[1]}: a JPEG of this batch cannot be decoded on the "
-                                 f"GPU ({str(err).splitlines()[0][:120]}); run with --decode cpu to find and skip "
-                                 "it") from None
+                                 f"GPU ({str(err).splitlines()[0][:120]}); run with --decode cpu, which names the "
+                                 "file") from None
 
     def epoch_batches(self, epoch: int):
         for step in range(self.steps_per_epoch):

@@ -159,6 +159,5 @@ def eval_source(data: DataSplits, split, batch_size: int = 500, device: torch.de
                 workers: int = 0, decode: str = "auto") -> BatchSource | FolderBatchSource:
     if isinstance(split, FolderSplit):
         return FolderBatchSource(split, min(batch_size, 100), augment=False, drop_last=False, workers=workers,
-                                 decode=decode,
-                                 device=device)
+                                 device=device, decode=decode)
     return BatchSource(split, batch_size, data.mean, data.std, augment=False, drop_last=False, device=device)

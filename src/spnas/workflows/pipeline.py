@@ -184,7 +184,8 @@ def open_pipeline(options: PipelineOptions, command: str) -> Iterator["Pipeline"
     if len(splits.train) < preset.batch_size:
         raise SpnasError(f"{data_name}: {len(splits.train)} training images, fewer than one batch of "
                          f"{preset.batch_size}; use a larger dataset")
-    check_decode(options.decode, device, splits)
+    if options.decode == "gpu":  # refused before any stage (each job says so again for itself)
+        check_decode(options.decode, device, splits)
     space = space_for_data(options.space, splits, preset.width)
     fmt = int8_format(space, data_name, options.data_dir) if options.precision == "int8" else None
     backend = get_backend(options.backend, options.threads, fmt)
