@@ -83,8 +83,12 @@ def check_decode(mode: str, device: torch.device, data) -> None:
             raise SpnasError(f"--decode gpu: {data.name} is held in memory, decoded once already; leave --decode "
                              "at auto, or stream a folder (imagefolder:SIZE:stream) to decode it on the GPU")
         return
-    if choose_decoder(mode, device, data.train.paths) is None and mode == "auto" and device.type == "cuda":
-        note(f"JPEGs are decoded by the CPU workers, not on the GPU: {gpu_decoder(device, data.train.paths)[1]}")
+    if mode == "auto" and device.type == "cuda":  # looked at once: the paths of a large folder are many
+        _, missing = gpu_decoder(device, data.train.paths)
+        if missing:
+            note(f"JPEGs are decoded by the CPU workers, not on the GPU: {missing}")
+    else:
+        choose_decoder(mode, device, data.train.paths)
 
 
 def image_size(data: bytes) -> tuple[int, int]:
